@@ -1,0 +1,98 @@
+"""ModelDock: the application factory, read top to bottom like a table of contents."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app import config as settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the app: defaults → instance/config.py → environment → ``config``."""
+    app = Flask(
+        __name__,
+        instance_path=str(ROOT / "instance"),
+        instance_relative_config=True,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    load_config(app, config)
+    logging.basicConfig(level=app.config["LOG_LEVEL"])
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    if app.config["MODELDOCK_PROXY_HOPS"]:
+        hops = app.config["MODELDOCK_PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+    return app
+
+
+def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
+    app.config.update(settings.defaults())
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.update(settings.from_environment())
+    app.config.update(overrides or {})
+    settings.finalize(app.config, app.instance_path)
+
+
+def register_extensions(app: Flask) -> None:
+    from app import permissions, request_log
+    from app.extensions import cache, cors, csrf, db, limiter, login_manager, migrate
+    from app.serving import state
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.login"
+    login_manager.session_protection = "strong"
+    csrf.init_app(app)
+    cache.init_app(app)
+    cors.init_app(app, resources={r"/api/*": {"origins": app.config[
+        "MODELDOCK_CORS_ORIGINS"]}, r"/v[12]/*": {"origins": app.config[
+            "MODELDOCK_CORS_ORIGINS"]}})
+    state.init_app(app)
+    request_log.init_app(app)
+    permissions.init_app(app)  # must run before the limiter, which keys on its result
+    limiter.init_app(app)
+
+    from app.models import User
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        return db.session.get(User, int(user_id))
+
+
+def register_blueprints(app: Flask) -> None:
+    from app.admin import api_bp as admin_api_bp
+    from app.auth import bp as auth_bp
+    from app.extensions import csrf
+    from app.ops import bp as ops_bp
+    from app.pages import bp as pages_bp
+    from app.predict import bp as predict_bp
+
+    # Script-facing blueprints authenticate with API keys in headers only,
+    # never cookies, so CSRF tokens do not apply to them.
+    for blueprint in (predict_bp, admin_api_bp):
+        csrf.exempt(blueprint)
+    for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, ops_bp):
+        app.register_blueprint(blueprint)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from app.errors import register_errorhandlers as install
+
+    install(app)
+
+
+def register_commands(app: Flask) -> None:
+    from app.cli import register
+
+    register(app)

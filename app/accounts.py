@@ -1,0 +1,127 @@
+"""Users and API keys: creating, verifying and revoking credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+
+from sqlalchemy import select
+from werkzeug.security import generate_password_hash
+
+from app import changes
+from app.errors import APIError
+from app.extensions import db
+from app.models import ApiKey, User
+from app.models._time import utcnow
+from app.models.users import ROLES, SCOPES
+
+KEY_PREFIX = "mdk_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is making a request: a signed-in user or the owner of an API key."""
+
+    user_id: int
+    username: str
+    role: str
+    scopes: frozenset[str]
+    api_key_id: int | None = None
+    expires_at: datetime | None = None
+    rate_limit: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.api_key_id is None:
+            return self.username
+        return f"{self.username} (key #{self.api_key_id})"
+
+
+def hash_key(plaintext: str) -> str:
+    """sha256 of an API key, the only form in which keys are stored."""
+    return hashlib.sha256(plaintext.encode()).hexdigest()
+
+
+def create_user(username: str, password: str, role: str = "user") -> User:
+    """Add a user; the password is stored hashed."""
+    username = username.strip()
+    if not username or len(username) > 80:
+        raise APIError(400, "invalid_username", "username must be 1-80 characters",
+                       "username")
+    if role not in ROLES:
+        raise APIError(400, "invalid_role", f"role must be one of {ROLES}", "role")
+    if len(password) < 8:
+        raise APIError(400, "weak_password", "password must have 8 characters or more",
+                       "password")
+    if db.session.scalar(select(User.id).where(User.username == username)):
+        raise APIError(409, "user_exists", f"user '{username}' already exists",
+                       "username")
+    user = User(username=username, role=role)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def authenticate_password(username: str, password: str) -> User | None:
+    """Return the enabled user with this password, else None."""
+    user = db.session.scalar(select(User).where(User.username == username.strip()))
+    if user is None:
+        # Spend the same time as a real check so usernames cannot be probed.
+        User(password_hash=_dummy_hash()).check_password(password)
+        return None
+    if not user.check_password(password) or not user.enabled:
+        return None
+    return user
+
+
+def create_api_key(
+    user: User, name: str, scopes: list[str] | str = "predict",
+    expires_at: datetime | None = None, rate_limit: str | None = None,
+) -> tuple[ApiKey, str]:
+    """Create a key; return it with its plaintext, which is never stored."""
+    scope_list = scopes.split() if isinstance(scopes, str) else list(scopes)
+    unknown = sorted(set(scope_list) - set(SCOPES))
+    if not scope_list or unknown:
+        raise APIError(400, "invalid_scope",
+                       f"scopes must be among {SCOPES}, got {scope_list}", "scopes")
+    if "admin" in scope_list and user.role != "admin":
+        raise APIError(403, "forbidden", "only admins can hold admin-scope keys",
+                       "scopes")
+    prefix = KEY_PREFIX + secrets.token_hex(4)
+    plaintext = f"{prefix}_{secrets.token_urlsafe(32)}"
+    key = ApiKey(user=user, name=name.strip() or "key", prefix=prefix,
+                 key_hash=hash_key(plaintext), scopes=" ".join(sorted(set(scope_list))),
+                 expires_at=expires_at, rate_limit=rate_limit)
+    db.session.add(key)
+    db.session.flush()
+    return key, plaintext
+
+
+def lookup_api_key(plaintext: str) -> Principal | None:
+    """Return the principal a usable key stands for, else None (constant-time compare)."""
+    prefix = plaintext[: len(KEY_PREFIX) + 8]
+    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None or not hmac.compare_digest(key.key_hash, hash_key(plaintext)):
+        return None
+    if not key.is_usable(utcnow()):
+        return None
+    return Principal(user_id=key.user_id, username=key.user.username,
+                     role=key.user.role, scopes=key.scope_set, api_key_id=key.id,
+                     expires_at=key.expires_at, rate_limit=key.rate_limit)
+
+
+def revoke_api_key(key: ApiKey) -> None:
+    """Mark a key revoked; it stops working at once in every worker."""
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        changes.bump()
+
+
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    return generate_password_hash(secrets.token_hex(16))

@@ -1,0 +1,81 @@
+"""Admin-scope JSON routes: upload, activate, roll back and archive versions."""
+
+from __future__ import annotations
+
+import json
+
+from flask import g, jsonify, request
+
+from app.errors import APIError
+from app.admin import api_bp
+from app.extensions import db
+from app.permissions import require_scope
+from app.registry import describe, service
+from app.serving.state import serving_state
+
+
+def _commit():
+    """The request boundary: one commit, then this worker sees the change at once."""
+    db.session.commit()
+    serving_state().routing.invalidate()
+
+
+def _json_field(name: str):
+    raw = request.form.get(name)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise APIError(400, "malformed_json", f"'{name}' is not valid JSON", name) from exc
+
+
+def _reason() -> str:
+    body = request.get_json(silent=True) if request.is_json else None
+    if isinstance(body, dict) and isinstance(body.get("reason"), str):
+        return body["reason"]
+    return request.form.get("reason", "")
+
+
+@api_bp.post("/models/<name>/versions")
+@require_scope("admin")
+def upload_version(name: str):
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise APIError(400, "file_missing",
+                       "send the model as multipart form field 'file'", "file")
+    metrics = _json_field("metrics")
+    if metrics is not None and not isinstance(metrics, dict):
+        raise APIError(400, "invalid_metrics", "metrics must be a JSON object",
+                       "metrics")
+    version = service.upload_version(
+        name, upload.filename, upload.read(), actor_id=g.principal.user_id,
+        description=request.form.get("description"),
+        notes=request.form.get("notes", ""), metrics=metrics,
+        sample_rows=_json_field("sample"))
+    _commit()
+    return jsonify(describe.version_dict(version, describe.aliases_of(version.model))), 201
+
+
+@api_bp.post("/models/<name>/versions/<int:number>/activate")
+@require_scope("admin")
+def activate_version(name: str, number: int):
+    version = service.activate_version(name, number, _reason())
+    _commit()
+    return jsonify(describe.model_dict(version.model))
+
+
+@api_bp.post("/models/<name>/rollback")
+@require_scope("admin")
+def rollback(name: str):
+    version = service.rollback(name, _reason())
+    _commit()
+    return jsonify(describe.model_dict(version.model))
+
+
+@api_bp.post("/models/<name>/versions/<int:number>/archive")
+@require_scope("admin")
+def archive_version(name: str, number: int):
+    version = service.archive_version(name, number, _reason())
+    _commit()
+    return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))

@@ -1,0 +1,7 @@
+"""Auth blueprint: browser sign-in and sign-out."""
+
+from flask import Blueprint
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
+
+from app.auth import routes  # noqa: E402,F401

@@ -1,0 +1,174 @@
+"""Operator commands, one group per noun: users, keys, models; plus ``demo``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from sqlalchemy import select
+
+from app import accounts
+from app.errors import APIError
+from app.extensions import db
+from app.models import ApiKey, MLModel, User
+from app.models._time import utcnow
+from app.registry import describe, service
+
+users = click.Group("users", help="Manage people who sign in.")
+keys = click.Group("keys", help="Manage API keys for scripts.")
+models = click.Group("models", help="Manage models and versions.")
+
+
+def _fail(error: APIError):
+    raise click.ClickException(f"{error.code}: {error.message}")
+
+
+def _user(username: str) -> User:
+    user = db.session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise click.ClickException(f"no user named '{username}'")
+    return user
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", type=click.Choice(["admin", "user"]), default="user")
+@click.password_option()
+def create_user(username: str, role: str, password: str):
+    """Create a user (prompts for the password)."""
+    try:
+        accounts.create_user(username, password, role)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"created {role} '{username}'")
+
+
+@users.command("create-admin")
+@click.argument("username")
+@click.password_option()
+def create_admin(username: str, password: str):
+    """Create an administrator (prompts for the password)."""
+    try:
+        accounts.create_user(username, password, "admin")
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"created admin '{username}'")
+
+
+@keys.command("create")
+@click.argument("username")
+@click.option("--name", default="cli", help="A label to recognise the key.")
+@click.option("--scope", "scopes", multiple=True, default=["predict"],
+              type=click.Choice(["predict", "admin"]), show_default=True)
+@click.option("--expires-days", type=int, default=None)
+def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days):
+    """Create an API key for USERNAME and print it once."""
+    expires = utcnow() + timedelta(days=expires_days) if expires_days else None
+    try:
+        key, plaintext = accounts.create_api_key(_user(username), name, list(scopes),
+                                                 expires)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"key {key.prefix} ({key.scopes}); store it now, it is not shown again:")
+    click.echo(plaintext)
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def revoke_key(prefix: str):
+    """Revoke the key whose prefix is PREFIX."""
+    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise click.ClickException(f"no key with prefix '{prefix}'")
+    accounts.revoke_api_key(key)
+    db.session.commit()
+    click.echo(f"revoked {prefix}")
+
+
+@keys.command("list")
+def list_keys():
+    """List keys (prefixes only)."""
+    for key in db.session.scalars(select(ApiKey).order_by(ApiKey.id)):
+        state = "revoked" if key.revoked_at else "active"
+        click.echo(f"{key.prefix}\t{key.user.username}\t{key.scopes}\t{state}\t"
+                   f"{key.name}")
+
+
+@models.command("upload")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--description", default=None)
+@click.option("--notes", default="")
+@click.option("--activate", is_flag=True, help="Make the new version active.")
+def upload(name: str, path: Path, description, notes: str, activate: bool):
+    """Validate the model file at PATH and store it as NAME's next version."""
+    try:
+        version = service.upload_version(name, path.name, path.read_bytes(),
+                                         description=description, notes=notes)
+        if activate:
+            service.set_alias(version.model, version, "stable", reason="cli upload")
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"{name} version {version.number} stored (sha256 {version.sha256[:12]})")
+
+
+@models.command("activate")
+@click.argument("name")
+@click.argument("number", type=int)
+@click.option("--reason", default="")
+def activate(name: str, number: int, reason: str):
+    """Make version NUMBER of NAME the active (stable) version."""
+    try:
+        service.activate_version(name, number, reason)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"{name} now serves version {number}")
+
+
+@models.command("list")
+def list_models():
+    """List models with their active version."""
+    for model in db.session.scalars(select(MLModel).order_by(MLModel.name)):
+        info = describe.model_dict(model)
+        click.echo(f"{info['name']}\t{info['task']}\tactive={info['active_version']}\t"
+                   f"versions={info['versions']}")
+
+
+@models.command("versions")
+@click.argument("name")
+def list_versions(name: str):
+    """List the versions of NAME."""
+    try:
+        model = service.get_model(name)
+    except APIError as error:
+        _fail(error)
+    aliases = describe.aliases_of(model)
+    for version in model.versions:
+        info = describe.version_dict(version, aliases)
+        click.echo(f"{info['version']}\t{info['status']}\t{info['format']}\t"
+                   f"{info['sha256'][:12]}\t{info['estimator']}")
+
+
+@click.command("demo")
+def demo():
+    """Train a small iris classifier, register it as 'demo', print how to sign in."""
+    from app.demo import ensure_demo
+
+    lines = ensure_demo(Path(current_app.instance_path))
+    db.session.commit()
+    for line in lines:
+        click.echo(line)
+
+
+def register(app: Flask) -> None:
+    for command in (users, keys, models, demo):
+        app.cli.add_command(command)
+
+

@@ -1,0 +1,61 @@
+"""The demo setup behind ``flask demo``: a model, an admin and a key for a first try."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+from pathlib import Path
+
+from sqlalchemy import select
+
+from app import accounts
+from app.extensions import db
+from app.models import MLModel, User
+from app.registry import service
+
+CREDENTIALS = "demo-credentials.json"
+
+
+def train_demo_model() -> bytes:
+    """A StandardScaler + LogisticRegression on iris (shipped with scikit-learn), as skops."""
+    import skops.io
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, target = load_iris(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
+    model.fit(features, target)
+    buffer = io.BytesIO(skops.io.dumps(model))
+    return buffer.getvalue()
+
+
+def ensure_demo(instance: Path) -> list[str]:
+    """Create what is missing (admin, key, demo model); return lines to print."""
+    path = instance / CREDENTIALS
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    admin = db.session.scalar(select(User).where(User.username == "admin"))
+    if admin is None:
+        saved["password"] = secrets.token_urlsafe(12)
+        admin = accounts.create_user("admin", saved["password"], "admin")
+        _, saved["api_key"] = accounts.create_api_key(admin, "demo", ["predict", "admin"])
+        instance.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(saved, handle)
+    if db.session.scalar(select(MLModel).where(MLModel.name == "demo")) is None:
+        service.upload_version("demo", "demo.skops", train_demo_model(),
+                               description="Iris species from 4 flower measurements",
+                               notes="trained by `flask demo`")
+    lines = ["ModelDock demo is ready: model 'demo' (iris, 4 features)."]
+    if saved:
+        lines += [
+            f"Sign in at http://127.0.0.1:5000/auth/login as admin / {saved['password']}",
+            f"API key (predict+admin): {saved['api_key']}",
+            f"export MODELDOCK_KEY={saved['api_key']}",
+            f"(kept in {path}; delete that file after noting them)",
+        ]
+    return lines

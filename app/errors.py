@@ -1,0 +1,102 @@
+"""One error type for the API and the app-wide handlers that render errors."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Paths whose clients are scripts: errors there are JSON, never HTML.
+API_PREFIXES = ("/api/", "/v1/", "/v2", "/predict", "/metrics", "/healthz", "/readyz")
+
+
+class APIError(Exception):
+    """A client-visible error with a stable ``code`` and the offending ``field``."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict:
+        error = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        body = {"error": error}
+        request_id = getattr(g, "request_id", None)
+        if request_id:
+            body["request_id"] = request_id
+        return body
+
+
+def wants_json() -> bool:
+    """True when the request came to an API path or asked for JSON."""
+    if request.path.startswith(API_PREFIXES):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes[best] > \
+        request.accept_mimetypes["text/html"]
+
+
+# Stable codes for the HTTP errors Flask and its extensions raise themselves.
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 413: "payload_too_large",
+    415: "unsupported_media_type", 429: "rate_limited", 500: "internal_error",
+    503: "unavailable",
+}
+
+
+def register_errorhandlers(app: Flask) -> None:
+    """Install the handlers: JSON on API paths, HTML pages elsewhere."""
+
+    @app.errorhandler(APIError)
+    def handle_api_error(error: APIError):
+        g.log_error_code = error.code
+        if wants_json():
+            return jsonify(error.to_dict()), error.status
+        return render_error(error.status, error.message)
+
+    @app.errorhandler(CSRFError)
+    def handle_csrf_error(error: CSRFError):
+        # A missing or stale token means the post did not come from our form.
+        message = f"The form was refused: {error.description}"
+        if wants_json():
+            return jsonify(APIError(403, "csrf_failed", message).to_dict()), 403
+        return render_error(403, message + " Reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        status = error.code or 500
+        if wants_json():
+            code = HTTP_CODES.get(status, "http_error")
+            api_error = APIError(status, code, error.description or error.name)
+            response = jsonify(api_error.to_dict())
+            response.status_code = status
+            for name, value in error.get_headers():
+                if name.lower() not in {"content-type", "content-length"}:
+                    response.headers[name] = value
+            return response
+        return render_error(status, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception):
+        from app.extensions import db
+
+        db.session.rollback()
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        message = "Internal error; it has been logged."
+        if wants_json():
+            return jsonify(APIError(500, "internal_error", message).to_dict()), 500
+        return render_error(500, message)
+
+
+def render_error(status: int, message: str):
+    """Render the HTML error page."""
+    return render_template("errors/error.html", status=status, message=message), status

@@ -1,0 +1,25 @@
+"""Database models, one module per entity family."""
+
+from app.models.logs import AuditEvent, RequestLog
+from app.models.registry import (
+    Activation,
+    MLModel,
+    ModelAlias,
+    ModelArtifact,
+    ModelVersion,
+    RegistryState,
+)
+from app.models.users import ApiKey, User
+
+__all__ = [
+    "Activation",
+    "ApiKey",
+    "AuditEvent",
+    "MLModel",
+    "ModelAlias",
+    "ModelArtifact",
+    "ModelVersion",
+    "RegistryState",
+    "RequestLog",
+    "User",
+]

@@ -1,0 +1,48 @@
+"""Request logs and the audit trail."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models._time import UTCDateTime, utcnow
+
+
+class RequestLog(db.Model):
+    """One prediction request, written in batches off the request path."""
+
+    __tablename__ = "request_logs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    # Which API answered: native, tutorial, tfserving, v2.
+    protocol: Mapped[str] = mapped_column(String(16))
+    model_name: Mapped[str | None] = mapped_column(String(64), index=True)
+    version: Mapped[int | None]
+    api_key_id: Mapped[int | None] = mapped_column(index=True)
+    user_id: Mapped[int | None]
+    status_code: Mapped[int]
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(default=0)
+    latency_ms: Mapped[float]
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEvent(db.Model):
+    """An administrative action: who did what to which object, when and from where."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text, default="")

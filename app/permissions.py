@@ -1,0 +1,115 @@
+"""Who may do what: request authentication and the decorators views use."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from functools import wraps
+
+from flask import Flask, abort, current_app, g, request
+from flask_login import current_user
+
+from app.accounts import Principal, hash_key, lookup_api_key
+from app.errors import APIError
+from app.models._time import utcnow
+from app.serving.state import serving_state
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class KeyCache:
+    """Verified API keys per worker, dropped whenever the change counter moves."""
+
+    def __init__(self):
+        self._generation: int | None = None
+        self._entries: dict[str, Principal | None] = {}
+
+    def lookup(self, plaintext: str) -> Principal | None:
+        generation = serving_state().routing.snapshot().generation
+        if generation != self._generation:
+            self._entries, self._generation = {}, generation
+        digest = hash_key(plaintext)
+        if digest not in self._entries:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[digest] = lookup_api_key(plaintext)
+        principal = self._entries[digest]
+        if principal is not None and principal.expires_at is not None \
+                and principal.expires_at <= utcnow():
+            return None
+        return principal
+
+
+def _presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("X-API-Key") or None
+
+
+def identify_request() -> None:
+    """Before each request: assign a request id and find the principal, if any."""
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.principal = None
+    for name in ("api_key", "apikey", "key", "token", "access_token"):
+        if name in request.args:
+            raise APIError(400, "key_in_query_string",
+                           "API keys are accepted only in the Authorization or "
+                           "X-API-Key header, never in the URL", name)
+    key = _presented_key()
+    if key:
+        principal = current_app.extensions["modeldock.keys"].lookup(key)
+        if principal is None:
+            raise APIError(401, "invalid_api_key",
+                           "the API key is unknown, expired or revoked", "Authorization")
+        g.principal = principal
+    elif current_user.is_authenticated:
+        g.principal = Principal(user_id=current_user.id, username=current_user.username,
+                                role=current_user.role, scopes=frozenset())
+
+
+def require_scope(scope: str):
+    """Decorator for API views: an API key with ``scope`` (predict may be anonymous)."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(*args, **kwargs):
+            principal: Principal | None = g.principal
+            if principal is None or principal.api_key_id is None:
+                if scope == "predict" and \
+                        current_app.config["MODELDOCK_ALLOW_ANONYMOUS_PREDICT"]:
+                    return view(*args, **kwargs)
+                raise APIError(401, "unauthorized",
+                               "send an API key: 'Authorization: Bearer <key>' or "
+                               "'X-API-Key: <key>'", "Authorization")
+            if scope not in principal.scopes:
+                raise APIError(403, "insufficient_scope",
+                               f"this API key lacks the '{scope}' scope", "Authorization")
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def require_admin_user() -> None:
+    """``before_request`` for admin pages: signed in (else login) and admin (else 403)."""
+    if not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    if current_user.role != "admin":
+        abort(403, "This page is for administrators.")
+    return None
+
+
+def init_app(app: Flask) -> None:
+    """Install request identification (before the rate limiter, which keys on it)."""
+    app.extensions["modeldock.keys"] = KeyCache()
+    app.before_request(identify_request)
+
+    @app.after_request
+    def add_request_id(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        return response

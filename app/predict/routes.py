@@ -1,0 +1,79 @@
+"""Thin views: parse the request, call the serving or registry service, answer JSON."""
+
+from flask import current_app, g, jsonify, request
+from sqlalchemy import select
+
+from app.errors import APIError
+from app.extensions import db
+from app.models import MLModel
+from app.permissions import require_scope
+from app.predict import bp
+from app.registry import describe
+from app.registry.service import get_model, get_version
+from app.request_log import record_response
+from app.serving import predict
+from app.serving.inputs import matrix_from_rows, native_matrix, parse_json
+
+bp.after_request(record_response("native"))
+
+
+def _body():
+    return parse_json(request.get_data(cache=False), request.content_type)
+
+
+@bp.get("/api/v1/models")
+@require_scope("predict")
+def list_models():
+    models = db.session.scalars(select(MLModel).order_by(MLModel.name))
+    return jsonify({"models": [describe.model_dict(m) for m in models]})
+
+
+@bp.get("/api/v1/models/<name>")
+@require_scope("predict")
+def show_model(name: str):
+    return jsonify(describe.model_dict(get_model(name)))
+
+
+@bp.get("/api/v1/models/<name>/versions")
+@require_scope("predict")
+def list_versions(name: str):
+    model = get_model(name)
+    aliases = describe.aliases_of(model)
+    return jsonify({"model": name, "versions": [
+        describe.version_dict(v, aliases) for v in model.versions]})
+
+
+@bp.get("/api/v1/models/<name>/versions/<int:number>")
+@require_scope("predict")
+def show_version(name: str, number: int):
+    model = get_model(name)
+    return jsonify(describe.version_dict(get_version(model, number),
+                                         describe.aliases_of(model)))
+
+
+@bp.post("/api/v1/models/<name>/predict")
+@bp.post("/api/v1/models/<name>/versions/<int:number>/predict")
+@require_scope("predict")
+def predict_native(name: str, number: int | None = None):
+    model, version = predict.resolve(name, number)
+    rows = native_matrix(_body(), version.schema, predict.max_rows())
+    result = predict.run(model, version, rows)
+    response = jsonify(result.native())
+    response.headers["X-Model-Version"] = str(version.number)
+    return response
+
+
+@bp.post("/predict")
+@require_scope("predict")
+def predict_tutorial():
+    """The classic tutorial route: {"features": [...]} → {"prediction": [...]}."""
+    g.log_protocol = "tutorial"
+    body = _body()
+    if not isinstance(body, dict) or "features" not in body:
+        raise APIError(400, "invalid_body", "send {\"features\": [...]}", "features")
+    model, version = predict.resolve(current_app.config["MODELDOCK_DEFAULT_MODEL"])
+    features = body["features"]
+    rows = features if features and isinstance(features[0], list) else [features]
+    matrix = matrix_from_rows(rows, version.schema, "features", predict.max_rows())
+    result = predict.run(model, version, matrix)
+    return jsonify({"prediction": result.labels.tolist()})

@@ -1,0 +1,11 @@
+"""Who a rate limit counts against: the API key when there is one, else the address."""
+
+from flask import g, request
+
+
+def rate_limit_key() -> str:
+    """Return the limiter bucket for this request."""
+    principal = getattr(g, "principal", None)
+    if principal is not None and principal.api_key_id is not None:
+        return f"key:{principal.api_key_id}"
+    return f"ip:{request.remote_addr or 'unknown'}"

@@ -1,0 +1,1 @@
+"""Storing, verifying and loading model artifacts."""

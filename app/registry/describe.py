@@ -1,0 +1,57 @@
+"""JSON shapes of registry objects, shared by the API and the admin pages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import MLModel, ModelAlias, ModelVersion
+
+
+def aliases_of(model: MLModel) -> dict[str, dict[str, int]]:
+    rows = db.session.execute(
+        select(ModelAlias.alias, ModelVersion.number, ModelAlias.weight)
+        .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
+        .where(ModelAlias.model_id == model.id)).all()
+    return {alias: {"version": number, "weight": weight}
+            for alias, number, weight in rows}
+
+
+def version_dict(version: ModelVersion, aliases: dict | None = None) -> dict[str, Any]:
+    schema = version.input_schema
+    names = [a for a, v in (aliases or {}).items() if v["version"] == version.number]
+    return {
+        "model": version.model.name,
+        "version": version.number,
+        "status": "active" if "stable" in names else version.status,
+        "aliases": sorted(names),
+        "format": version.file_format,
+        "sha256": version.sha256,
+        "size_bytes": version.size_bytes,
+        "estimator": schema["estimator"],
+        "task": schema["task"],
+        "feature_names": schema["feature_names"],
+        "n_features": schema["n_features"],
+        "classes": schema["classes"],
+        "allow_nan": schema.get("allow_nan", False),
+        "metrics": version.metrics,
+        "notes": version.notes,
+        "created_by": version.created_by.username if version.created_by else None,
+        "created_at": version.created_at.isoformat(),
+    }
+
+
+def model_dict(model: MLModel) -> dict[str, Any]:
+    aliases = aliases_of(model)
+    stable = aliases.get("stable")
+    return {
+        "name": model.name,
+        "description": model.description,
+        "task": model.task,
+        "active_version": stable["version"] if stable else None,
+        "aliases": aliases,
+        "versions": [v.number for v in model.versions],
+        "created_at": model.created_at.isoformat(),
+    }

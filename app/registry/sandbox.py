@@ -1,0 +1,121 @@
+"""Validate an uploaded model file in a separate, resource-limited process.
+
+The parent runs ``python -m app.registry.sandbox`` with the file on stdin and
+settings in the environment; this process limits its own memory and CPU time
+before reading a byte, loads the file through the restricted loaders, derives
+the schema, predicts a sample, and prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from typing import Any
+
+from app.registry.errors import ModelFileError
+
+EXIT_REFUSED = 3
+
+
+def validate_in_subprocess(
+    data: bytes,
+    file_format: str,
+    *,
+    trusted_modules: list[str],
+    sample_rows: list | None,
+    memory_mb: int,
+    cpu_seconds: int,
+    timeout_seconds: int,
+) -> dict[str, Any]:
+    """Run the validator on ``data``; return its report or raise ModelFileError."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        # One thread each: BLAS thread pools reserve memory the limit would count.
+        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "MODELDOCK_SANDBOX_FORMAT": file_format,
+        "MODELDOCK_SANDBOX_TRUSTED": ",".join(trusted_modules),
+        "MODELDOCK_SANDBOX_SAMPLE": json.dumps(sample_rows),
+        "MODELDOCK_SANDBOX_MEMORY_MB": str(memory_mb),
+        "MODELDOCK_SANDBOX_CPU_SECONDS": str(cpu_seconds),
+    }
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "app.registry.sandbox"],
+            input=data, capture_output=True, env=env, timeout=timeout_seconds,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ModelFileError(
+            f"validating the model took longer than {timeout_seconds} s; refused",
+            code="model_validation_failed",
+        ) from exc
+    report = _parse_report(proc.stdout)
+    if report is None:
+        raise ModelFileError(
+            "the model could not be validated: the validation process was stopped "
+            f"(exit status {proc.returncode}); it may exceed the memory limit "
+            f"({memory_mb} MB) or the CPU limit ({cpu_seconds} s)",
+            code="model_validation_failed",
+        )
+    if not report.get("ok"):
+        raise ModelFileError(report["message"], report.get("field") or "file",
+                             report.get("code"))
+    return report
+
+
+def _parse_report(stdout: bytes) -> dict[str, Any] | None:
+    lines = stdout.decode("utf-8", "replace").strip().splitlines()
+    if not lines:
+        return None
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        return None
+
+
+def _limit_resources() -> None:
+    memory = int(os.environ["MODELDOCK_SANDBOX_MEMORY_MB"]) * 1024 * 1024
+    cpu = int(os.environ["MODELDOCK_SANDBOX_CPU_SECONDS"])
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+
+def main() -> int:
+    """Entry point of the validation process."""
+    _limit_resources()
+    from app.registry.loading import load_bytes
+    from app.registry.schema import derive_schema, smoke_sample
+
+    data = sys.stdin.buffer.read()
+    file_format = os.environ["MODELDOCK_SANDBOX_FORMAT"]
+    trusted = [m for m in os.environ["MODELDOCK_SANDBOX_TRUSTED"].split(",") if m]
+    sample_rows = json.loads(os.environ["MODELDOCK_SANDBOX_SAMPLE"])
+    # Whatever the model prints must not corrupt the report line.
+    real_stdout, sys.stdout = sys.stdout, sys.stderr
+    try:
+        estimator = load_bytes(data, file_format, trusted)
+        schema = derive_schema(estimator)
+        sample = smoke_sample(estimator, schema, sample_rows)
+        report = {"ok": True, "schema": schema, "sample": sample}
+        status = 0
+    except ModelFileError as exc:
+        report = {"ok": False, "code": exc.code, "message": exc.message,
+                  "field": exc.field}
+        status = EXIT_REFUSED
+    except MemoryError:
+        report = {"ok": False, "code": "model_validation_failed",
+                  "message": "the model needs more memory than the validation limit"}
+        status = EXIT_REFUSED
+    real_stdout.write(json.dumps(report) + "\n")
+    real_stdout.flush()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Serving: routing to versions, input parsing, prediction, output formatting."""
