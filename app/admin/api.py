@@ -48,8 +48,10 @@ def upload_version(name: str):
     if metrics is not None and not isinstance(metrics, dict):
         raise APIError(400, "invalid_metrics", "metrics must be a JSON object",
                        "metrics")
+    with upload.stream:  # large uploads are spooled to a temporary file
+        data = upload.read()
     version = service.upload_version(
-        name, upload.filename, upload.read(), actor_id=g.principal.user_id,
+        name, upload.filename, data, actor_id=g.principal.user_id,
         description=request.form.get("description"),
         notes=request.form.get("notes", ""), metrics=metrics,
         sample_rows=_json_field("sample"))

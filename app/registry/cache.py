@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from app.registry.errors import ModelFileError
+from app.errors import APIError
 from app.registry.loading import load_bytes
 from app.registry.schema import predict_rows
 
@@ -69,9 +69,9 @@ class ModelCache:
 
     def _load(self, sha256: str, schema, file_format: str, data: bytes) -> LoadedModel:
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise ModelFileError(
-                "stored artifact does not match its sha256; refusing to load it",
-                code="artifact_corrupt")
+            raise APIError(503, "artifact_corrupt",
+                           "the stored artifact does not match its sha256; the "
+                           "version cannot be loaded until an admin replaces it")
         started = time.perf_counter()
         estimator = load_bytes(data, file_format, self.trusted_modules)
         return LoadedModel(sha256, estimator, schema, time.perf_counter() - started)

@@ -77,14 +77,14 @@ def _load_skops(data: bytes, trusted: tuple[str, ...]):
     """skops refuses types outside ``trusted``; ours is the server's own policy."""
     import skops.io
 
-    approved = []
-    for type_name in skops.io.get_untrusted_types(data=data):
-        module, _, name = type_name.rpartition(".")
-        judge(module, name, trusted)  # raises UnsafeModelError naming the type
-        approved.append(type_name)
     try:
+        approved = []
+        for type_name in skops.io.get_untrusted_types(data=data):
+            module, _, name = type_name.rpartition(".")
+            judge(module, name, trusted)  # raises UnsafeModelError naming the type
+            approved.append(type_name)
         return skops.io.loads(data, trusted=approved)
-    except UnsafeModelError:
+    except ModelFileError:
         raise
     except Exception as exc:  # skops raises many kinds; none may escape as a 500
         raise ModelFileError(f"cannot read the skops file: {exc}") from exc

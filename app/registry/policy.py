@@ -57,6 +57,16 @@ def _approved_objects() -> tuple[frozenset[int], tuple[type, ...]]:
     return frozenset(id(f) for f in functions), bases
 
 
+# scikit-learn's compiled helper modules: every class defined in them is a pure
+# computational type (losses, trees, distance metrics) that fitted estimators
+# hold. Matched on the class's own __module__, exactly.
+SKLEARN_HELPER_MODULES = frozenset({
+    "sklearn._loss._loss", "sklearn.tree._tree", "sklearn.metrics._dist_metrics",
+    "sklearn.neighbors._kd_tree", "sklearn.neighbors._ball_tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor",
+})
+
+
 def _is_sklearn_reconstructor(obj: object) -> bool:
     """Cython's pickle helpers in scikit-learn only recreate their own class."""
     name = getattr(obj, "__name__", "")
@@ -104,7 +114,7 @@ def is_allowed(obj: object, trusted_modules: frozenset[str] = frozenset()) -> bo
         return True
     defining_module = getattr(obj, "__module__", None) or ""
     if isinstance(obj, type):
-        if defining_module in trusted_modules:
+        if defining_module in trusted_modules or defining_module in SKLEARN_HELPER_MODULES:
             return True
         return issubclass(obj, bases) and defining_module.split(".")[0] in {
             "sklearn", "numpy", "scipy"

@@ -1,0 +1,190 @@
+"""Fixtures: apps on SQLite and PostgreSQL (fresh schema each), users, keys, models."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import joblib
+import numpy as np
+import pytest
+import skops.io
+import sqlalchemy as sa
+from sklearn.datasets import load_diabetes, load_iris
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from app import create_app
+from app.accounts import create_api_key, create_user
+from app.extensions import db
+
+POSTGRES_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@contextmanager
+def database(backend: str, tmp_dir):
+    """Yield (url, engine options) for a fresh, empty database of ``backend``."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_dir / f'{uuid.uuid4().hex}.db'}", {}
+        return
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield POSTGRES_URL, {"connect_args": {"options": f"-csearch_path={schema}"}}
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def build_app(url: str, engine_options: dict, **overrides):
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "DATABASE_URL": url,
+        "SQLALCHEMY_ENGINE_OPTIONS": dict(engine_options),
+        "MODELDOCK_ROUTING_REFRESH_SECONDS": 0.0,
+        "MODELDOCK_REQUEST_LOG_FLUSH_SECONDS": 0.0,  # tests flush by hand
+        "RATELIMIT_ENABLED": False,
+        "MODELDOCK_VALIDATION_MEMORY_MB": 1024,
+    }
+    config.update(overrides)
+    app = create_app(config)
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+@contextmanager
+def running_app(backend, tmp_dir, **overrides):
+    with database(backend, tmp_dir) as (url, options):
+        app = build_app(url, options, **overrides)
+        try:
+            yield app
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+@pytest.fixture
+def app(backend, tmp_path, request):
+    overrides = getattr(request, "param", None) or {}
+    marker = request.node.get_closest_marker("config")
+    if marker:
+        overrides = {**overrides, **marker.kwargs}
+    with running_app(backend, tmp_path, **overrides) as application:
+        yield application
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@dataclass
+class Keys:
+    """Plaintext keys of the users made for a test."""
+
+    admin: str
+    predict: str
+    admin_user_id: int
+    user_id: int
+
+
+def make_keys(app) -> Keys:
+    with app.app_context():
+        admin = create_user("root", "correct horse battery", "admin")
+        user = create_user("alice", "alice password 1", "user")
+        _, admin_key = create_api_key(admin, "admin", ["predict", "admin"])
+        _, predict_key = create_api_key(user, "predict", ["predict"])
+        db.session.commit()
+        return Keys(admin_key, predict_key, admin.id, user.id)
+
+
+@pytest.fixture
+def keys(app) -> Keys:
+    return make_keys(app)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def upload(client, key: str, name: str, data: bytes, filename: str = "model.skops",
+           **fields):
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    # Encoded in memory: the test client's own encoder leaks a temp file for
+    # bodies over 500 kB.
+    boundary, body = encode_multipart(
+        {"file": FileStorage(io.BytesIO(data), filename=filename, name="file"),
+         **fields})
+    return client.post(f"/api/v1/models/{name}/versions", data=body,
+                       headers=auth(key),
+                       content_type=f"multipart/form-data; boundary={boundary}")
+
+
+# --- reference models, trained once per session on data shipped with scikit-learn
+
+@dataclass
+class Trained:
+    estimator: object
+    X: np.ndarray
+
+    def as_skops(self) -> bytes:
+        return skops.io.dumps(self.estimator)
+
+    def as_joblib(self, compress=0) -> bytes:
+        buffer = io.BytesIO()
+        joblib.dump(self.estimator, buffer, compress=compress)
+        return buffer.getvalue()
+
+    def as_pickle(self) -> bytes:
+        return pickle.dumps(self.estimator, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@pytest.fixture(scope="session")
+def iris() -> Trained:
+    X, y = load_iris(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+    return Trained(model, X)
+
+
+@pytest.fixture(scope="session")
+def iris_v2() -> Trained:
+    X, y = load_iris(return_X_y=True)
+    return Trained(LogisticRegression(C=0.01, max_iter=500).fit(X, y), X)
+
+
+@pytest.fixture(scope="session")
+def diabetes() -> Trained:
+    X, y = load_diabetes(return_X_y=True)
+    return Trained(Ridge(alpha=0.5).fit(X, y), X)
+
+
+@pytest.fixture(scope="session")
+def iris_nan() -> Trained:
+    X, y = load_iris(return_X_y=True)
+    return Trained(HistGradientBoostingClassifier(max_iter=5).fit(X, y), X)
