@@ -71,9 +71,10 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from app.ratelimit import api_rate_limit
     from app.admin import api_bp as admin_api_bp
     from app.auth import bp as auth_bp
-    from app.extensions import csrf
+    from app.extensions import csrf, limiter
     from app.ops import bp as ops_bp
     from app.pages import bp as pages_bp
     from app.predict import bp as predict_bp
@@ -82,6 +83,7 @@ def register_blueprints(app: Flask) -> None:
     # never cookies, so CSRF tokens do not apply to them.
     for blueprint in (predict_bp, admin_api_bp):
         csrf.exempt(blueprint)
+        limiter.limit(api_rate_limit)(blueprint)
     for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, ops_bp):
         app.register_blueprint(blueprint)
 

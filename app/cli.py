@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from app import accounts
@@ -16,9 +17,9 @@ from app.models import ApiKey, MLModel, User
 from app.models._time import utcnow
 from app.registry import describe, service
 
-users = click.Group("users", help="Manage people who sign in.")
-keys = click.Group("keys", help="Manage API keys for scripts.")
-models = click.Group("models", help="Manage models and versions.")
+users = AppGroup("users", help="Manage people who sign in.")
+keys = AppGroup("keys", help="Manage API keys for scripts.")
+models = AppGroup("models", help="Manage models and versions.")
 
 
 def _fail(error: APIError):
@@ -157,6 +158,7 @@ def list_versions(name: str):
 
 
 @click.command("demo")
+@with_appcontext
 def demo():
     """Train a small iris classifier, register it as 'demo', print how to sign in."""
     from app.demo import ensure_demo

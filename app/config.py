@@ -121,7 +121,6 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     redis_url = config.get("REDIS_URL")
     config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
-    config.setdefault("RATELIMIT_DEFAULT", config["MODELDOCK_RATELIMIT_DEFAULT"])
     if redis_url:
         config.setdefault("CACHE_TYPE", "RedisCache")
         config.setdefault("CACHE_REDIS_URL", redis_url)

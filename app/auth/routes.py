@@ -1,4 +1,4 @@
-"""Sign in and out; failed attempts are rate limited per address."""
+"""Sign in and out; failed attempts (only those) are rate limited per address."""
 
 from urllib.parse import urlsplit
 
@@ -25,7 +25,8 @@ def _safe_next(target: str | None) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"],
+               deduct_when=lambda response: response.status_code == 401)
 def login():
     form = LoginForm()
     if form.validate_on_submit():
