@@ -191,3 +191,20 @@ def test_metadata_routes(served):
                      headers=auth(keys.predict)).get_json()
     assert one["format"] == "joblib" and one["n_features"] == 10
     assert one["classes"] is None and len(one["sha256"]) == 64
+
+
+def test_unexpected_failure_is_a_json_500_without_traceback(served, monkeypatch, iris):
+    _, client, keys = served
+    from app.serving import predict as predict_module
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(predict_module, "native_matrix", explode, raising=False)
+    monkeypatch.setattr("app.predict.routes.native_matrix", explode)
+    response = post(client, keys.predict, "/api/v1/models/iris/predict",
+                    {"instances": iris.X[:1].tolist()})
+    assert response.status_code == 500
+    assert response.get_json()["error"]["code"] == "internal_error"
+    assert b"secret internal detail" not in response.data
+    assert b"Traceback" not in response.data

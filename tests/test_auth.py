@@ -41,6 +41,27 @@ def test_every_route_refuses_anonymous_callers(app, client):
                                                                    response.status_code)
 
 
+PREDICT_SCOPE = {"/api/v1/models", "/api/v1/models/<name>",
+                 "/api/v1/models/<name>/versions/<int:number>", "/predict",
+                 "/api/v1/models/<name>/predict",
+                 "/api/v1/models/<name>/versions/<int:number>/predict"}
+
+
+def test_predict_only_key_reaches_nothing_beyond_prediction(app, client, keys):
+    for rule in rules(app):
+        for method in METHODS:
+            response = client.open(concrete(rule), method=method,
+                                   headers=auth(keys.predict))
+            status = response.status_code
+            if rule in PREDICT_SCOPE or (rule == "/api/v1/models/<name>/versions"
+                                         and method == "GET"):
+                assert status != 403, (rule, method)
+            elif status == 302:  # a key never signs a browser in
+                assert "/auth/login" in response.headers["Location"], (rule, method)
+            else:
+                assert status in {401, 403, 404, 405}, (rule, method, status)
+
+
 def test_predict_key_cannot_reach_admin_routes(app, client, keys):
     admin_rules = [r for r in rules(app) if r.startswith("/api/") and (
         r.endswith(("/activate", "/archive", "/rollback")) or r.endswith("/versions"))]
