@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 from flask import current_app, g
 
+from app import metrics
 from app.errors import APIError
 from app.registry.cache import LoadedModel
 from app.registry.service import artifact_bytes
+from app.serving.prediction_cache import prediction_cache
 from app.serving.routing import ModelInfo, VersionInfo
 from app.serving.state import serving_state
 
@@ -74,14 +76,44 @@ def max_rows() -> int:
 
 
 def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
-    """Predict validated ``rows`` with ``version``."""
-    loaded = load(version)
+    """Predict validated ``rows`` with ``version`` (from the prediction cache if seen)."""
     g.log_rows = len(rows)
-    try:
-        labels, probabilities = loaded.predict(rows)
-    except Exception as exc:  # a model that cannot handle these values
-        raise APIError(422, "prediction_failed",
-                       f"the model could not predict these rows: {exc}",
-                       "instances") from exc
-    return Prediction(model, version, np.asarray(labels), probabilities,
-                      loaded.classes)
+    cache = prediction_cache()
+    key = cache.key(version.sha256, rows)
+    cached = cache.get(key) if key else None
+    if cached is not None:
+        labels = np.asarray(cached["labels"])
+        probabilities = None if cached["probabilities"] is None \
+            else np.asarray(cached["probabilities"])
+        classes = version.schema.get("classes")
+    else:
+        loaded = load(version)
+        try:
+            labels, probabilities = loaded.predict(rows)
+        except Exception as exc:  # a model that cannot handle these values
+            raise APIError(422, "prediction_failed",
+                           f"the model could not predict these rows: {exc}",
+                           "instances") from exc
+        labels, classes = np.asarray(labels), loaded.classes
+        if key:
+            cache.put(key, labels.tolist(), None if probabilities is None
+                      else np.asarray(probabilities).tolist())
+    if classes is not None:
+        metrics.count_predictions(model.name, labels)
+    return Prediction(model, version, labels, probabilities, classes)
+
+
+def warm_up() -> int:
+    """Load every version an alias points to into this worker's cache; return how many.
+
+    gunicorn calls it before a new worker accepts requests, so that no client waits
+    for a model to load (and a reload does not slow the first requests down).
+    """
+    loaded = 0
+    for model in serving_state().routing.snapshot().models.values():
+        for alias in model.aliases:
+            version = model.alias_version(alias)
+            if version is not None and version.status == "ready":
+                load(version)
+                loaded += 1
+    return loaded

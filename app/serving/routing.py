@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import changes
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelVersion
+
+log = logging.getLogger(__name__)
+
+
+def _rollback() -> None:
+    try:
+        db.session.rollback()
+    except SQLAlchemyError:
+        db.session.remove()
 
 
 @dataclass(frozen=True)
@@ -65,9 +76,17 @@ class Routing:
         with self._lock:
             if self._snapshot is not None and now - self._checked_at < self.refresh_seconds:
                 return self._snapshot
-            generation = changes.current()
-            if self._snapshot is None or self._snapshot.generation != generation:
-                self._snapshot = _load_snapshot(generation)
+            try:
+                generation = changes.current()
+                if self._snapshot is None or self._snapshot.generation != generation:
+                    self._snapshot = _load_snapshot(generation)
+            except SQLAlchemyError:
+                if self._snapshot is None:
+                    raise  # nothing to serve from: the 503 handler answers
+                # The database is away: keep serving what we know, retry later.
+                log.warning("routing refresh failed; serving generation %s",
+                            self._snapshot.generation, exc_info=True)
+                _rollback()
             self._checked_at = now
             return self._snapshot
 
