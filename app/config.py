@@ -162,7 +162,7 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
             "socket_connect_timeout": 0.5, "socket_timeout": 0.5})
         config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED",
                           config["MODELDOCK_REDIS_OUTAGE"] != "refuse")
-        config.setdefault("CACHE_TYPE", "RedisCache")
+        config.setdefault("CACHE_TYPE", "app.jsoncache.JSONRedisCache")
         config.setdefault("CACHE_REDIS_URL", redis_url)
     else:
         config.setdefault("CACHE_TYPE", "SimpleCache")
