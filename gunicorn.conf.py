@@ -63,6 +63,10 @@ max_requests_jitter = 500
 # code, and no database or Redis connection is ever shared across a fork.
 preload_app = False
 
+# Managed with signals (HUP, TERM); gunicorn's control socket would live at one
+# path per user, shared by every gunicorn that user runs.
+control_socket_disable = True
+
 # Logs: JSON lines on stderr (errors) and stdout (access, with the request id).
 logger_class = "app.jsonlog.GunicornLogger"
 accesslog = "-"

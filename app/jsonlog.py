@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, carrying the request id when there is one."""
+"""JSON logs: one JSON object per line, with the request id when there is one."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def configure(level: str, fmt: str) -> None:
     handlers alone (pytest's capture, an embedding application).
     """
     root = logging.getLogger()
-    root.setLevel(level)
+    root.setLevel(level.upper())
     ours = [h for h in root.handlers if isinstance(h, _Marker)]
     if root.handlers and not ours:
         return

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 REDACTED = "[redacted]"
-PAYLOAD_LIMIT = 64 * 1024  # bytes of JSON kept per request; larger bodies are summarised
+PAYLOAD_LIMIT = 64 * 1024  # JSON bytes kept per request; larger ones are summarised
 
 
 def truncate_ip(address: str | None) -> str | None:

@@ -15,7 +15,7 @@ def rate_limit_key() -> str:
 
 
 def api_rate_limit() -> str:
-    """The limit for this request: the key's own limit if it has one, else the default."""
+    """The limit for this request: the key's own limit, else the default."""
     principal = getattr(g, "principal", None)
     if principal is not None and principal.rate_limit:
         return principal.rate_limit

@@ -1,9 +1,10 @@
 """Request logs written in batches by a background thread, never on the request path.
 
-A blueprint logs its predictions with ``bp.after_request(record_response("<protocol>"))``;
-views leave what to log in ``g``: ``log_model``, ``log_version`` and ``log_rows``
-(set by ``predict.resolve``/``run``) and ``log_payload`` (the parsed body). The same
-hook counts the request in the Prometheus metrics, with or without logging.
+A blueprint logs its predictions with
+``bp.after_request(record_response("<protocol>"))``; views leave what to log in
+``g``: ``log_model``, ``log_version`` and ``log_rows`` (set by ``predict.resolve``
+and ``run``) and ``log_payload`` (the parsed body). The same hook counts the request
+in the Prometheus metrics, with or without logging.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import delete, insert, update
+from sqlalchemy import delete, update
 
 from app import metrics
 from app.extensions import db
@@ -35,7 +36,7 @@ MAX_QUEUED = 100_000
 
 
 class RequestLogWriter:
-    """Queues log rows; a daemon thread inserts them and updates key usage in batches."""
+    """Queues log rows; a daemon thread inserts them and counts key use, in batches."""
 
     def __init__(self, app: Flask, flush_seconds: float):
         self.app = app
@@ -49,7 +50,6 @@ class RequestLogWriter:
     def submit(self, row: dict[str, Any]) -> None:
         """Queue one row; start the writer thread in this process on first use."""
         self.queue.put(row)
-        metrics.LOG_QUEUE.set(self.queue.qsize())
         if self._pid != os.getpid() and self.flush_seconds > 0:
             self._start()
 
@@ -88,10 +88,13 @@ class RequestLogWriter:
                 break
         if not rows:
             return 0
+        for row in rows:  # here, not on the request path (idempotent on a retry)
+            row["remote_addr"] = truncate_ip(row["remote_addr"])
+        table = RequestLog.__table__
         with self.app.app_context():
             try:
                 for start in range(0, len(rows), BATCH):
-                    db.session.execute(insert(RequestLog), rows[start:start + BATCH])
+                    db.session.execute(table.insert(), rows[start:start + BATCH])
                 _update_key_usage(rows)
                 db.session.commit()
             except Exception:
@@ -193,7 +196,7 @@ def record_response(protocol: str):
             "error_code": g.get("log_error_code"),
             "rows": g.get("log_rows", 0),
             "latency_ms": seconds * 1000.0,
-            "remote_addr": truncate_ip(request.remote_addr),
+            "remote_addr": request.remote_addr,  # truncated when written
             "payload": _payload(model, version) if config["MODELDOCK_LOG_PAYLOADS"]
             else None,
         })
@@ -205,7 +208,8 @@ def record_response(protocol: str):
 def prune(days: int) -> int:
     """Delete request logs older than ``days`` days; return how many went."""
     cutoff = utcnow() - timedelta(days=days)
-    result = db.session.execute(delete(RequestLog).where(RequestLog.created_at < cutoff))
+    result = db.session.execute(
+        delete(RequestLog).where(RequestLog.created_at < cutoff))
     return result.rowcount or 0
 
 

@@ -60,6 +60,7 @@ def site_values(args: argparse.Namespace) -> dict[str, str]:
         "HTTPS_PORT": str(args.https_port),
         "HTTPS_PORT_SUFFIX": "" if args.https_port == 443 else f":{args.https_port}",
         "MAX_BODY_MB": str(args.max_upload_mb or upload_cap_mb()),
+        "TLS_PROFILE": (HERE / "tls-profile.conf").read_text().rstrip("\n"),
     }
 
 

@@ -97,7 +97,8 @@ class Client:
 
     def __init__(self, host: str, cafile: Path | None = None):
         self.host = host
-        self.context = ssl.create_default_context(cafile=str(cafile)) if cafile else None
+        self.context = ssl.create_default_context(cafile=str(cafile)) \
+            if cafile else None
 
     def request(self, method: str, port: int, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None, tls: bool = True,

@@ -1,4 +1,4 @@
-"""Registry backup: export from SQLite, import into an empty PostgreSQL, same registry."""
+"""Registry backup: export from SQLite, import into an empty PostgreSQL: same."""
 
 from __future__ import annotations
 

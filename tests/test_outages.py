@@ -89,7 +89,7 @@ def test_database_outage_keeps_loaded_models_serving_and_recovers(
 
 
 def test_redis_outage_policy_refuse_answers_503(tmp_path):
-    """`MODELDOCK_REDIS_OUTAGE=refuse` in its own process (the limiter is per process)."""
+    """`MODELDOCK_REDIS_OUTAGE=refuse`, in a process of its own (one limiter each)."""
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
     dead_port = probe.getsockname()[1]

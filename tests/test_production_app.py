@@ -79,7 +79,8 @@ def test_metrics_count_requests_classes_and_cache(served, iris):
     _, client, keys, *_ = served
     rows = iris.X[[10, 11, 140]].tolist()  # not predicted elsewhere in this module
     before = {
-        "ok": metric("modeldock_requests_total", model="iris", version="1", status="200"),
+        "ok": metric("modeldock_requests_total", model="iris", version="1",
+                     status="200"),
         "bad": metric("modeldock_requests_total", model="iris", version="1",
                       status="400"),
         "class0": metric("modeldock_predictions_total", model="iris", **{"class": "0"}),

@@ -108,7 +108,8 @@ def _redis_server(port: int, folder: Path) -> subprocess.Popen:
     return process
 
 
-def _gunicorn(stack: Stack, port: int, workers: int, log: str, **env) -> subprocess.Popen:
+def _gunicorn(stack: Stack, port: int, workers: int, log: str,
+              **env) -> subprocess.Popen:
     process = start_logged(
         [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
          "--workers", str(workers), "wsgi:app"], stack.tmp / log, cwd=ROOT,
@@ -120,7 +121,8 @@ def _wait_warm(stack: Stack, process: subprocess.Popen, log: str, workers: int):
     def warm():
         if process.poll() is not None:
             raise RuntimeError((stack.tmp / log).read_text()[-3000:])
-        return sum("warmed up" in e.get("message", "") for e in stack.log(log)) >= workers
+        warm = sum("warmed up" in e.get("message", "") for e in stack.log(log))
+        return warm >= workers
     wait_for(warm, 90, 0.2, f"{workers} warm gunicorn workers")
 
 
@@ -148,12 +150,14 @@ def stack(tmp_path_factory, iris):
         MODELDOCK_REQUEST_LOG_FLUSH_SECONDS="600")
     try:
         subprocess.run(["sh", str(ROOT / "nginx" / "self-signed-cert.sh"), HOST,
-                        str(tmp / "certs")], check=True, capture_output=True, timeout=60)
+                        str(tmp / "certs")], check=True, capture_output=True,
+                       timeout=60)
         stack.own_redis = _redis_server(stack.redis_port, tmp)
         _seed(stack, iris)
         stack.gunicorn = _gunicorn(stack, stack.app_port, 4, "gunicorn.log",
                                    REDIS_URL=SHARED_REDIS,
-                                   PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"), **common)
+                                   PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"),
+                                   **common)
         stack.outage_gunicorn = _gunicorn(
             stack, stack.outage_port, 2, "outage.log",
             REDIS_URL=f"redis://127.0.0.1:{stack.redis_port}/0",
@@ -165,7 +169,8 @@ def stack(tmp_path_factory, iris):
                         "--listen", "127.0.0.1", "--http-port", str(stack.http_port),
                         "--https-port", str(stack.https_port),
                         "--standalone", str(tmp / "nginx")],
-                       check=True, timeout=60, env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"))
+                       check=True, timeout=60,
+                       env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"))
         stack.nginx = start_logged(
             [NGINX, "-p", str(tmp / "nginx"), "-c", str(tmp / "nginx" / "nginx.conf"),
              "-g", "daemon off;"], tmp / "nginx.log")
@@ -252,7 +257,8 @@ def test_only_tls_12_and_13_are_spoken(stack):
     # Positive control: this openssl client does speak TLS 1.0 when a server allows it.
     port = free_port()
     server = start_logged(
-        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(stack.cert),
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}",
+         "-cert", str(stack.cert),
          "-key", str(stack.tmp / "certs" / f"{HOST}.key"), "-tls1",
          "-cipher", "DEFAULT:@SECLEVEL=0", "-quiet"],
         stack.tmp / "s_server.log")
@@ -274,8 +280,8 @@ def test_only_tls_12_and_13_are_spoken(stack):
 def test_unknown_host_is_refused(stack):
     for tls, port in ((True, stack.https_port), (False, stack.http_port)):
         with pytest.raises((ConnectionError, OSError)):
-            stack.client.request("GET", port, "/healthz", headers={"Host": "evil.example"},
-                                 tls=tls)
+            stack.client.request("GET", port, "/healthz",
+                                 headers={"Host": "evil.example"}, tls=tls)
     ok, output = openssl_handshake(stack.https_port, "tls1_2", "evil.example")
     assert not ok and "unrecognized name" in output
     # Straight to gunicorn (bypassing nginx) the app refuses the host itself.

@@ -1,4 +1,4 @@
-"""``/metrics`` for Prometheus: the metrics token, or a client in MODELDOCK_METRICS_ALLOW."""
+"""``/metrics`` for Prometheus: with the metrics token or from an allowed network."""
 
 from flask import current_app, request
 

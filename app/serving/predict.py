@@ -76,7 +76,7 @@ def max_rows() -> int:
 
 
 def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
-    """Predict validated ``rows`` with ``version`` (from the prediction cache if seen)."""
+    """Predict validated ``rows`` with ``version`` (from the cache if seen before)."""
     g.log_rows = len(rows)
     cache = prediction_cache()
     key = cache.key(version.sha256, rows)
