@@ -5,9 +5,10 @@
 
 Two gunicorn servers (gunicorn.conf.py, same database, same model, one worker each)
 differ only in MODELDOCK_REQUEST_LOG_ENABLED. The prediction cache is off so every
-request runs the model. Rounds alternate between the two servers so that noise from
-other processes on the machine hits both alike. Sequential keep-alive requests give
-latency; a few concurrent clients give throughput.
+request runs the model. Latency: sequential keep-alive requests sent to the two
+servers in turn, so that noise from other processes hits both alike. Throughput:
+both servers loaded at the same time by the same number of clients, sharing the
+CPUs; the one that costs more per request completes fewer.
 """
 
 from __future__ import annotations
@@ -125,27 +126,30 @@ class Caller:
         self.conn.close()
 
 
-def throughput(port: int, key: str, rows: int, clients: int, seconds: float) -> float:
+def throughput(ports: dict[str, int], key: str, rows: int, clients: int,
+               seconds: float) -> dict[str, float]:
+    """Load both servers at the same time; requests per second each completed."""
     done = threading.Event()
-    counts = [0] * clients
+    counts = {mode: [0] * clients for mode in ports}
 
-    def run(i):
-        caller = Caller(port, key, rows)
+    def run(mode, i):
+        caller = Caller(ports[mode], key, rows)
         try:
             while not done.is_set():
                 caller()
-                counts[i] += 1
+                counts[mode][i] += 1
         finally:
             caller.close()
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=run, args=(mode, i))
+               for mode in ports for i in range(clients)]
     for thread in threads:
         thread.start()
     time.sleep(seconds)
     done.set()
     for thread in threads:
         thread.join()
-    return sum(counts) / seconds
+    return {mode: sum(counts[mode]) / seconds for mode in ports}
 
 
 def main() -> None:
@@ -185,16 +189,33 @@ def main() -> None:
             caller.close()
         latencies: dict[str, list[float]] = {"on": [], "off": []}
         rates: dict[str, list[float]] = {"on": [], "off": []}
-        for round_ in range(args.rounds):
-            order = ("on", "off") if round_ % 2 == 0 else ("off", "on")
-            for mode in order:
-                caller = Caller(ports[mode], key, args.rows)
-                latencies[mode] += [caller() for _ in range(args.requests)]
-                caller.close()
-            for mode in order:
-                rates[mode].append(throughput(ports[mode], key, args.rows, args.clients,
-                                              args.seconds))
-        report(args, latencies, rates, database_url.split(":")[0])
+        callers = {mode: Caller(port, key, args.rows) for mode, port in ports.items()}
+        cpu_before = {mode: worker_cpu(servers[mode]) for mode in ports}
+        served = {mode: 0 for mode in ports}
+        for _ in range(args.rounds):
+            # Latency: one request to each server in turn, so that whatever else
+            # runs on the machine slows both alike.
+            for i in range(args.requests):
+                order = ("on", "off") if i % 2 == 0 else ("off", "on")
+                for mode in order:
+                    latencies[mode].append(callers[mode]())
+            # Throughput: both servers loaded at once, sharing the same CPUs.
+            for mode, rate in throughput(ports, key, args.rows, args.clients,
+                                         args.seconds).items():
+                rates[mode].append(rate)
+                served[mode] += round(rate * args.seconds)
+            for mode, port in ports.items():  # fresh connections after the load
+                callers[mode].close()
+                callers[mode] = Caller(port, key, args.rows)
+        for caller in callers.values():
+            caller.close()
+        time.sleep(2 * 1.0)  # let the last request-log flush happen
+        cpu_ms = {}
+        for mode in ports:
+            served[mode] += len(latencies[mode])
+            cpu_ms[mode] = (worker_cpu(servers[mode]) - cpu_before[mode]) \
+                / served[mode] * 1000
+        report(args, latencies, rates, cpu_ms, database_url.split(":")[0])
     finally:
         for process in servers.values():
             process.send_signal(signal.SIGTERM)
@@ -209,15 +230,26 @@ def main() -> None:
             admin.dispose()
 
 
-def report(args, latencies, rates, backend: str) -> None:
+def worker_cpu(process: subprocess.Popen) -> float:
+    """CPU seconds (user + system) used so far by a gunicorn master's workers."""
+    pid = process.pid
+    total = 0.0
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def report(args, latencies, rates, cpu_ms, backend: str) -> None:
     def ms(values, q):
         return statistics.quantiles(values, n=100)[q - 1] * 1000
 
     result = {"backend": backend, "rows_per_request": args.rows,
               "requests_per_mode": len(latencies["on"])}
     print(f"\nrequest logging on vs off — {backend}, {args.rows} row(s) per request, "
-          f"{len(latencies['on'])} sequential requests and {args.rounds} × "
-          f"{args.seconds:.0f} s of {args.clients} concurrent clients per mode\n")
+          f"{len(latencies['on'])} sequential requests per mode (interleaved), "
+          f"{args.rounds} × {args.seconds:.0f} s of {args.clients} concurrent clients "
+          f"per mode (both at once)\n")
     print(f"{'':24}{'logging on':>12}{'logging off':>13}{'overhead':>10}")
     for label, q in (("latency p50 (ms)", 50), ("latency p95 (ms)", 95)):
         on, off = ms(latencies["on"], q), ms(latencies["off"], q)
@@ -230,8 +262,11 @@ def report(args, latencies, rates, backend: str) -> None:
     rate_on, rate_off = statistics.median(rates["on"]), statistics.median(rates["off"])
     print(f"{'throughput (req/s)':24}{rate_on:12.1f}{rate_off:13.1f}"
           f"{(1 - rate_on / rate_off) * 100:9.1f}%")
+    print(f"{'worker CPU per request (ms)':28}{cpu_ms['on']:8.3f}{cpu_ms['off']:13.3f}"
+          f"{(cpu_ms['on'] / cpu_ms['off'] - 1) * 100:9.1f}%")
     result.update(mean_ms={"on": round(mean_on, 3), "off": round(mean_off, 3)},
-                  throughput_rps={"on": round(rate_on, 1), "off": round(rate_off, 1)})
+                  throughput_rps={"on": round(rate_on, 1), "off": round(rate_off, 1)},
+                  worker_cpu_ms_per_request={k: round(v, 3) for k, v in cpu_ms.items()})
     print("\n" + json.dumps(result))
 
 
