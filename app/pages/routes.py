@@ -18,8 +18,6 @@ from app.serving import csvio, predict
 from app.ui import charts, jobs
 from app.ui.paging import Page, page_number
 
-# An upload waits this long for its job before showing the progress page.
-WAIT_SECONDS = 2.0
 RESULT_ROWS_PER_PAGE = 50
 
 
@@ -114,7 +112,8 @@ def predict_csv(name: str):
     db.session.commit()
     thread = jobs.launch(current_app._get_current_object(), job.id, parsed,
                          current_user.id, request.remote_addr)
-    thread.join(WAIT_SECONDS)  # small files finish here; large ones show progress
+    # Small files finish while we wait; larger ones get the progress page.
+    thread.join(current_app.config["MODELDOCK_CSV_WAIT_SECONDS"])
     return redirect(url_for("pages.job", job_id=job.id))
 
 

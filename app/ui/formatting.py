@@ -30,6 +30,17 @@ def number(value, digits: int = 4) -> str:
     return "—" if value is None else str(value)
 
 
+def cell(value: str, decimals: int | None = None) -> str:
+    """A numeric result cell shortened for reading (downloads keep full precision)."""
+    try:
+        number_value = float(value)
+    except (TypeError, ValueError):
+        return value
+    if value.lstrip("+-").isdigit():
+        return value
+    return f"{number_value:.{decimals}f}" if decimals else f"{number_value:.6g}"
+
+
 def percent(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
@@ -39,3 +50,4 @@ def install(app: Flask) -> None:
     app.add_template_filter(size, "size")
     app.add_template_filter(number, "num")
     app.add_template_filter(percent, "pct")
+    app.add_template_filter(cell, "cell")
