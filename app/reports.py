@@ -70,7 +70,8 @@ class LogFilters:
     status: str = ""  # "", "ok", "error", "4xx", "5xx" or an exact code such as "404"
     since: datetime | None = None
     until: datetime | None = None
-    key: str = ""  # an API key prefix
+    # An API key prefix (the parameter is not called "key": keys never go in URLs).
+    key: str = ""
     problems: list[str] = field(default_factory=list)
 
     @classmethod
@@ -78,7 +79,7 @@ class LogFilters:
         """Read the filters from a query string, noting what could not be read."""
         filters = cls(model=args.get("model", "").strip(),
                       status=args.get("status", "").strip(),
-                      key=args.get("key", "").strip())
+                      key=args.get("key_prefix", "").strip())
         raw_version = args.get("version", "").strip()
         if raw_version:
             if raw_version.isdigit():
@@ -104,7 +105,7 @@ class LogFilters:
 
     def query_args(self) -> dict[str, str]:
         """The filters as query-string arguments (for pager and export links)."""
-        out = {"model": self.model, "status": self.status, "key": self.key,
+        out = {"model": self.model, "status": self.status, "key_prefix": self.key,
                "version": "" if self.version is None else str(self.version),
                "since": self.since.strftime("%Y-%m-%dT%H:%M") if self.since else "",
                "until": self.until.strftime("%Y-%m-%dT%H:%M") if self.until else ""}

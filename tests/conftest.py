@@ -207,3 +207,11 @@ def sign_in(client, username: str, password: str) -> str:
                                           "csrf_token": token}) as response:
         assert response.status_code == 302, response.text[-500:]
     return csrf_token(client, "/account")
+
+
+def concrete_rule(rule: str) -> str:
+    """Fill a URL rule's variables with plausible values (ints 1, strings 'demo')."""
+    import re
+
+    return re.sub(r"<(?:(\w+):)?(\w+)>",
+                  lambda m: "1" if m.group(1) == "int" else "demo", rule)

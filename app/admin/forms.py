@@ -28,10 +28,10 @@ class UserForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=80)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)],
                              description="8 characters or more.")
-    role = SelectField("Role", choices=[(r, r) for r in ROLES], default="user")
+    role = SelectField("Role", choices=list(ROLES), default="user")
     submit = SubmitField("Create user")
 
 
 class RoleForm(FlaskForm):
-    role = SelectField("Role", choices=[(r, r) for r in ROLES])
+    role = SelectField("Role", choices=list(ROLES))
     submit = SubmitField("Change role")
