@@ -124,7 +124,8 @@ class LogFilters:
             conditions.append(RequestLog.status_code >= 400)
         elif status in {"4xx", "5xx"}:
             low = int(status[0]) * 100
-            conditions += [RequestLog.status_code >= low, RequestLog.status_code < low + 100]
+            conditions += [RequestLog.status_code >= low,
+                           RequestLog.status_code < low + 100]
         elif status:
             conditions.append(RequestLog.status_code == int(status))
         if self.since:
@@ -242,7 +243,8 @@ def dashboard(window: str = "hour", now: datetime | None = None) -> Dashboard:
     counts = db.session.execute(
         select(slot, RequestLog.model_name, RequestLog.version, func.count(),
                func.sum(_is_error()))
-        .where(in_window).group_by(slot, RequestLog.model_name, RequestLog.version)).all()
+        .where(in_window)
+        .group_by(slot, RequestLog.model_name, RequestLog.version)).all()
     versions = {key.label: key for key in _percentiles(in_window)}
     minutes = bucket / 60
     per_minute: dict[str, list[float]] = {}

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import POSTGRES_URL, build_app, database, make_keys
+from tests.conftest import build_app, database, make_keys
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -136,7 +136,8 @@ def browser():
 
 def new_page(browser, server, viewport=(1280, 860)):
     context = browser.new_context(base_url=server.url, accept_downloads=True,
-                                  viewport={"width": viewport[0], "height": viewport[1]})
+                                  viewport={"width": viewport[0],
+                                            "height": viewport[1]})
     context.set_default_timeout(15_000)
     return context.new_page()
 
@@ -146,7 +147,8 @@ def sign_in(page, who) -> None:
     page.get_by_label("Username").fill(who[0])
     page.get_by_label("Password").fill(who[1])
     page.get_by_role("button", name="Sign in").click()
-    sync_api.expect(page.locator(".flash-success")).to_contain_text(f"Signed in as {who[0]}")
+    sync_api.expect(page.locator(".flash-success")).to_contain_text(
+        f"Signed in as {who[0]}")
 
 
 def shot(page, name: str) -> None:
@@ -260,7 +262,8 @@ def test_csv_upload_table_chart_and_download(alice, server, iris, tmp_path):
     page.goto("/models/iris")
     page.get_by_label("CSV file", exact=True).set_input_files(str(path))
     page.get_by_role("button", name="Upload and predict").click()
-    sync_api.expect(page.locator("#file-error")).to_contain_text("missing column(s): x2, x3")
+    sync_api.expect(page.locator("#file-error")).to_contain_text(
+        "missing column(s): x2, x3")
 
 
 def test_large_csv_shows_progress_then_results(alice, server, iris, tmp_path):
@@ -327,7 +330,8 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
     page.get_by_role("button", name="Upload and validate").click()
     sync_api.expect(page.locator(".flash-success")).to_contain_text(
         "Stored iris version 2", timeout=60_000)
-    sync_api.expect(page.locator("#version-2")).to_contain_text("stronger regularisation")
+    sync_api.expect(page.locator("#version-2")).to_contain_text(
+        "stronger regularisation")
     sync_api.expect(page.locator("#active-version")).to_have_text("1")
     shot(page, "10-admin-versions")
 
@@ -341,12 +345,14 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
     def served_version(expected_model) -> int:
         body = server.api("/api/v1/models/iris/predict", server.keys.predict,
                           {"instances": [row.tolist()]})
-        assert body["predictions"] == expected_model.predict(row.reshape(1, -1)).tolist()
+        expected = expected_model.predict(row.reshape(1, -1)).tolist()
+        assert body["predictions"] == expected
         return body["version"]
 
     assert served_version(iris_v2.estimator) == 2  # every worker switched
     page.goto("/models/iris")
-    sync_api.expect(page.locator("#active-version")).to_contain_text("Active version: 2")
+    sync_api.expect(page.locator("#active-version")).to_contain_text(
+        "Active version: 2")
     for name, value in zip(FEATURES, row, strict=True):
         page.get_by_label(name, exact=True).fill(str(value))
     page.get_by_role("button", name="Predict", exact=True).click()

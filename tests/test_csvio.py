@@ -108,4 +108,5 @@ def test_form_rows_use_the_api_validation():
     assert csvio.field_index(error.value) == 1
     with pytest.raises(APIError) as error:
         csvio.row_from_text(["1", "2", ""], SCHEMA, 10)
-    assert error.value.code == "non_finite_value" and csvio.field_index(error.value) == 2
+    assert error.value.code == "non_finite_value"
+    assert csvio.field_index(error.value) == 2

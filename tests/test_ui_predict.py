@@ -149,7 +149,8 @@ def test_row_cap_is_configurable(site):
     client, token = client_for(app)
     app.config["MODELDOCK_CSV_MAX_ROWS"] = 3
     try:
-        with upload_csv(client, token, "iris", "x0,x1,x2,x3\n" + "1,2,3,4\n" * 4) as page:
+        text = "x0,x1,x2,x3\n" + "1,2,3,4\n" * 4
+        with upload_csv(client, token, "iris", text) as page:
             assert page.status_code == 413
             assert "more than 3 rows" in page.text
     finally:
@@ -181,7 +182,8 @@ def test_100k_rows_show_progress_then_results_from_another_worker(site, iris):
     out = io.StringIO()
     np.savetxt(out, rows, delimiter=",", header="x3,x2,x1,x0", comments="", fmt="%.2f")
     app.config["MODELDOCK_CSV_WAIT_SECONDS"] = 0.0
-    other = build_app(app.config["DATABASE_URL"], app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+    other = build_app(app.config["DATABASE_URL"],
+                      app.config["SQLALCHEMY_ENGINE_OPTIONS"])
     try:
         started = time.perf_counter()
         with upload_csv(client, token, "iris", out.getvalue(), "big.csv") as response:
@@ -239,10 +241,12 @@ def test_account_key_is_shown_once_then_only_by_prefix(site):
         assert "only admins can hold admin-scope keys" in refused.text
     with app.app_context():
         mine = db.session.query(ApiKey).filter_by(name="ci").one().id
-        root_key = db.session.query(ApiKey).filter_by(user_id=keys.admin_user_id).first()
+        root_key = db.session.query(ApiKey).filter_by(
+            user_id=keys.admin_user_id).first()
     with client.post(f"/account/keys/{root_key.id}/revoke",
                      data={"csrf_token": token}) as not_mine:
         assert not_mine.status_code == 404
-    with client.post(f"/account/keys/{mine}/revoke", data={"csrf_token": token}) as done:
+    with client.post(f"/account/keys/{mine}/revoke",
+                     data={"csrf_token": token}) as done:
         assert done.status_code == 302
     assert app.test_client().get("/api/v1/models", headers=auth(key)).status_code == 401

@@ -1,8 +1,15 @@
-"""Admin pages over what happened: dashboard, request log (with CSV export), audit log."""
+"""Admin pages on what happened: dashboard, request log (CSV export), audit log."""
 
 from __future__ import annotations
 
-from flask import Response, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Response,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 
 from app import reports
 from app.admin import pages_bp as bp

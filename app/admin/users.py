@@ -31,7 +31,8 @@ def create_user():
     if not form.validate_on_submit():
         return _users_page(form, 400)
     try:
-        user = people.create_user(form.username.data, form.password.data, form.role.data)
+        user = people.create_user(form.username.data, form.password.data,
+                                  form.role.data)
     except APIError as error:
         db.session.rollback()
         field = getattr(form, error.field, None) if error.field else None

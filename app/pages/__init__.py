@@ -1,4 +1,4 @@
-"""Pages blueprint: what every signed-in user sees (models, predict, results, account)."""
+"""Pages blueprint: what every signed-in user sees (predict, results, account)."""
 
 from flask import Blueprint
 

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from flask import (Response, abort, after_this_request, current_app, flash, redirect,
-                   render_template, request, url_for)
+from flask import (
+    Response,
+    abort,
+    after_this_request,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_required
 from sqlalchemy import select
 

@@ -44,7 +44,8 @@ def read_csv(data: bytes, schema: dict, max_rows: int) -> ParsedCSV:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise APIError(400, "invalid_csv", "the file is not UTF-8 text", "file") from exc
+        raise APIError(400, "invalid_csv", "the file is not UTF-8 text",
+                       "file") from exc
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [name.strip() for name in next(reader)]
@@ -62,7 +63,8 @@ def read_csv(data: bytes, schema: dict, max_rows: int) -> ParsedCSV:
     duplicated = sorted({n for n in names if header.count(n) > 1})
     if duplicated:
         raise APIError(400, "duplicate_column",
-                       f"column(s) named more than once: {', '.join(duplicated)}", "file")
+                       f"column(s) named more than once: {', '.join(duplicated)}",
+                       "file")
     rows, lines = [], []
     try:
         for row in reader:
@@ -80,7 +82,8 @@ def read_csv(data: bytes, schema: dict, max_rows: int) -> ParsedCSV:
                                "for one upload", "file")
     except csv.Error as exc:
         raise APIError(400, "invalid_csv",
-                       f"line {reader.line_num} is not valid CSV: {exc}", "file") from exc
+                       f"line {reader.line_num} is not valid CSV: {exc}",
+                       "file") from exc
     if not rows:
         raise APIError(400, "empty_batch", "the file has a header but no rows", "file")
     return ParsedCSV(header, rows, lines, [header.index(n) for n in names], names)
@@ -88,7 +91,8 @@ def read_csv(data: bytes, schema: dict, max_rows: int) -> ParsedCSV:
 
 def to_matrix(parsed: ParsedCSV, start: int, stop: int, schema: dict) -> np.ndarray:
     """Rows ``start:stop`` as a float matrix in feature order; empty cells are NaN."""
-    cells = [[row[j] for j in parsed.feature_columns] for row in parsed.rows[start:stop]]
+    columns = parsed.feature_columns
+    cells = [[row[j] for j in columns] for row in parsed.rows[start:stop]]
     try:
         matrix = np.array(cells, dtype=np.float64)
     except ValueError:
@@ -106,7 +110,8 @@ def to_matrix(parsed: ParsedCSV, start: int, stop: int, schema: dict) -> np.ndar
     return matrix
 
 
-def _convert_slowly(cells: list[list[str]], parsed: ParsedCSV, start: int) -> np.ndarray:
+def _convert_slowly(cells: list[list[str]], parsed: ParsedCSV,
+                    start: int) -> np.ndarray:
     """Convert cell by cell: empty means missing (NaN); name the first bad cell."""
     out = np.empty((len(cells), len(parsed.feature_columns)), dtype=np.float64)
     for i, row in enumerate(cells):
@@ -119,12 +124,14 @@ def _convert_slowly(cells: list[list[str]], parsed: ParsedCSV, start: int) -> np
             except ValueError:
                 raise APIError(400, "non_numeric_value",
                                f"line {parsed.lines[start + i]}, column "
-                               f"'{parsed.feature_names[j]}': {value!r} is not a number",
+                               f"'{parsed.feature_names[j]}': {value!r} is not a "
+                               "number",
                                parsed.feature_names[j]) from None
     return out
 
 
-def result_header(parsed: ParsedCSV, classes: list | None, with_proba: bool) -> list[str]:
+def result_header(parsed: ParsedCSV, classes: list | None,
+                  with_proba: bool) -> list[str]:
     """Every uploaded column (extra ones echoed back), the prediction, probabilities."""
     header = [*parsed.header, "prediction"]
     if classes is not None and with_proba:

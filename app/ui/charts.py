@@ -109,7 +109,8 @@ def line_chart(x_labels: Sequence[str], series: dict[str, Sequence[float]], titl
         body.append(_text(left - 6, y + 4, fmt(peak * fraction), "end", "tick"))
     for i in sorted({0, len(x_labels) // 2, len(x_labels) - 1}):
         if 0 <= i < len(x_labels):
-            anchor = "start" if i == 0 else "end" if i == len(x_labels) - 1 else "middle"
+            last = i == len(x_labels) - 1
+            anchor = "start" if i == 0 else "end" if last else "middle"
             body.append(_text(left + plot_w * i / n, top + plot_h + 16, x_labels[i],
                               anchor, "tick"))
     for k, name in enumerate(names):

@@ -24,7 +24,7 @@ from datetime import timedelta
 
 import numpy as np
 from flask import Flask, current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from app.errors import APIError
 from app.extensions import db
