@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 
-import pytest
 from sqlalchemy import select
 
 from app.extensions import db
@@ -128,9 +127,10 @@ def test_model_upload_errors_are_shown_next_to_the_field(app, keys):
         assert "No models yet." in page.text
 
 
-@pytest.mark.parametrize("path", ["/admin/models/nope", "/admin/models/nope/rollback"])
-def test_unknown_models_are_404_pages(app, keys, path):
+def test_unknown_models_are_404_pages(app, keys):
     client = app.test_client()
     sign_in(client, *ROOT)
-    with client.get(path) as page:
-        assert page.status_code == 404 and "no model named" in page.text
+    for path in ("/admin/models/nope", "/admin/models/nope/rollback",
+                 "/admin/models/nope/versions/1/activate"):
+        with client.get(path) as page:
+            assert page.status_code == 404 and "no model named" in page.text, path

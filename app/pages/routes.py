@@ -8,6 +8,7 @@ from flask import (
     after_this_request,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -81,6 +82,7 @@ def predict_form(name: str):
         matrix = csvio.row_from_text(values, version.schema, predict.max_rows())
         result = predict.run(model, version, matrix)
     except APIError as error:
+        g.log_error_code = error.code
         index = csvio.field_index(error)
         target = form[f"f{index}"] if index is not None else form.submit
         target.errors = [*target.errors, error.message]
