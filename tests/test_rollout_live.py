@@ -145,7 +145,9 @@ def test_switches_under_load_on_four_workers(postgres_url, iris, iris_v2, tmp_pa
                 states.append(State(sent, done, **{
                     "stable": previous.stable, "canary": previous.canary,
                     "weight": previous.weight, **change}))
-            time.sleep(max(0.0, start + 10.0 - time.monotonic()))
+            # Keep traffic going well past the last change, however slow the machine.
+            until = max(start + 10.0, states[-1].committed + 2 * SWITCH_LIMIT + 1.0)
+            time.sleep(max(0.0, until - time.monotonic()))
         finally:
             stop.set()
             for thread in threads:
