@@ -190,6 +190,15 @@ def iris_nan() -> Trained:
     return Trained(HistGradientBoostingClassifier(max_iter=5).fit(X, y), X)
 
 
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database (not only a schema) for servers started by tests."""
+    from tests.live import postgres_database
+
+    with postgres_database() as url:
+        yield url
+
+
 # --- browser-session helpers for the pages (CSRF tokens are required on every form)
 
 def csrf_token(client, path: str = "/auth/login") -> str:

@@ -1,7 +1,7 @@
 """Database models, one module per entity family."""
 
 from app.models.jobs import PredictionJob
-from app.models.logs import AuditEvent, RequestLog
+from app.models.logs import AuditEvent, RequestLog, ShadowResult
 from app.models.registry import (
     Activation,
     MLModel,
@@ -23,5 +23,6 @@ __all__ = [
     "PredictionJob",
     "RegistryState",
     "RequestLog",
+    "ShadowResult",
     "User",
 ]

@@ -50,7 +50,7 @@ def choose():
 
 def _page(name: str, form=None, csv_form=None, result=None, status: int = 200,
           csv_error: str | None = None):
-    model, version = predict.resolve(name)
+    model, version = predict.resolve(name, alias="stable")
     schema = version.schema
     form = form or feature_form(schema["feature_names"])
     models = list(db.session.scalars(select(MLModel.name).order_by(MLModel.name)))
@@ -73,7 +73,7 @@ def predict_page(name: str):
 def predict_form(name: str):
     """Predict the one row typed into the form; errors are shown next to the field."""
     after_this_request(record_response("web"))
-    model, version = predict.resolve(name)
+    model, version = predict.resolve(name, alias="stable")
     form = feature_form(version.schema["feature_names"])
     if not form.validate_on_submit():
         return _page(name, form=form, status=400)
@@ -105,7 +105,7 @@ def predict_form(name: str):
 @login_required
 def predict_csv(name: str):
     """Check the CSV's header and size now; predict its rows in a background job."""
-    model, version = predict.resolve(name)
+    model, version = predict.resolve(name, alias="stable")
     form = CSVForm()
     if not form.validate_on_submit():
         return _page(name, csv_form=form, status=400)
