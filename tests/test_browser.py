@@ -379,6 +379,42 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
     shot(page, "12-admin-audit")
 
 
+def test_admin_canary_promote_and_roll_back(admin, server):
+    """Issue 5 through the pages: canary at 100 %, promote, then roll back."""
+    page = admin
+
+    def served() -> int:
+        return server.api("/api/v1/models/iris/predict", server.keys.predict,
+                          {"instances": [[5.1, 3.5, 1.4, 0.2]]})["version"]
+
+    page.goto("/admin/models/iris")
+    sync_api.expect(page.locator("#active-version")).to_have_text("1")
+    page.get_by_role("link", name="Canary version 2").click()
+    page.get_by_label("Share of clients on the canary (%)").fill("100")
+    page.get_by_label("Reason").fill("canary through the UI")
+    page.get_by_role("button", name="Start canary").click()
+    sync_api.expect(page.locator("#canary-version")).to_have_text("2")
+    sync_api.expect(page.locator("#canary-weight")).to_have_text("100")
+    shot(page, "13-admin-canary")
+    assert served() == 2  # every client is on the canary at 100 %
+
+    page.get_by_role("link", name="Promote canary (version 2)").click()
+    page.get_by_role("button", name="Promote canary").click()
+    sync_api.expect(page.locator(".flash-success")).to_contain_text("Promoted")
+    sync_api.expect(page.locator("#active-version")).to_have_text("2")
+    sync_api.expect(page.locator("#rollout")).to_contain_text("No canary")
+    assert served() == 2
+
+    page.get_by_role("link", name="Roll back to the previous version").click()
+    page.get_by_role("button", name="Roll back").click()
+    sync_api.expect(page.locator("#active-version")).to_have_text("1")
+    assert served() == 1
+    page.goto("/admin/audit")
+    actions = page.locator("#audit tbody td:nth-child(3)").all_inner_texts()
+    assert actions[:4] == ["alias.stable", "alias.stable", "alias.canary.clear",
+                           "alias.canary"]
+
+
 def test_admin_overview_pages(admin, server):
     page = admin
     time.sleep(0.5)  # request logs are written in batches every 0.2 s

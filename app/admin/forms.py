@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import PasswordField, SelectField, StringField, SubmitField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms import (
+    IntegerField,
+    PasswordField,
+    SelectField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from app.models.users import ROLES
 
@@ -35,3 +42,12 @@ class UserForm(FlaskForm):
 class RoleForm(FlaskForm):
     role = SelectField("Role", choices=list(ROLES))
     submit = SubmitField("Change role")
+
+
+class CanaryForm(FlaskForm):
+    weight = IntegerField("Share of clients on the canary (%)", default=10,
+                          validators=[InputRequired(), NumberRange(min=0, max=100)],
+                          description="Sticky per client; raising it only adds clients.")
+    reason = StringField("Reason (optional, kept in the audit log)",
+                         validators=[Optional(), Length(max=500)])
+    submit = SubmitField("Confirm")

@@ -20,6 +20,7 @@ from app.extensions import db
 from app.models import Activation, MLModel
 from app.models._time import utcnow
 from app.pages.forms import ConfirmForm
+from app import rollout
 from app.registry import describe, service
 from app.reports import model_traffic
 from app.serving.state import serving_state
@@ -51,9 +52,10 @@ def versions(name: str):
     history = db.session.scalars(select(Activation).where(
         Activation.model_id == model.id).order_by(Activation.id.desc()).limit(20))
     return render_template(
-        "admin/versions.html", model=describe.model_dict(model),
+        "admin/versions.html", model=describe.model_dict(model), aliases=aliases,
         versions=[describe.version_dict(v, aliases) for v in reversed(model.versions)],
-        history=list(history))
+        history=list(history),
+        shadow_hours=rollout.shadow_stats(name) if "shadow" in aliases else [])
 
 
 @bp.route("/upload", methods=["GET", "POST"])
