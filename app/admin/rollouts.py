@@ -61,7 +61,10 @@ def promote(name: str):
         "Promote canary", _back(name))
 
 
-@bp.route("/models/<name>/<any(canary, shadow):alias>/end", methods=["GET", "POST"])
+@bp.route("/models/<name>/canary/end", methods=["GET", "POST"],
+          defaults={"alias": "canary"})
+@bp.route("/models/<name>/shadow/end", methods=["GET", "POST"],
+          defaults={"alias": "shadow"})
 def end(name: str, alias: str):
     service.get_model(name)
     form = ConfirmForm()
