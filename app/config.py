@@ -65,9 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Wall-clock limit of the validation process."),
     Setting("MODELDOCK_MODEL_CACHE_SIZE", 16, int,
             "Loaded models kept in memory per worker (LRU by sha256)."),
-    Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 1.0, float,
-            "How often a worker checks the registry's change counter for new "
-            "active versions."),
+    Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 0.5, float,
+            "How often each worker checks the registry's change counter (new stable, "
+            "canary or shadow versions, revoked keys); 0 checks on every request."),
     Setting("MODELDOCK_RATELIMIT_DEFAULT", "1200 per minute", str,
             "Default rate limit per API key (per address when anonymous)."),
     Setting("MODELDOCK_RATELIMIT_LOGIN", "10 per minute", str,
@@ -78,6 +78,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Reverse proxies in front of the app to trust for X-Forwarded-*."),
     Setting("MODELDOCK_REQUEST_LOG_FLUSH_SECONDS", 1.0, float,
             "Request logs are written in batches at most this often."),
+    Setting("MODELDOCK_CSV_MAX_ROWS", 100_000, int,
+            "Most rows in one CSV uploaded on the predict page; more is refused."),
+    Setting("MODELDOCK_CSV_WAIT_SECONDS", 2.0, float,
+            "How long a CSV upload waits for its job before showing the progress "
+            "page instead."),
+    Setting("MODELDOCK_CSV_RESULT_HOURS", 24, int,
+            "How long CSV prediction results are kept for viewing and download."),
     Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
     Setting("MODELDOCK_LOG_FORMAT", "json", str,
             "`json`: one JSON object per log line with the request id; `text`: "

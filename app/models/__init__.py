@@ -1,6 +1,7 @@
 """Database models, one module per entity family."""
 
-from app.models.logs import AuditEvent, RequestLog
+from app.models.jobs import PredictionJob
+from app.models.logs import AuditEvent, RequestLog, ShadowResult
 from app.models.registry import (
     Activation,
     MLModel,
@@ -19,7 +20,9 @@ __all__ = [
     "ModelAlias",
     "ModelArtifact",
     "ModelVersion",
+    "PredictionJob",
     "RegistryState",
     "RequestLog",
+    "ShadowResult",
     "User",
 ]

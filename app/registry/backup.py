@@ -32,7 +32,8 @@ from app.models import (
 )
 from app.models._time import utcnow
 from app.models.registry import FORMATS
-from app.registry.service import NAME_PATTERN, artifact_bytes
+from app.registry.artifacts import artifact_bytes
+from app.registry.service import NAME_PATTERN
 
 FORMAT = "modeldock-registry"
 FORMAT_VERSION = 1
