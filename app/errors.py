@@ -97,7 +97,10 @@ def register_errorhandlers(app: Flask) -> None:
                 if name.lower() not in {"content-type", "content-length"}:
                     response.headers[name] = value
             return response
-        return render_error(status, error.description or error.name)
+        page, status = render_error(status, error.description or error.name)
+        headers = [(k, v) for k, v in error.get_headers()
+                   if k.lower() not in {"content-type", "content-length"}]
+        return page, status, headers
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):

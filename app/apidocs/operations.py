@@ -148,15 +148,15 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "Archive a version no alias points to", "Version", 409,
         request=body("Reason", required=False)),
     # --- TensorFlow Serving REST API (predict scope)
-    ("/v1/models/<name>", "GET"): tf("Status of every version", "TFModelStatus"),
-    ("/v1/models/<name>/versions/<int:number>", "GET"): TF_STATUS,
-    ("/v1/models/<name>/labels/<label>", "GET"): TF_STATUS,
-    ("/v1/models/<name>/metadata", "GET"): TF_METADATA,
-    ("/v1/models/<name>/versions/<int:number>/metadata", "GET"): TF_METADATA,
-    ("/v1/models/<name>/labels/<label>/metadata", "GET"): TF_METADATA,
-    ("/v1/models/<name>:predict", "POST"): TF_PREDICT,
-    ("/v1/models/<name>/versions/<int:number>:predict", "POST"): TF_PREDICT,
-    ("/v1/models/<name>/labels/<label>:predict", "POST"): TF_PREDICT,
+    ("/v1/models/<model:name>", "GET"): tf("Status of every version", "TFModelStatus"),
+    ("/v1/models/<model:name>/versions/<int:number>", "GET"): TF_STATUS,
+    ("/v1/models/<model:name>/labels/<label:label>", "GET"): TF_STATUS,
+    ("/v1/models/<model:name>/metadata", "GET"): TF_METADATA,
+    ("/v1/models/<model:name>/versions/<int:number>/metadata", "GET"): TF_METADATA,
+    ("/v1/models/<model:name>/labels/<label:label>/metadata", "GET"): TF_METADATA,
+    ("/v1/models/<model:name>:predict", "POST"): TF_PREDICT,
+    ("/v1/models/<model:name>/versions/<int:number>:predict", "POST"): TF_PREDICT,
+    ("/v1/models/<model:name>/labels/<label:label>:predict", "POST"): TF_PREDICT,
     # --- Open Inference Protocol / KServe v2 (predict scope)
     ("/v2", "GET"): op("v2", "Server metadata", {
         "200": reply("OK", "V2ServerMetadata"), **errors("Plain", *AUTH)}),
@@ -206,5 +206,6 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         security=PUBLIC),
     ("/static/<path:filename>", "GET"): op("browser", "Static assets", {
         "200": {"description": "The file", "content": {"*/*": {}}},
+        "308": {**REDIRECT, "description": "Redirect to the path with '//' merged"},
         "404": HTML_OR_JSON_ERROR}, security=PUBLIC),
 }

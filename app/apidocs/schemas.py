@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.protocols import LABEL_PATTERN
 from app.registry.service import NAME_PATTERN
 
 
@@ -39,7 +40,7 @@ SCHEMAS: dict[str, dict] = {
                    "description": "TensorFlow Serving and Open Inference error shape."},
     "Health": obj(["status"], status={"enum": ["ok", "unavailable"]},
                   database={"enum": ["ok", "unreachable"]}),
-    "Reason": obj([], reason={"type": "string", "maxLength": 2000}),
+    "Reason": obj([], reason=STRING),
     # --- native API
     "Alias": obj(["version", "weight"], version=INTEGER, weight=INTEGER),
     "Model": obj(
@@ -178,7 +179,7 @@ SCHEMAS: dict[str, dict] = {
 PATH_PARAMETERS = {
     "name": {"type": "string", "pattern": NAME_PATTERN.pattern, "example": "demo"},
     "number": {"type": "integer", "minimum": 1, "example": 1},
-    "label": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,15}$",
+    "label": {"type": "string", "pattern": f"^{LABEL_PATTERN}$",
               "example": "stable"},
     "filename": {"type": "string", "example": "css/app.css"},
 }

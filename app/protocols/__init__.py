@@ -11,10 +11,26 @@ import logging
 from flask import Blueprint, g
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
 
 from app.errors import APIError, plain_error
+from app.registry.service import NAME_PATTERN
+
+LABEL_PATTERN = "[a-z][a-z0-9_-]{0,15}"  # aliases are at most 16 characters
 
 log = logging.getLogger(__name__)
+
+
+class ModelNameConverter(BaseConverter):
+    """``<model:name>``: a valid model name, so ``/v1/models/x:predict`` is never a name."""
+
+    regex = NAME_PATTERN.pattern.strip("^$")
+
+
+class LabelConverter(BaseConverter):
+    """``<label:label>``: an alias name such as ``stable`` or ``canary`` (no ``:``)."""
+
+    regex = LABEL_PATTERN
 
 
 def describe(error: APIError) -> str:

@@ -15,7 +15,7 @@ bp.after_request(record_response("tfserving"))
 plain_errors(bp)
 
 
-@bp.get("/<name>")
+@bp.get("/<model:name>")
 @require_scope("predict")
 def status(name: str):
     model = find_model(name)
@@ -23,31 +23,31 @@ def status(name: str):
         [model.versions[n] for n in sorted(model.versions)]))
 
 
-@bp.get("/<name>/versions/<int:number>")
+@bp.get("/<model:name>/versions/<int:number>")
 @require_scope("predict")
 def version_status(name: str, number: int):
     return jsonify(tfserving.model_status([find_version(find_model(name), number)]))
 
 
-@bp.get("/<name>/labels/<label>")
+@bp.get("/<model:name>/labels/<label:label>")
 @require_scope("predict")
 def label_status(name: str, label: str):
     _, version = predict.resolve(name, alias=label)
     return jsonify(tfserving.model_status([version]))
 
 
-@bp.get("/<name>/metadata")
-@bp.get("/<name>/versions/<int:number>/metadata")
-@bp.get("/<name>/labels/<label>/metadata")
+@bp.get("/<model:name>/metadata")
+@bp.get("/<model:name>/versions/<int:number>/metadata")
+@bp.get("/<model:name>/labels/<label:label>/metadata")
 @require_scope("predict")
 def metadata(name: str, number: int | None = None, label: str = "stable"):
     model, version = predict.resolve(name, number, alias=label)
     return jsonify(tfserving.metadata(model, version))
 
 
-@bp.post("/<name>:predict")
-@bp.post("/<name>/versions/<int:number>:predict")
-@bp.post("/<name>/labels/<label>:predict")
+@bp.post("/<model:name>:predict")
+@bp.post("/<model:name>/versions/<int:number>:predict")
+@bp.post("/<model:name>/labels/<label:label>:predict")
 @require_scope("predict")
 def predict_view(name: str, number: int | None = None, label: str | None = None):
     if label is None:

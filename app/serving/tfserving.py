@@ -32,8 +32,10 @@ def signatures(schema: dict) -> list[str]:
 
 
 def _signature(body: dict, schema: dict) -> str:
-    name = body.get("signature_name") or DEFAULT_SIGNATURE
-    if name not in signatures(schema):
+    name = body.get("signature_name", DEFAULT_SIGNATURE)
+    if name == "":  # TF Serving treats an empty name as the default signature
+        name = DEFAULT_SIGNATURE
+    if not isinstance(name, str) or name not in signatures(schema):
         raise APIError(400, "unknown_signature",
                        f"signature_name must be one of {signatures(schema)}",
                        "signature_name")
