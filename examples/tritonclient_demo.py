@@ -1,4 +1,4 @@
-"""Ask ModelDock's demo model through the Open Inference Protocol with NVIDIA's client."""
+"""Ask ModelDock's demo model over the Open Inference Protocol with NVIDIA's client."""
 
 import os
 

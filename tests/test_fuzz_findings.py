@@ -47,7 +47,8 @@ def test_deeply_nested_json_is_a_400_not_a_crash(client, keys):
 def test_admin_reason_must_be_a_string_in_an_object(client, keys):
     for body in ('{"reason": {}}', "[null, null]", "null", '{"reason": '):
         response = client.post("/api/v1/models/demo/rollback", data=body,
-                               headers=auth(keys.admin), content_type="application/json")
+                               headers=auth(keys.admin),
+                               content_type="application/json")
         assert response.status_code == 400, body
 
 

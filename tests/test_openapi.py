@@ -37,15 +37,17 @@ def test_document_is_valid_openapi_3_1(client):
 
 def test_every_route_is_documented_and_every_documented_route_exists(app):
     document = build_document()
-    assert routes(app) - documented(document) == set(), "routes missing from the document"
-    assert documented(document) - routes(app) == set(), "documented routes that do not exist"
+    missing = routes(app) - documented(document)
+    assert missing == set(), "routes missing from the document"
+    invented = documented(document) - routes(app)
+    assert invented == set(), "documented routes that do not exist"
 
 
 def test_auth_is_documented_and_public_routes_are_marked(app):
     document = build_document()
     schemes = document["components"]["securitySchemes"]
-    assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer",
-                                     "description": schemes["bearerAuth"]["description"]}
+    assert (schemes["bearerAuth"]["type"], schemes["bearerAuth"]["scheme"]) == (
+        "http", "bearer")
     assert (schemes["apiKeyHeader"]["in"], schemes["apiKeyHeader"]["name"]) == (
         "header", "X-API-Key")
     assert document["security"] == [{"bearerAuth": []}, {"apiKeyHeader": []}]

@@ -1,5 +1,5 @@
 """TensorFlow Serving REST API: the request bodies of TF Serving's own documentation,
-shape for shape, against real uploaded models; errors in TF's ``{"error": ...}`` shape."""
+shape for shape, against real uploaded models; errors in TF's ``{"error": ...}``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from app.serving.state import serving_state
 from tests.conftest import auth, make_keys, running_app, upload
 
 
-def _linear(coef: list[float], intercept: float, names: list[str] | None = None) -> bytes:
+def _linear(coef: list[float], intercept: float,
+            names: list[str] | None = None) -> bytes:
     """A fitted LinearRegression with exact coefficients (feature names optional)."""
     X = np.array([[float(i == j) for j in range(len(coef))] for i in range(len(coef))]
                  + [[0.0] * len(coef)])
@@ -82,7 +83,7 @@ def test_doc_example_status_of_half_plus_three(served):
 
 
 def test_doc_example_predict_with_curl_defaults(served):
-    """`curl -d '{"instances": [1.0,2.0,5.0]}'` sends a form Content-Type; TF reads JSON."""
+    """`curl -d '{"instances": [1.0,2.0,5.0]}'` sends a form type; TF reads JSON."""
     _, client, keys = served
     response = post(client, keys.predict, "/v1/models/half_plus_three:predict",
                     {"instances": [1.0, 2.0, 5.0]},
@@ -219,8 +220,8 @@ def test_status_lists_every_version_and_archived_ones_end(served):
         ("1", "AVAILABLE"), ("2", "AVAILABLE")]
     one = client.get("/v1/models/iris/versions/2", headers=auth(keys.predict))
     assert one.get_json()["model_version_status"][0]["version"] == "2"
-    assert_tf_error(client.get("/v1/models/iris/versions/7", headers=auth(keys.predict)),
-                    404)
+    assert_tf_error(client.get("/v1/models/iris/versions/7",
+                               headers=auth(keys.predict)), 404)
 
 
 def test_metadata_describes_signatures(served):
@@ -274,7 +275,8 @@ def test_broken_json_unknown_paths_and_methods(served):
     broken = client.post("/v1/models/iris:predict", data='{"instances": [[1,',
                          headers=auth(keys.predict), content_type="application/json")
     assert "not valid JSON" in assert_tf_error(broken, 400)
-    assert_tf_error(client.get("/v1/models/iris/bogus", headers=auth(keys.predict)), 404)
+    assert_tf_error(client.get("/v1/models/iris/bogus",
+                               headers=auth(keys.predict)), 404)
     assert_tf_error(client.delete("/v1/models/iris", headers=auth(keys.predict)), 405)
 
 

@@ -74,11 +74,13 @@ def test_model_metadata(triton_client):
     pinned = client.get_model_metadata("iris", "2", headers=dict(headers))
     assert pinned["versions"] == ["2"]
     regressor = client.get_model_metadata("diabetes", headers=dict(headers))
-    assert regressor["outputs"] == [{"name": "predict", "datatype": "FP64", "shape": [-1]}]
+    assert regressor["outputs"] == [
+        {"name": "predict", "datatype": "FP64", "shape": [-1]}]
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
-@pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES"])
+@pytest.mark.parametrize("datatype",
+                         ["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES"])
 def test_infer_each_datatype_matches_sklearn(triton_client, iris, datatype, binary):
     client, headers = triton_client
     rows = iris.X[::15]
@@ -168,7 +170,8 @@ def test_readiness_tells_whether_this_worker_loaded_the_stable_version(live, iri
     client, headers = triton_client
     app.extensions["modeldock"].models.clear()  # as in a fresh worker: nothing loaded
     assert not client.is_model_ready("iris", headers=dict(headers))
-    client.infer("iris", [tensor("input", iris.X[:1], "FP64", True)], headers=dict(headers))
+    client.infer("iris", [tensor("input", iris.X[:1], "FP64", True)],
+                 headers=dict(headers))
     assert client.is_model_ready("iris", headers=dict(headers))
     assert not client.is_model_ready("iris", "2", headers=dict(headers))
     with app.app_context():  # version 2 becomes stable: not loaded here yet
@@ -198,7 +201,8 @@ def test_infer_is_logged_as_v2(live, triton_client, iris):
     with app.app_context():
         rows = db.session.scalars(db.select(RequestLog).where(
             RequestLog.protocol == "v2")).all()
-    assert rows and all(r.model_name in ("iris", "diabetes", "nope", None) for r in rows)
+    assert rows and all(r.model_name in ("iris", "diabetes", "nope", None)
+                        for r in rows)
     assert any(r.rows == 2 and r.status_code == 200 for r in rows)
 
 
@@ -213,9 +217,10 @@ def test_server_is_not_ready_when_the_database_is_unreachable(tmp_path):
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test"
     from app import create_app
 
-    app = create_app({"TESTING": True, "SECRET_KEY": "x", "DATABASE_URL": url,
-                      "RATELIMIT_ENABLED": False, "MODELDOCK_ALLOW_ANONYMOUS_PREDICT": True,
-                      "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"connect_timeout": 2}}})
+    app = create_app({
+        "TESTING": True, "SECRET_KEY": "x", "DATABASE_URL": url,
+        "RATELIMIT_ENABLED": False, "MODELDOCK_ALLOW_ANONYMOUS_PREDICT": True,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"connect_args": {"connect_timeout": 2}}})
     with serve(app) as address:
         client = triton.InferenceServerClient(address)
         try:
@@ -231,9 +236,11 @@ def test_raw_json_bodies_with_nested_data_and_plain_errors(live, iris):
     app, _, keys = live
     client = app.test_client()
     rows = iris.X[[1, 2]]
-    nested = client.post("/v2/models/iris/infer", headers=auth(keys.predict), data=json.dumps(
-        {"inputs": [{"name": "anything", "shape": [2, 4], "datatype": "FP64",
-                     "data": rows.tolist()}], "outputs": [{"name": "predict"}]}))
+    nested = client.post("/v2/models/iris/infer", headers=auth(keys.predict),
+                         data=json.dumps({
+                             "inputs": [{"name": "anything", "shape": [2, 4],
+                                         "datatype": "FP64", "data": rows.tolist()}],
+                             "outputs": [{"name": "predict"}]}))
     assert nested.status_code == 200, nested.data
     assert nested.get_json()["outputs"] == [{
         "name": "predict", "datatype": "INT64", "shape": [2],

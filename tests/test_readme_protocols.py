@@ -67,10 +67,9 @@ def test_readme_curl_session_answers_as_shown(demo_server):
 
 def test_tritonclient_script_runs_against_the_server(demo_server):
     address, key = demo_server
-    output = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True,
-                            timeout=120, cwd=ROOT, env={
-                                **os.environ, "MODELDOCK_KEY": key,
-                                "MODELDOCK_URL": address})
+    env = {**os.environ, "MODELDOCK_KEY": key, "MODELDOCK_URL": address}
+    output = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT, env=env)
     assert output.returncode == 0, output.stderr
     printed = output.stdout.splitlines()
     assert "live: True ready: True" in printed

@@ -6,7 +6,6 @@ import re
 from copy import deepcopy
 from importlib import metadata
 
-
 from app.apidocs.operations import OPERATIONS
 from app.apidocs.schemas import PATH_PARAMETERS, SCHEMAS, ref
 
@@ -41,7 +40,7 @@ and v2 errors are `{"error": "<message>"}`, with the same HTTP status.
 
 
 def openapi_path(rule: str) -> str:
-    """``/v1/models/<name>/versions/<int:number>`` → ``/v1/models/{name}/versions/{number}``."""
+    """A Flask rule as an OpenAPI path: ``<int:number>`` → ``{number}``."""
     return _VARIABLE.sub(lambda m: "{" + m.group(2) + "}", rule)
 
 
@@ -55,12 +54,13 @@ def _responses() -> dict:
     """Reusable error responses: ``Native<status>`` and ``Plain<status>``."""
     out = {}
     for status, text in STATUS_TEXT.items():
-        headers = {"Retry-After": {"description": "Seconds to wait",
-                                   "schema": {"type": "string"}}} if status == 429 else {}
         for family, schema in (("Native", "Error"), ("Plain", "PlainError")):
-            out[f"{family}{status}"] = {
-                "description": text, "content": {"application/json": {
-                    "schema": ref(schema)}}, **({"headers": headers} if headers else {})}
+            response = {"description": text,
+                        "content": {"application/json": {"schema": ref(schema)}}}
+            if status == 429:
+                response["headers"] = {"Retry-After": {
+                    "description": "Seconds to wait", "schema": {"type": "string"}}}
+            out[f"{family}{status}"] = response
     return out
 
 

@@ -72,8 +72,8 @@ def admin(summary: str, schema: str, *statuses: int, status: str = "200",
 
 
 def tf(summary: str, schema: str, *statuses: int, **kwargs) -> dict:
-    return op("tfserving", summary, {"200": reply("OK", schema),
-                                     **errors("Plain", *AUTH, 404, *statuses)}, **kwargs)
+    responses = {"200": reply("OK", schema), **errors("Plain", *AUTH, 404, *statuses)}
+    return op("tfserving", summary, responses, **kwargs)
 
 
 PREDICT_ERRORS = (404, 409, 413, 415, 422, 503)

@@ -26,8 +26,9 @@ def obj(required: list[str], **properties) -> dict:
     return {"type": "object", "required": required, "properties": properties}
 
 
-ROW = {"oneOf": [{"type": "array", "items": NUMBER, "minItems": 1},
-                 {"type": "object", "additionalProperties": NUMBER, "minProperties": 1}]}
+ROW = {"oneOf": [
+    {"type": "array", "items": NUMBER, "minItems": 1},
+    {"type": "object", "additionalProperties": NUMBER, "minProperties": 1}]}
 TENSOR_DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
                     "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"]
 
@@ -70,11 +71,12 @@ SCHEMAS: dict[str, dict] = {
     "VersionList": obj(["model", "versions"], model=STRING,
                        versions={"type": "array", "items": ref("Version")}),
     "Upload": {**obj(["file"],
-                     file={"type": "string", "contentMediaType": "application/octet-stream",
+                     file={"type": "string",
+                           "contentMediaType": "application/octet-stream",
                            "description": "A .skops, .joblib or .pkl file."},
                      description=STRING, notes=STRING,
-                     metrics={"type": "string",
-                              "description": "A JSON object, e.g. {\"accuracy\": 0.97}."},
+                     metrics={"type": "string", "description":
+                              "A JSON object, e.g. {\"accuracy\": 0.97}."},
                      sample={"type": "string",
                              "description": "JSON rows the validator predicts."})},
     "NativePredictRequest": {
@@ -103,7 +105,8 @@ SCHEMAS: dict[str, dict] = {
     # --- TensorFlow Serving REST
     "TFVersionStatus": obj(
         ["version", "state", "status"], version=STRING,
-        state={"enum": ["UNKNOWN", "START", "LOADING", "AVAILABLE", "UNLOADING", "END"]},
+        state={"enum": ["UNKNOWN", "START", "LOADING", "AVAILABLE", "UNLOADING",
+                        "END"]},
         status=obj(["error_code", "error_message"], error_code=STRING,
                    error_message=STRING)),
     "TFModelStatus": obj(["model_version_status"], model_version_status={

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class ModelNameConverter(BaseConverter):
-    """``<model:name>``: a valid model name, so ``/v1/models/x:predict`` is never a name."""
+    """``<model:name>``: a valid model name, so ``x:predict`` is never taken for one."""
 
     regex = NAME_PATTERN.pattern.strip("^$")
 
@@ -41,7 +41,7 @@ def describe(error: APIError) -> str:
 
 
 def plain_errors(bp: Blueprint) -> None:
-    """Turn every error raised on ``bp``'s routes (services included) into the plain shape."""
+    """Answer every error on ``bp``'s routes (services' too) in the plain shape."""
 
     @bp.errorhandler(APIError)
     def api_error(error: APIError):

@@ -1,4 +1,4 @@
-"""TensorFlow Serving REST API: model status, metadata and ``:predict``; labels are aliases."""
+"""TensorFlow Serving REST API: status, metadata, ``:predict``; labels are aliases."""
 
 from __future__ import annotations
 

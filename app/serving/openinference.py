@@ -1,4 +1,4 @@
-"""Open Inference Protocol (KServe v2): request bodies, responses, metadata, readiness."""
+"""Open Inference Protocol (KServe v2): bodies, responses, metadata and readiness."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ INTEGER_TYPES = {name for name in NUMPY_TYPES if "INT" in name}
 
 
 def flatten(value: Any, limit: int) -> list:
-    """Return the scalars of a nested list in row-major order (at most ``limit`` + 1)."""
+    """Return a nested list's scalars in row-major order (at most ``limit`` + 1)."""
     if not isinstance(value, list):
         return [value]
     out: list = []
@@ -107,7 +107,7 @@ def _from_json(data: Any, datatype: str, count: int, field: str) -> list:
 
 
 def _bytes_elements(chunk: bytes, count: int, field: str) -> list[str]:
-    """Decode the binary BYTES layout: a 4-byte little-endian length before each element."""
+    """Decode binary BYTES: each element follows its 4-byte little-endian length."""
     out, offset = [], 0
     while offset < len(chunk) and len(out) <= count:
         if offset + 4 > len(chunk):
@@ -119,8 +119,9 @@ def _bytes_elements(chunk: bytes, count: int, field: str) -> list[str]:
         out.append(chunk[offset:offset + size].decode("utf-8", "replace"))
         offset += size
     if len(out) != count or offset != len(chunk):
-        raise _error(f"binary BYTES data does not hold {count} length-prefixed elements",
-                     f"{field}.parameters.binary_data_size", "shape_mismatch")
+        raise _error(f"binary BYTES data does not hold {count} length-prefixed "
+                     "elements", f"{field}.parameters.binary_data_size",
+                     "shape_mismatch")
     return out
 
 
@@ -136,7 +137,7 @@ def _from_binary(chunk: bytes, datatype: str, count: int, field: str) -> list:
 
 
 def _as_numbers(values: list, datatype: str) -> list:
-    """BOOL → 0/1 and BYTES → parsed numbers; other types are left to input validation."""
+    """BOOL → 0/1 and BYTES → parsed numbers; the rest is left to input validation."""
     if datatype == "BOOL":
         return [1.0 if v else 0.0 for v in values]
     if datatype == "BYTES":
@@ -193,8 +194,9 @@ def decode_tensors(raw_inputs: Any, binary: bytes, max_rows: int) -> list[Tensor
 def tensors_to_matrix(tensors: list[Tensor], schema: dict, max_rows: int) -> np.ndarray:
     """One tensor [rows, features…] or one tensor per feature → the validated matrix."""
     names = schema["feature_names"]
-    if all(t.name in names for t in tensors) and not (
-            len(tensors) == 1 and len(tensors[0].shape) > 1 and tensors[0].shape[1] > 1):
+    one_wide = len(tensors) == 1 and len(tensors[0].shape) > 1 \
+        and tensors[0].shape[1] > 1
+    if all(t.name in names for t in tensors) and not one_wide:
         columns = {}
         for t in tensors:
             if math.prod(t.shape[1:]) != 1:

@@ -8,8 +8,12 @@ from typing import Any
 import numpy as np
 
 from app.errors import APIError
-from app.serving.inputs import _check_batch, matrix_from_columns, matrix_from_rows, \
-    parse_json
+from app.serving.inputs import (
+    _check_batch,
+    matrix_from_columns,
+    matrix_from_rows,
+    parse_json,
+)
 from app.serving.predict import Prediction
 from app.serving.routing import ModelInfo, VersionInfo
 from app.serving.tensors import INPUT_NAME, flatten, label_datatype
@@ -22,7 +26,7 @@ TF_DTYPES = {"INT64": "DT_INT64", "FP64": "DT_DOUBLE", "BOOL": "DT_BOOL",
 
 
 def parse_body(raw: bytes) -> Any:
-    """TF Serving reads the body as JSON whatever its Content-Type (curl -d sends a form type)."""
+    """Read the body as JSON whatever its Content-Type, as TF Serving does (curl -d)."""
     return parse_json(raw, "application/json")
 
 
@@ -43,7 +47,7 @@ def _signature(body: dict, schema: dict) -> str:
 
 
 def _row(instance: Any, schema: dict, field: str) -> Any:
-    """One instance → a row: a scalar (one feature), a nested list, or named features."""
+    """One instance → a row: a scalar (one feature), nested list or named features."""
     n = schema["n_features"]
     if isinstance(instance, dict):
         if set(instance) == {INPUT_NAME} and INPUT_NAME not in schema["feature_names"]:
@@ -66,7 +70,8 @@ def _row(instance: Any, schema: dict, field: str) -> Any:
     return [instance] if n == 1 else instance
 
 
-def request_matrix(body: Any, schema: dict, max_rows: int) -> tuple[np.ndarray, str, str]:
+def request_matrix(body: Any, schema: dict,
+                   max_rows: int) -> tuple[np.ndarray, str, str]:
     """Return (matrix, "row" or "columnar", signature) for a ``:predict`` body."""
     if not isinstance(body, dict):
         raise APIError(400, "invalid_body", "the body must be a JSON object", "body")
@@ -80,7 +85,8 @@ def request_matrix(body: Any, schema: dict, max_rows: int) -> tuple[np.ndarray, 
             raise APIError(400, "invalid_instances", "must be a list of instances",
                            "instances")
         _check_batch(len(instances), "instances", max_rows)
-        rows = [_row(item, schema, f"instances[{i}]") for i, item in enumerate(instances)]
+        rows = [_row(item, schema, f"instances[{i}]")
+                for i, item in enumerate(instances)]
         return matrix_from_rows(rows, schema, "instances", max_rows), "row", signature
     inputs = body["inputs"]
     if isinstance(inputs, dict) and set(inputs) == {INPUT_NAME} \
@@ -110,7 +116,7 @@ def response_body(prediction: Prediction, layout: str, signature: str) -> dict:
 
 
 def version_status(version: VersionInfo) -> dict[str, Any]:
-    """GetModelStatusResponse's entry: ready versions are AVAILABLE, archived ones END."""
+    """A GetModelStatusResponse entry: ready versions are AVAILABLE, archived END."""
     return {"version": str(version.number),
             "state": "AVAILABLE" if version.status == "ready" else "END",
             "status": {"error_code": "OK", "error_message": ""}}
@@ -128,7 +134,8 @@ def _tensor_info(name: str, dtype: str, dims: list[int]) -> dict[str, Any]:
 def metadata(model: ModelInfo, version: VersionInfo) -> dict[str, Any]:
     """GetModelMetadataResponse: one signature per output the version answers."""
     schema = version.schema
-    inputs = {INPUT_NAME: _tensor_info(INPUT_NAME, "DT_DOUBLE", [-1, schema["n_features"]])}
+    inputs = {INPUT_NAME: _tensor_info(INPUT_NAME, "DT_DOUBLE",
+                                       [-1, schema["n_features"]])}
     defs = {DEFAULT_SIGNATURE: {
         "inputs": inputs,
         "outputs": {"predictions": _tensor_info(
