@@ -13,7 +13,7 @@ FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
 run: install
 	$(FLASK) db upgrade
 	$(FLASK) demo
-	$(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers 2 --access-logfile - wsgi:app
+	$(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers 2 --no-control-socket --access-logfile - wsgi:app
 
 ## test: install the test dependencies, make sure PostgreSQL and Redis run, run every test
 test: install-test services

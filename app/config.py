@@ -65,9 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Wall-clock limit of the validation process."),
     Setting("MODELDOCK_MODEL_CACHE_SIZE", 16, int,
             "Loaded models kept in memory per worker (LRU by sha256)."),
-    Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 1.0, float,
-            "How often a worker checks the registry's change counter for new "
-            "active versions."),
+    Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 0.5, float,
+            "How often each worker checks the registry's change counter (new stable, "
+            "canary or shadow versions, revoked keys); 0 checks on every request."),
     Setting("MODELDOCK_RATELIMIT_DEFAULT", "1200 per minute", str,
             "Default rate limit per API key (per address when anonymous)."),
     Setting("MODELDOCK_RATELIMIT_LOGIN", "10 per minute", str,

@@ -112,4 +112,6 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def add_request_id(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
+        if g.get("log_version") is not None:  # which version answered, on every protocol
+            response.headers["X-Model-Version"] = str(g.log_version)
         return response

@@ -188,3 +188,12 @@ def diabetes() -> Trained:
 def iris_nan() -> Trained:
     X, y = load_iris(return_X_y=True)
     return Trained(HistGradientBoostingClassifier(max_iter=5).fit(X, y), X)
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database (not only a schema) for servers started by tests."""
+    from tests.live import postgres_database
+
+    with postgres_database() as url:
+        yield url

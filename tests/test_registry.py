@@ -84,6 +84,7 @@ def test_artifact_is_stored_with_its_version_and_verified_on_load(app, client, k
         tampered = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
         db.session.execute(update(ModelArtifact).values(data=tampered))
         db.session.commit()
+    app.extensions["modeldock"].models.clear()  # as in a freshly started worker
     response = predict(client, keys.predict, iris.X[:1].tolist())
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "artifact_corrupt"

@@ -10,6 +10,7 @@ from app.errors import APIError
 from app.admin import api_bp
 from app.extensions import db
 from app.permissions import require_scope
+from app import rollout
 from app.registry import describe, service
 from app.serving.state import serving_state
 
@@ -88,3 +89,81 @@ def archive_version(name: str, number: int):
     version = service.archive_version(name, number, _reason())
     _commit()
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_body", "send a JSON object", "body")
+    return body
+
+
+def _int_field(body: dict, name: str) -> int:
+    value = body.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise APIError(400, f"invalid_{name}", f"'{name}' must be an integer", name)
+    return value
+
+
+@api_bp.put("/models/<name>/canary")
+@require_scope("admin")
+def set_canary(name: str):
+    """Body: {"version": n, "weight": 0-100, "reason": "..."}."""
+    body = _json_body()
+    rollout.set_canary(name, _int_field(body, "version"), _int_field(body, "weight"),
+                       str(body.get("reason", "")))
+    _commit()
+    return jsonify(describe.model_dict(service.get_model(name)))
+
+
+@api_bp.delete("/models/<name>/canary")
+@require_scope("admin")
+def clear_canary(name: str):
+    rollout.clear_alias(name, "canary", _reason())
+    _commit()
+    return jsonify(describe.model_dict(service.get_model(name)))
+
+
+@api_bp.post("/models/<name>/canary/promote")
+@require_scope("admin")
+def promote_canary(name: str):
+    rollout.promote_canary(name, _reason())
+    _commit()
+    return jsonify(describe.model_dict(service.get_model(name)))
+
+
+@api_bp.put("/models/<name>/shadow")
+@require_scope("admin")
+def set_shadow(name: str):
+    """Body: {"version": n, "reason": "..."}."""
+    body = _json_body()
+    rollout.set_shadow(name, _int_field(body, "version"), str(body.get("reason", "")))
+    _commit()
+    return jsonify(describe.model_dict(service.get_model(name)))
+
+
+@api_bp.delete("/models/<name>/shadow")
+@require_scope("admin")
+def clear_shadow(name: str):
+    rollout.clear_alias(name, "shadow", _reason())
+    _commit()
+    return jsonify(describe.model_dict(service.get_model(name)))
+
+
+@api_bp.get("/models/<name>/shadow")
+@require_scope("admin")
+def shadow_report(name: str):
+    """Hourly agreement (classification) or error (regression) of the shadow version."""
+    hours = request.args.get("hours", "24")
+    if not hours.isdigit() or not 1 <= int(hours) <= 24 * 31:
+        raise APIError(400, "invalid_hours", "hours must be 1-744", "hours")
+    aliases = describe.aliases_of(service.get_model(name))
+    return jsonify({"model": name, "shadow": aliases.get("shadow"),
+                    "hours": rollout.shadow_stats(name, int(hours))})
+
+
+@api_bp.get("/models/<name>/history")
+@require_scope("admin")
+def activation_history(name: str):
+    """Every alias change of a model: from, to, weight, who, why, when."""
+    return jsonify({"model": name, "history": rollout.history(name)})

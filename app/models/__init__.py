@@ -1,6 +1,6 @@
 """Database models, one module per entity family."""
 
-from app.models.logs import AuditEvent, RequestLog
+from app.models.logs import AuditEvent, RequestLog, ShadowResult
 from app.models.registry import (
     Activation,
     MLModel,
@@ -21,5 +21,6 @@ __all__ = [
     "ModelVersion",
     "RegistryState",
     "RequestLog",
+    "ShadowResult",
     "User",
 ]

@@ -46,3 +46,25 @@ class AuditEvent(db.Model):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class ShadowResult(db.Model):
+    """One mirrored request: the stable answer beside the shadow version's answer."""
+
+    __tablename__ = "shadow_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    model_id: Mapped[int] = mapped_column(index=True)
+    stable_version: Mapped[int]
+    shadow_version: Mapped[int]
+    rows: Mapped[int]
+    # Classification: rows where both labels agree. Regression: summed errors.
+    agree: Mapped[int | None]
+    abs_error: Mapped[float | None]
+    sq_error: Mapped[float | None]
+    # Both answers, kept for the first rows of each request (see SHADOW_KEEP_ROWS).
+    stable_predictions: Mapped[list[Any]] = mapped_column(JSON)
+    shadow_predictions: Mapped[list[Any] | None] = mapped_column(JSON)
+    # Set when the shadow version failed to answer.
+    error: Mapped[str | None] = mapped_column(Text)

@@ -58,9 +58,7 @@ def predict_native(name: str, number: int | None = None):
     model, version = predict.resolve(name, number)
     rows = native_matrix(_body(), version.schema, predict.max_rows())
     result = predict.run(model, version, rows)
-    response = jsonify(result.native())
-    response.headers["X-Model-Version"] = str(version.number)
-    return response
+    return jsonify(result.native())
 
 
 @bp.post("/predict")

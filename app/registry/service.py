@@ -1,4 +1,4 @@
-"""Registry operations: upload a version, activate, roll back, archive, read bytes."""
+"""Registry operations: upload a version, point aliases, activate, roll back, archive."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from app import audit, changes
 from app.errors import APIError
 from app.extensions import db
 from app.models import Activation, MLModel, ModelAlias, ModelArtifact, ModelVersion
+from app.registry.smoke import smoke_test
 from app.models._time import utcnow
 from app.registry.loading import format_for_filename
 from app.registry.sandbox import validate_in_subprocess
@@ -106,6 +107,7 @@ def set_alias(model: MLModel, version: ModelVersion, alias: str = "stable", *,
         raise APIError(409, "version_not_ready",
                        f"version {version.number} is {version.status}; it cannot serve",
                        "version")
+    smoke_test(version)  # loaded and answering here before any traffic reaches it
     row = db.session.get(ModelAlias, (model.id, alias))
     previous = None if row is None else row.version_id
     if row is None:
@@ -162,12 +164,3 @@ def archive_version(name: str, number: int, reason: str = "") -> ModelVersion:
     audit.record("version.archive", f"{name}/v{number}", {}, reason)
     changes.bump()
     return version
-
-
-def artifact_bytes(version_id: int) -> bytes:
-    """Read a version's artifact bytes (only on a model-cache miss)."""
-    data = db.session.scalar(select(ModelArtifact.data).where(
-        ModelArtifact.version_id == version_id))
-    if data is None:
-        raise APIError(500, "artifact_missing", "the version's artifact is missing")
-    return data

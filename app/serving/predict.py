@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from flask import current_app, g
 
+from app import rollout
 from app.errors import APIError
 from app.registry.cache import LoadedModel
-from app.registry.service import artifact_bytes
 from app.serving.routing import ModelInfo, VersionInfo
 from app.serving.state import serving_state
 
@@ -40,11 +40,16 @@ class Prediction:
 
 
 def resolve(name: str, number: int | None = None,
-            alias: str = "stable") -> tuple[ModelInfo, VersionInfo]:
-    """Find the version that answers: ``number`` if pinned, else the alias's version."""
+            alias: str | None = None) -> tuple[ModelInfo, VersionInfo]:
+    """Find the version that answers.
+
+    A pinned ``number`` always wins; a named ``alias`` (TF Serving labels) answers
+    with that alias's version; otherwise sticky canary routing picks stable or canary.
+    """
     model = serving_state().routing.snapshot().models.get(name)
     if model is None:
         raise APIError(404, "model_not_found", f"no model named '{name}'", "model")
+    g.route_alias = None
     if number is not None:
         version = model.versions.get(number)
         if version is None:
@@ -54,19 +59,22 @@ def resolve(name: str, number: int | None = None,
             raise APIError(409, "version_archived",
                            f"version {number} of '{name}' is archived", "version")
     else:
-        version = model.alias_version(alias)
+        if alias is None:
+            alias, version = rollout.route(model)
+        else:
+            version = model.alias_version(alias)
         if version is None:
             raise APIError(404, "no_active_version",
                            f"model '{name}' has no {alias} version", "model")
+        g.route_alias = alias
     g.log_model, g.log_version = name, version.number
     return model, version
 
 
 def load(version: VersionInfo) -> LoadedModel:
     """Return the loaded model of ``version`` (reads its bytes only on a cache miss)."""
-    return serving_state().models.get(
-        version.sha256, version.schema, version.file_format,
-        lambda: artifact_bytes(version.id))
+    return serving_state().load(version.sha256, version.schema, version.file_format,
+                                version.id)
 
 
 def max_rows() -> int:
@@ -83,5 +91,8 @@ def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
         raise APIError(422, "prediction_failed",
                        f"the model could not predict these rows: {exc}",
                        "instances") from exc
-    return Prediction(model, version, np.asarray(labels), probabilities,
-                      loaded.classes)
+    labels = np.asarray(labels)
+    shadow = model.alias_version("shadow")
+    if shadow is not None and g.get("route_alias") == "stable":
+        serving_state().shadow.submit(model, version, shadow, rows, labels)
+    return Prediction(model, version, labels, probabilities, loaded.classes)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from flask import Flask
 
 from sqlalchemy import select
 
 from app import changes
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelVersion
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -48,37 +55,77 @@ class Snapshot:
 
 
 class Routing:
-    """Holds the snapshot; checks the counter at most every ``refresh_seconds``."""
+    """Holds the snapshot this worker routes with.
 
-    def __init__(self, refresh_seconds: float):
+    With ``refresh_seconds`` > 0 a daemon thread in each worker process polls the
+    change counter that often; on a change it loads the new snapshot, warms every
+    aliased version, and only then swaps it in, so requests never wait for a
+    database read or a model load. With 0 (tests) every call checks the counter.
+    """
+
+    def __init__(self, app: Flask, refresh_seconds: float):
+        self.app = app
         self.refresh_seconds = refresh_seconds
+        self.warm: Callable[[Snapshot], None] = lambda snapshot: None
         self._snapshot: Snapshot | None = None
-        self._checked_at = 0.0
         self._lock = threading.Lock()
+        self._watcher_pid: int | None = None
 
     def snapshot(self) -> Snapshot:
-        """Return the current snapshot, reloading it if another worker changed it."""
-        now = time.monotonic()
+        """Return the snapshot to route this request with."""
         snap = self._snapshot
-        if snap is not None and now - self._checked_at < self.refresh_seconds:
+        if snap is not None and self.refresh_seconds > 0:
+            self._ensure_watcher()
             return snap
         with self._lock:
-            if self._snapshot is not None and now - self._checked_at < self.refresh_seconds:
-                return self._snapshot
             generation = changes.current()
             if self._snapshot is None or self._snapshot.generation != generation:
-                self._snapshot = _load_snapshot(generation)
-            self._checked_at = now
+                self._swap(_load_snapshot(generation))
             return self._snapshot
 
     def invalidate(self) -> None:
-        """Force a reload on next use (after this worker changed something)."""
+        """Reload on next use (this worker just changed something itself)."""
         with self._lock:
             self._snapshot = None
 
     @property
     def generation(self) -> int | None:
         return None if self._snapshot is None else self._snapshot.generation
+
+    def _swap(self, snapshot: Snapshot) -> None:
+        self.warm(snapshot)  # new versions are loaded before traffic reaches them
+        self._snapshot = snapshot
+
+    def _ensure_watcher(self) -> None:
+        if self._watcher_pid == os.getpid():
+            return
+        with self._lock:
+            if self._watcher_pid == os.getpid():
+                return
+            self._watcher_pid = os.getpid()  # a forked worker starts its own
+            threading.Thread(target=self._watch, name="routing-watch",
+                             daemon=True).start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.refresh_seconds)
+            try:
+                with self.app.app_context():
+                    self._poll()
+            except Exception:  # database away: keep serving the last snapshot
+                log.warning("routing refresh failed; serving the last snapshot",
+                            exc_info=True)
+
+    def _poll(self) -> None:
+        try:
+            generation = changes.current()
+            current = self._snapshot
+            if current is None or current.generation != generation:
+                snapshot = _load_snapshot(generation)
+                with self._lock:
+                    self._swap(snapshot)
+        finally:
+            db.session.remove()
 
 
 def _load_snapshot(generation: int) -> Snapshot:
