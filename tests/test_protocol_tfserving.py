@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 
+from app import rollout
 from app.accounts import create_api_key
 from app.extensions import db
-from app.models import ModelAlias, RequestLog, User
-from app.registry import service
+from app.models import RequestLog, User
 from app.serving.state import serving_state
 from tests.conftest import auth, make_keys, running_app, upload
 
@@ -195,10 +195,8 @@ def test_versions_and_labels_choose_the_answering_version(served, iris, iris_v2)
     missing = post(client, keys.predict, "/v1/models/iris/labels/canary:predict",
                    {"instances": rows.tolist()})
     assert "canary" in assert_tf_error(missing, 404)
-    with app.app_context():  # a canary alias, as rollout work will set it
-        model = service.get_model("iris")
-        service.set_alias(model, service.get_version(model, 2), "canary", weight=10)
-        model_id = model.id
+    with app.app_context():  # a canary: 10 % of clients, sticky
+        rollout.set_canary("iris", 2, 10, "tf label test")
         db.session.commit()
         serving_state().routing.invalidate()
     try:
@@ -208,7 +206,7 @@ def test_versions_and_labels_choose_the_answering_version(served, iris, iris_v2)
         assert status["model_version_status"][0]["version"] == "2"
     finally:
         with app.app_context():
-            db.session.delete(db.session.get(ModelAlias, (model_id, "canary")))
+            rollout.clear_alias("iris", "canary", "tf label test done")
             db.session.commit()
             serving_state().routing.invalidate()
 

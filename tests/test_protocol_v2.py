@@ -168,22 +168,23 @@ def test_readiness_tells_whether_this_worker_loaded_the_stable_version(live, iri
                                                                        triton_client):
     app, _, _ = live
     client, headers = triton_client
-    app.extensions["modeldock"].models.clear()  # as in a fresh worker: nothing loaded
+    assert client.is_server_live(headers=dict(headers))  # routing snapshot is current
+    app.extensions["modeldock"].models.clear()  # as if evicted: nothing loaded here
     assert not client.is_model_ready("iris", headers=dict(headers))
     client.infer("iris", [tensor("input", iris.X[:1], "FP64", True)],
                  headers=dict(headers))
     assert client.is_model_ready("iris", headers=dict(headers))
     assert not client.is_model_ready("iris", "2", headers=dict(headers))
-    with app.app_context():  # version 2 becomes stable: not loaded here yet
+    with app.app_context():  # version 2 becomes stable in the registry
         service.activate_version("iris", 2)
         db.session.commit()
-        serving_state().routing.invalidate()
     try:
-        assert not client.is_model_ready("iris", headers=dict(headers))
-        client.infer("iris", [tensor("input", iris.X[:1], "FP64", True)],
-                     headers=dict(headers))
+        # The worker picks up the change and loads the new stable version before
+        # routing to it, so it is ready without a prediction having loaded it.
         assert client.is_model_ready("iris", headers=dict(headers))
         assert client.is_model_ready("iris", "2", headers=dict(headers))
+        response = client.get_model_metadata("iris", headers=dict(headers))
+        assert response["versions"] == ["1", "2"]
     finally:
         with app.app_context():
             service.activate_version("iris", 1)

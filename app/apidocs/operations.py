@@ -147,6 +147,25 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/v1/models/<name>/versions/<int:number>/archive", "POST"): admin(
         "Archive a version no alias points to", "Version", 409,
         request=body("Reason", required=False)),
+    ("/api/v1/models/<name>/canary", "PUT"): admin(
+        "Send a share of clients (sticky) to a canary version", "Model", 409,
+        request=body("CanaryRequest")),
+    ("/api/v1/models/<name>/canary", "DELETE"): admin(
+        "End the canary", "Model", request=body("Reason", required=False)),
+    ("/api/v1/models/<name>/canary/promote", "POST"): admin(
+        "Make the canary version stable", "Model", 409,
+        request=body("Reason", required=False)),
+    ("/api/v1/models/<name>/shadow", "PUT"): admin(
+        "Mirror stable traffic to a shadow version", "Model", 409,
+        request=body("ShadowRequest")),
+    ("/api/v1/models/<name>/shadow", "DELETE"): admin(
+        "Stop shadowing", "Model", request=body("Reason", required=False)),
+    ("/api/v1/models/<name>/shadow", "GET"): admin(
+        "Hourly agreement or error of the shadow version", "ShadowReport",
+        parameters=[{"name": "hours", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 744}}]),
+    ("/api/v1/models/<name>/history", "GET"): admin(
+        "Every alias change: from, to, weight, who, why, when", "History"),
     # --- TensorFlow Serving REST API (predict scope)
     ("/v1/models/<model:name>", "GET"): tf("Status of every version", "TFModelStatus"),
     ("/v1/models/<model:name>/versions/<int:number>", "GET"): TF_STATUS,

@@ -70,6 +70,22 @@ SCHEMAS: dict[str, dict] = {
         created_at=TIMESTAMP),
     "VersionList": obj(["model", "versions"], model=STRING,
                        versions={"type": "array", "items": ref("Version")}),
+    "CanaryRequest": obj(["version", "weight"], version=INTEGER,
+                         weight={"type": "integer", "minimum": 0, "maximum": 100},
+                         reason=STRING),
+    "ShadowRequest": obj(["version"], version=INTEGER, reason=STRING),
+    "ShadowReport": obj(
+        ["model", "shadow", "hours"], model=STRING, shadow=nullable(ref("Alias")),
+        hours={"type": "array", "items": obj(
+            ["hour", "stable_version", "shadow_version", "requests", "rows"],
+            hour=TIMESTAMP, stable_version=INTEGER, shadow_version=INTEGER,
+            requests=INTEGER, rows=INTEGER, agreement_rate=NUMBER, mae=NUMBER,
+            rmse=NUMBER)}),
+    "History": obj(["model", "history"], model=STRING, history={
+        "type": "array", "items": obj(
+            ["alias", "from_version", "to_version", "weight", "actor", "reason", "at"],
+            alias=STRING, from_version=nullable(INTEGER), to_version=nullable(INTEGER),
+            weight=INTEGER, actor=STRING, reason=STRING, at=TIMESTAMP)}),
     "Upload": {**obj(["file"],
                      file={"type": "string",
                            "contentMediaType": "application/octet-stream",

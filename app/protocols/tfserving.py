@@ -58,6 +58,4 @@ def predict_view(name: str, number: int | None = None, label: str | None = None)
     rows, layout, signature = tfserving.request_matrix(body, version.schema,
                                                        predict.max_rows())
     result = predict.run(model, version, rows)
-    response = jsonify(tfserving.response_body(result, layout, signature))
-    response.headers["X-Model-Version"] = str(version.number)
-    return response
+    return jsonify(tfserving.response_body(result, layout, signature))

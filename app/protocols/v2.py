@@ -49,7 +49,7 @@ def ready():
 @bp.get("/models/<name>/versions/<int:number>")
 @require_scope("predict")
 def model_metadata(name: str, number: int | None = None):
-    model, version = predict.resolve(name, number)
+    model, version = predict.resolve(name, number, alias="stable")  # number wins
     return jsonify(openinference.model_metadata(model, version, number is not None))
 
 
