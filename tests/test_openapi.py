@@ -112,7 +112,7 @@ def target(tmp_path_factory, iris):
 schema = schemathesis.openapi.from_dict(build_document())
 
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, database=None, derandomize=True,
+@settings(max_examples=8, deadline=None, database=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_document(case, target):
     base_url, headers = target
