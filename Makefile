@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
 
-.PHONY: run test install install-test services
+.PHONY: run test install install-test services chromium
 
 ## run: install, migrate the database, register the demo model, serve on 127.0.0.1:5000
 run: install
@@ -16,7 +16,7 @@ run: install
 	$(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers 2 --no-control-socket --access-logfile - wsgi:app
 
 ## test: install the test dependencies, make sure PostgreSQL and Redis run, run every test
-test: install-test services
+test: install-test services chromium
 	$(PY) -m pytest
 
 $(VENV)/bin/python:
@@ -28,6 +28,11 @@ install: $(VENV)/bin/python
 
 install-test: $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[test]'
+
+# The browser tests drive Debian's Chromium (Playwright's own download cannot work here).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 # PostgreSQL and Redis are local services on this machine; start them if they are down.
 services:

@@ -67,12 +67,14 @@ def register_extensions(app: Flask) -> None:
 
     @login_manager.user_loader
     def load_user(user_id: str):
-        return db.session.get(User, int(user_id))
+        user = db.session.get(User, int(user_id))
+        return user if user is not None and user.enabled else None  # disabled: out
 
 
 def register_blueprints(app: Flask) -> None:
     from app.ratelimit import api_rate_limit
     from app.admin import api_bp as admin_api_bp
+    from app.admin import pages_bp as admin_pages_bp
     from app.auth import bp as auth_bp
     from app.extensions import csrf, limiter
     from app.ops import bp as ops_bp
@@ -90,8 +92,8 @@ def register_blueprints(app: Flask) -> None:
         limiter.limit(api_rate_limit)(blueprint)
     # TF Serving's `name:verb` URLs: names and labels never contain ':'.
     app.url_map.converters.update(model=ModelNameConverter, label=LabelConverter)
-    for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, ops_bp,
-                      tfserving_bp, v2_bp, apidocs_bp):
+    for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, admin_pages_bp,
+                      ops_bp, tfserving_bp, v2_bp, apidocs_bp):
         app.register_blueprint(blueprint)
 
 

@@ -78,6 +78,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Reverse proxies in front of the app to trust for X-Forwarded-*."),
     Setting("MODELDOCK_REQUEST_LOG_FLUSH_SECONDS", 1.0, float,
             "Request logs are written in batches at most this often."),
+    Setting("MODELDOCK_CSV_MAX_ROWS", 100_000, int,
+            "Most rows in one CSV uploaded on the predict page; more is refused."),
+    Setting("MODELDOCK_CSV_WAIT_SECONDS", 2.0, float,
+            "How long a CSV upload waits for its job before showing the progress "
+            "page instead."),
+    Setting("MODELDOCK_CSV_RESULT_HOURS", 24, int,
+            "How long CSV prediction results are kept for viewing and download."),
     Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
 )
 

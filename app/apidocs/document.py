@@ -6,7 +6,9 @@ import re
 from copy import deepcopy
 from importlib import metadata
 
-from app.apidocs.operations import OPERATIONS
+from flask import Flask
+
+from app.apidocs.operations import OPERATIONS, PAGE_BLUEPRINTS, page_operation
 from app.apidocs.schemas import PATH_PARAMETERS, SCHEMAS, ref
 
 _VARIABLE = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
@@ -44,10 +46,36 @@ def openapi_path(rule: str) -> str:
     return _VARIABLE.sub(lambda m: "{" + m.group(2) + "}", rule)
 
 
+CONVERTER_SCHEMAS = {"int": {"type": "integer", "minimum": 0},
+                     "float": {"type": "number"}, "uuid": {"type": "string",
+                                                           "format": "uuid"}}
+
+
 def path_parameters(rule: str) -> list[dict]:
-    return [{"name": m.group(2), "in": "path", "required": True,
-             "schema": deepcopy(PATH_PARAMETERS[m.group(2)])}
-            for m in _VARIABLE.finditer(rule)]
+    """One parameter per URL variable, typed by name (known ones) or by converter."""
+    out = []
+    for m in _VARIABLE.finditer(rule):
+        converter, name = m.group(1), m.group(2)
+        schema = PATH_PARAMETERS.get(name) or CONVERTER_SCHEMAS.get(
+            converter, {"type": "string"})
+        out.append({"name": name, "in": "path", "required": True,
+                    "schema": deepcopy(schema)})
+    return out
+
+
+def page_operations(app: Flask) -> dict[tuple[str, str], dict]:
+    """Browser pages, documented from the URL map and the views' docstrings."""
+    out = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".")[0] not in PAGE_BLUEPRINTS:
+            continue
+        view = app.view_functions[rule.endpoint]
+        doc = (view.__doc__ or "").strip().splitlines()
+        summary = doc[0] if doc else rule.endpoint.replace("_", " ")
+        public = rule.rule in ("/auth/login", "/static/<path:filename>")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            out[(rule.rule, method)] = page_operation(summary, method, public)
+    return out
 
 
 def _responses() -> dict:
@@ -64,14 +92,15 @@ def _responses() -> dict:
     return out
 
 
-def build_document() -> dict:
-    """Return the OpenAPI document."""
+def build_document(app: Flask) -> dict:
+    """Return the OpenAPI document: the API table plus ``app``'s browser pages."""
     try:
         version = metadata.version("modeldock")
     except metadata.PackageNotFoundError:
         version = "0"
     paths: dict[str, dict] = {}
-    for (rule, method), operation in sorted(OPERATIONS.items()):
+    operations = {**page_operations(app), **OPERATIONS}
+    for (rule, method), operation in sorted(operations.items()):
         entry = deepcopy(operation)
         parameters = path_parameters(rule) + entry.pop("parameters", [])
         if parameters:

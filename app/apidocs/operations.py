@@ -1,7 +1,8 @@
-"""Every route's operation, keyed by its Flask rule and method.
+"""Every API route's operation, keyed by its Flask rule and method.
 
-tests/test_openapi.py fails when a route of ``app.url_map`` is missing here or an
-entry here names no route, so add an entry with each new route.
+tests/test_openapi.py fails when an API route of ``app.url_map`` is missing here or
+an entry here names no route, so add an entry with each new API route. Browser pages
+(``PAGE_BLUEPRINTS``) are documented from the URL map by ``page_operation``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def errors(family: str, *statuses: int) -> dict:
 
 
 HTML_PAGE = {"content": {HTML: {"schema": {"type": "string"}}}}
+# Blueprints whose routes are pages for people (session sign-in, forms with CSRF
+# tokens): their operations are generated from the URL map.
+PAGE_BLUEPRINTS = {"pages", "admin_pages", "auth", "static"}
 HTML_OR_JSON_ERROR = {"description": "Error page (JSON when the client asks for it).",
                       "content": {HTML: {"schema": {"type": "string"}},
                                   JSON: {"schema": ref("Error")}}}
@@ -203,28 +207,24 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         "200": reply("OK", {"type": "object"})}, security=PUBLIC),
     ("/api/docs", "GET"): op("docs", "Browsable API documentation", {
         "200": {"description": "HTML page", **HTML_PAGE}}, security=PUBLIC),
-    # --- browser pages (session sign-in, not API keys)
-    ("/", "GET"): op("browser", "Home page: the models (signed in)", {
-        "200": {"description": "HTML page", **HTML_PAGE}, "302": REDIRECT},
-        security=PUBLIC),
-    ("/auth/login", "GET"): op("browser", "Sign-in form", {
-        "200": {"description": "HTML page", **HTML_PAGE}}, security=PUBLIC),
-    ("/auth/login", "POST"): op(
-        "browser", "Sign in (form with CSRF token)",
-        {"200": {"description": "Form with errors", **HTML_PAGE}, "302": REDIRECT,
-         **{str(s): HTML_OR_JSON_ERROR for s in (400, 401, 403, 413, 429)}},
-        request={"required": True, "content": {
-            "application/x-www-form-urlencoded": {"schema": {
-                "type": "object", "required": ["username", "password", "csrf_token"],
-                "properties": {"username": {"type": "string"},
-                               "password": {"type": "string"},
-                               "csrf_token": {"type": "string"}}}}}},
-        security=PUBLIC),
-    ("/auth/logout", "POST"): op("browser", "Sign out (form with CSRF token)", {
-        "302": REDIRECT, **{str(s): HTML_OR_JSON_ERROR for s in (400, 403)}},
-        security=PUBLIC),
-    ("/static/<path:filename>", "GET"): op("browser", "Static assets", {
-        "200": {"description": "The file", "content": {"*/*": {}}},
-        "308": {**REDIRECT, "description": "Redirect to the path with '//' merged"},
-        "404": HTML_OR_JSON_ERROR}, security=PUBLIC),
 }
+
+
+def page_operation(summary: str, method: str, public: bool) -> dict:
+    """A browser page or form: HTML (or a download), redirects, HTML error pages."""
+    responses = {"200": {"description": "Page, or a file for downloads",
+                         "content": {HTML: {"schema": {"type": "string"}}, "*/*": {}}},
+                 "302": REDIRECT, "308": {**REDIRECT, "description": "Path normalized"},
+                 **{str(s): HTML_OR_JSON_ERROR for s in (400, 401, 403, 404, 405, 409,
+                                                          413, 429)}}
+    operation = op("browser", summary, responses, security=PUBLIC,
+                   description="A page for people: " + (
+                       "public." if public else "needs a signed-in session "
+                       "(API keys do not sign browsers in; without a session it "
+                       "redirects to the sign-in page)."))
+    if method == "POST":
+        operation["requestBody"] = {"required": False, "content": {
+            "application/x-www-form-urlencoded": {"schema": {
+                "type": "object", "additionalProperties": {"type": "string"}}},
+            "multipart/form-data": {"schema": {"type": "object"}}}}
+    return operation

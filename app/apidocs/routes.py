@@ -1,6 +1,6 @@
 """Thin views: the OpenAPI document as JSON and the page that renders it."""
 
-from flask import jsonify, render_template
+from flask import current_app, jsonify, render_template
 
 from app.apidocs import bp
 from app.apidocs.document import build_document
@@ -10,7 +10,7 @@ from app.extensions import limiter
 @bp.get("/openapi.json")
 @limiter.exempt
 def openapi_document():
-    return jsonify(build_document())
+    return jsonify(build_document(current_app))
 
 
 @bp.get("/docs")
