@@ -86,6 +86,34 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MODELDOCK_CSV_RESULT_HOURS", 24, int,
             "How long CSV prediction results are kept for viewing and download."),
     Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
+    Setting("MODELDOCK_LOG_FORMAT", "json", str,
+            "`json`: one JSON object per log line with the request id; `text`: "
+            "plain lines for a terminal."),
+    Setting("MODELDOCK_TRUSTED_HOSTS", [], _list,
+            "Host names the app answers to (Flask's `TRUSTED_HOSTS`, comma-separated; "
+            "a leading dot allows subdomains). Empty: any host."),
+    Setting("MODELDOCK_REDIS_PREFIX", "modeldock:", str,
+            "Prefix of every Redis key (rate limits, caches), so deployments can "
+            "share one Redis."),
+    Setting("MODELDOCK_REDIS_OUTAGE", "degrade", str,
+            "While Redis is unreachable: `degrade` keeps serving (per-worker rate "
+            "limits, no prediction cache); `refuse` answers 503 on rate-limited "
+            "routes."),
+    Setting("MODELDOCK_PREDICTION_CACHE_SECONDS", 300, int,
+            "How long identical inputs to the same version answer from the "
+            "prediction cache; 0 turns it off."),
+    Setting("MODELDOCK_METRICS_TOKEN", None, str,
+            "Bearer token that opens `/metrics` from any address."),
+    Setting("MODELDOCK_METRICS_ALLOW", [], _list,
+            "Client networks allowed to read `/metrics` without the token, e.g. "
+            "`127.0.0.1/32,::1/128` (comma-separated). Empty: token only."),
+    Setting("MODELDOCK_REQUEST_LOG_ENABLED", True, _bool,
+            "Write one row per prediction request to the request log."),
+    Setting("MODELDOCK_LOG_PAYLOADS", False, _bool,
+            "Also store each prediction request's input in the request log."),
+    Setting("MODELDOCK_LOG_REDACT_FIELDS", [], _list,
+            "Feature or body field names replaced by `\"[redacted]\"` in stored "
+            "payloads."),
 )
 
 
@@ -103,6 +131,10 @@ def defaults() -> dict[str, Any]:
 def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     """Derive Flask's own keys from ours; fill the development-only defaults."""
     production = config["MODELDOCK_ENV"] == "production"
+    for key, allowed in (("MODELDOCK_REDIS_OUTAGE", ("degrade", "refuse")),
+                         ("MODELDOCK_LOG_FORMAT", ("json", "text"))):
+        if config[key] not in allowed:
+            raise RuntimeError(f"{key} must be one of {allowed}, not {config[key]!r}")
     if not config.get("SECRET_KEY"):
         if production:
             raise RuntimeError("SECRET_KEY must be set when MODELDOCK_ENV=production")
@@ -125,14 +157,23 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     config["SESSION_COOKIE_SECURE"] = production
     config["REMEMBER_COOKIE_SECURE"] = production
     config["REMEMBER_COOKIE_HTTPONLY"] = True
+    if config.get("MODELDOCK_TRUSTED_HOSTS"):
+        config["TRUSTED_HOSTS"] = list(config["MODELDOCK_TRUSTED_HOSTS"])
     redis_url = config.get("REDIS_URL")
+    prefix = config["MODELDOCK_REDIS_PREFIX"]
     config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     if redis_url:
-        config.setdefault("CACHE_TYPE", "RedisCache")
+        # Fail fast when Redis is gone; what happens then is MODELDOCK_REDIS_OUTAGE.
+        config.setdefault("RATELIMIT_STORAGE_OPTIONS", {
+            "socket_connect_timeout": 0.5, "socket_timeout": 0.5})
+        config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED",
+                          config["MODELDOCK_REDIS_OUTAGE"] != "refuse")
+        config.setdefault("CACHE_TYPE", "app.jsoncache.JSONRedisCache")
         config.setdefault("CACHE_REDIS_URL", redis_url)
     else:
         config.setdefault("CACHE_TYPE", "SimpleCache")
+    config.setdefault("CACHE_KEY_PREFIX", prefix + "cache:")
     config.setdefault("CACHE_DEFAULT_TIMEOUT", 300)
     return config
 

@@ -128,6 +128,9 @@ def build_document(app: Flask) -> dict:
                 "bearerAuth": {"type": "http", "scheme": "bearer",
                                "description": "`Authorization: Bearer mdk_...`"},
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "metricsToken": {"type": "http", "scheme": "bearer",
+                                 "description": "`MODELDOCK_METRICS_TOKEN`, for "
+                                                "`/metrics` only"},
             },
         },
     }

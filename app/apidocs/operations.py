@@ -199,6 +199,12 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     # --- operations and documentation (public)
     ("/healthz", "GET"): op("ops", "Liveness", {"200": reply("OK", "Health")},
                             security=PUBLIC),
+    ("/metrics", "GET"): op("ops", "Prometheus metrics", {
+        "200": reply("Prometheus text exposition", {"type": "string"}, "text/plain"),
+        "403": {"$ref": "#/components/responses/Native403"}},
+        description="Readable with the metrics token (`MODELDOCK_METRICS_TOKEN`) or "
+                    "from a network in `MODELDOCK_METRICS_ALLOW`; not with API keys.",
+        security=[{"metricsToken": []}, {}]),
     ("/readyz", "GET"): op("ops", "Readiness (the database answers)", {
         "200": reply("OK", "Health"),
         "503": reply("The database is unreachable.", "Health", Retry_After="Seconds")},

@@ -18,7 +18,9 @@ bp.after_request(record_response("native"))
 
 
 def _body():
-    return parse_json(request.get_data(cache=False), request.content_type)
+    body = parse_json(request.get_data(cache=False), request.content_type)
+    g.log_payload = body  # stored only with MODELDOCK_LOG_PAYLOADS, redacted
+    return body
 
 
 @bp.get("/api/v1/models")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from app.permissions import require_scope
 from app.protocols import plain_errors
@@ -55,6 +55,7 @@ def predict_view(name: str, number: int | None = None, label: str | None = None)
     else:
         model, version = predict.resolve(name, alias=label)
     body = tfserving.parse_body(request.get_data(cache=False))
+    g.log_payload = body  # stored only with MODELDOCK_LOG_PAYLOADS, redacted
     rows, layout, signature = tfserving.request_matrix(body, version.schema,
                                                        predict.max_rows())
     result = predict.run(model, version, rows)

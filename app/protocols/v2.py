@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -78,6 +78,7 @@ def infer(name: str, number: int | None = None):
         request.get_data(cache=False),
         request.headers.get("Inference-Header-Content-Length"),
         request.headers.get("Content-Encoding"))
+    g.log_payload = body  # the JSON part; stored only with MODELDOCK_LOG_PAYLOADS
     infer_request = openinference.parse_request(body, binary, version.schema)
     rows = openinference.matrix(infer_request, version.schema, predict.max_rows())
     result = predict.run(model, version, rows)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from app import metrics
 from app.errors import APIError
 from app.registry.loading import load_bytes
 from app.registry.schema import predict_rows
@@ -74,7 +75,9 @@ class ModelCache:
                            "version cannot be loaded until an admin replaces it")
         started = time.perf_counter()
         estimator = load_bytes(data, file_format, self.trusted_modules)
-        return LoadedModel(sha256, estimator, schema, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        metrics.MODEL_LOAD.labels(file_format).observe(seconds)
+        return LoadedModel(sha256, estimator, schema, seconds)
 
     def __contains__(self, sha256: str) -> bool:
         with self._lock:
