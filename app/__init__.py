@@ -84,14 +84,20 @@ def register_blueprints(app: Flask) -> None:
     from app.ops import bp as ops_bp
     from app.pages import bp as pages_bp
     from app.predict import bp as predict_bp
+    from app.protocols import LabelConverter, ModelNameConverter
+    from app.protocols.tfserving import bp as tfserving_bp
+    from app.protocols.v2 import bp as v2_bp
+    from app.apidocs import bp as apidocs_bp
 
     # Script-facing blueprints authenticate with API keys in headers only,
     # never cookies, so CSRF tokens do not apply to them.
-    for blueprint in (predict_bp, admin_api_bp):
+    for blueprint in (predict_bp, admin_api_bp, tfserving_bp, v2_bp):
         csrf.exempt(blueprint)
         limiter.limit(api_rate_limit)(blueprint)
+    # TF Serving's `name:verb` URLs: names and labels never contain ':'.
+    app.url_map.converters.update(model=ModelNameConverter, label=LabelConverter)
     for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, admin_pages_bp,
-                      ops_bp):
+                      ops_bp, tfserving_bp, v2_bp, apidocs_bp):
         app.register_blueprint(blueprint)
 
 

@@ -71,8 +71,11 @@ def predict_tutorial():
     body = _body()
     if not isinstance(body, dict) or "features" not in body:
         raise APIError(400, "invalid_body", "send {\"features\": [...]}", "features")
-    model, version = predict.resolve(current_app.config["MODELDOCK_DEFAULT_MODEL"])
     features = body["features"]
+    if not isinstance(features, list):
+        raise APIError(400, "invalid_body", "features must be a list of numbers or rows",
+                       "features")
+    model, version = predict.resolve(current_app.config["MODELDOCK_DEFAULT_MODEL"])
     rows = features if features and isinstance(features[0], list) else [features]
     matrix = matrix_from_rows(rows, version.schema, "features", predict.max_rows())
     result = predict.run(model, version, matrix)
