@@ -74,14 +74,19 @@ class Routing:
     def snapshot(self) -> Snapshot:
         """Return the snapshot to route this request with."""
         snap = self._snapshot
-        if snap is not None and self.refresh_seconds > 0:
-            self._ensure_watcher()
-            return snap
+        if snap is not None and self.refresh_seconds > 0 \
+                and self._watcher_pid == os.getpid():
+            return snap  # this process's watcher keeps it fresh
         with self._lock:
+            # A forked worker may inherit a snapshot loaded before the fork (gunicorn
+            # preload, worker restarts): check it once before serving from it.
             generation = changes.current()
             if self._snapshot is None or self._snapshot.generation != generation:
                 self._swap(_load_snapshot(generation))
-            return self._snapshot
+            snap = self._snapshot
+        if self.refresh_seconds > 0:
+            self._ensure_watcher()
+        return snap
 
     def invalidate(self) -> None:
         """Reload on next use (this worker just changed something itself)."""
