@@ -65,6 +65,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Wall-clock limit of the validation process."),
     Setting("MODELDOCK_MODEL_CACHE_SIZE", 16, int,
             "Loaded models kept in memory per worker (LRU by sha256)."),
+    Setting("MODELDOCK_MODEL_CACHE_MB", 512.0, float,
+            "Memory budget per worker for loaded models, in MB (estimated: an "
+            "estimator's pickled size, twice an ONNX graph's); least recently used "
+            "models are dropped beyond it."),
+    Setting("MODELDOCK_MICROBATCH_MAX_ROWS", 0, int,
+            "Micro-batching for versions served by scikit-learn: concurrent requests "
+            "to one version are predicted together, up to this many rows. 0 = off. "
+            "Needs a threaded worker (gunicorn `--threads` > 1)."),
+    Setting("MODELDOCK_MICROBATCH_MAX_WAIT_MS", 2.0, float,
+            "Longest a request waits for others to join its micro-batch, in ms."),
+    Setting("MODELDOCK_REQUEST_LOG_ENABLED", True, _bool,
+            "Write a request log row per prediction request (in batches, off the "
+            "request path). Turn off only to measure what logging costs."),
     Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 0.5, float,
             "How often each worker checks the registry's change counter (new stable, "
             "canary or shadow versions, revoked keys); 0 checks on every request."),

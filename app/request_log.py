@@ -26,9 +26,10 @@ BATCH = 500
 class RequestLogWriter:
     """Queues log rows; a daemon thread inserts them and updates key usage in batches."""
 
-    def __init__(self, app: Flask, flush_seconds: float):
+    def __init__(self, app: Flask, flush_seconds: float, enabled: bool = True):
         self.app = app
         self.flush_seconds = flush_seconds
+        self.enabled = enabled
         self.queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -105,11 +106,12 @@ def record_response(protocol: str):
     """Return an ``after_request`` hook that logs the request under ``protocol``."""
 
     def after(response):
-        if request.method != "POST":  # metadata reads are not prediction requests
-            return response
+        log_writer = writer()
+        if request.method != "POST" or not log_writer.enabled:
+            return response  # metadata reads are not prediction requests
         principal = g.get("principal")
         created: datetime = utcnow()
-        writer().submit({
+        log_writer.submit({
             "created_at": created,
             "request_id": g.get("request_id", ""),
             "protocol": g.get("log_protocol", protocol),
@@ -131,4 +133,5 @@ def record_response(protocol: str):
 
 def init_app(app: Flask) -> None:
     app.extensions["modeldock.request_log"] = RequestLogWriter(
-        app, app.config["MODELDOCK_REQUEST_LOG_FLUSH_SECONDS"])
+        app, app.config["MODELDOCK_REQUEST_LOG_FLUSH_SECONDS"],
+        app.config["MODELDOCK_REQUEST_LOG_ENABLED"])

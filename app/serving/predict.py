@@ -25,16 +25,18 @@ class Prediction:
     probabilities: np.ndarray | None
     classes: list | None
 
-    def native(self) -> dict[str, Any]:
+    def native(self, lists: bool = True) -> dict[str, Any]:
+        """The native API body; ``lists=False`` keeps numpy arrays (for orjson)."""
         body: dict[str, Any] = {
             "model": self.model.name,
             "version": self.version.number,
-            "predictions": self.labels.tolist(),
+            "predictions": self.labels.tolist() if lists else self.labels,
         }
         if self.classes is not None:
             body["classes"] = self.classes
             if self.probabilities is not None:
-                body["probabilities"] = self.probabilities.tolist()
+                body["probabilities"] = self.probabilities.tolist() if lists \
+                    else self.probabilities
         body["request_id"] = g.get("request_id")
         return body
 
@@ -73,8 +75,7 @@ def resolve(name: str, number: int | None = None,
 
 def load(version: VersionInfo) -> LoadedModel:
     """Return the loaded model of ``version`` (reads its bytes only on a cache miss)."""
-    return serving_state().load(version.sha256, version.schema, version.file_format,
-                                version.id)
+    return serving_state().load_version(version)
 
 
 def max_rows() -> int:
@@ -83,10 +84,11 @@ def max_rows() -> int:
 
 def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
     """Predict validated ``rows`` with ``version``."""
-    loaded = load(version)
+    state = serving_state()
+    loaded = state.load_version(version)
     g.log_rows = len(rows)
     try:
-        labels, probabilities = loaded.predict(rows)
+        labels, probabilities = state.predict(loaded, rows)
     except Exception as exc:  # a model that cannot handle these values
         raise APIError(422, "prediction_failed",
                        f"the model could not predict these rows: {exc}",
