@@ -134,6 +134,11 @@ class ModelCache:
         with self._lock:
             return sha256 in self._models
 
+    def loaded(self) -> list[LoadedModel]:
+        """The models held now, least recently used first."""
+        with self._lock:
+            return list(self._models.values())
+
     def __len__(self) -> int:
         return len(self._models)
 
