@@ -1,4 +1,4 @@
-"""The ONNX fast path: conversion and verification at upload, runtime choice, .onnx files."""
+"""The ONNX fast path: conversion and checks at upload, runtime choice, .onnx files."""
 
 from __future__ import annotations
 
@@ -293,7 +293,8 @@ def test_micro_batching_on_the_sklearn_path_keeps_answers(tmp_path, iris):
         for thread in threads:
             thread.join(timeout=30)
         for i in range(8):
-            assert results[i] == iris.estimator.predict(iris.X[i * 10:i * 10 + 3]).tolist()
+            rows = iris.X[i * 10:i * 10 + 3]
+            assert results[i] == iris.estimator.predict(rows).tolist()
         [loaded] = [m for m in app.extensions["modeldock"].models.loaded()
                     if m.runtime == "sklearn"]
         assert loaded.batcher.batched_requests == 8

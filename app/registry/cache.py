@@ -43,14 +43,40 @@ class LoadedModel:
 
     def __post_init__(self):
         self.classes = self.schema.get("classes")
+        self._argmax_classes = _final(self.estimator).classes_ if \
+            self.runtime == "sklearn" and labels_are_argmax(self.estimator,
+                                                            self.schema) else None
 
     def predict(self, rows: np.ndarray):
         """Return (labels, probabilities or None) for validated rows."""
+        if self._argmax_classes is not None:  # one pass over the trees, not two
+            probabilities = self.estimator.predict_proba(rows)
+            return self._argmax_classes.take(probabilities.argmax(axis=1)), \
+                probabilities
         return predict_rows(self.estimator, self.schema, rows)
 
 
+def _final(estimator: Any) -> Any:
+    return estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+
+
+# Classifiers whose predict() is, in scikit-learn's own code, the class with the
+# highest predict_proba(): for them one predict_proba call gives both answers.
+ARGMAX_CLASSIFIERS = ("RandomForestClassifier", "ExtraTreesClassifier",
+                      "HistGradientBoostingClassifier")
+
+
+def labels_are_argmax(estimator: Any, schema: dict[str, Any]) -> bool:
+    final = _final(estimator)
+    return bool(schema.get("has_proba")) and \
+        type(final).__module__.startswith("sklearn.ensemble") and \
+        type(final).__name__ in ARGMAX_CLASSIFIERS and \
+        getattr(final, "n_outputs_", 1) == 1 and \
+        isinstance(getattr(final, "classes_", None), np.ndarray)
+
+
 def estimated_footprint(loaded: Any, data: bytes) -> int:
-    """Resident-size estimate: an ONNX session ~2x its graph; an estimator ~ its pickle."""
+    """Resident-size estimate: ONNX session ~2x its graph; estimator ~ its pickle."""
     if isinstance(loaded, OnnxModel):
         return 2 * len(data)
     try:
@@ -60,7 +86,7 @@ def estimated_footprint(loaded: Any, data: bytes) -> int:
 
 
 class ModelCache:
-    """LRU of loaded models; artifact bytes are read from the database only on a miss."""
+    """LRU of loaded models; bytes are read from the database only on a miss."""
 
     def __init__(self, capacity: int, trusted_modules: Iterable[str] = (),
                  max_bytes: int | None = None):

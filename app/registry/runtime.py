@@ -1,4 +1,4 @@
-"""Which runtime serves a version (onnxruntime or scikit-learn), and the admin override."""
+"""Which runtime serves a version (onnxruntime or scikit-learn); the admin override."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from app import audit, changes
 from app.errors import APIError
-from app.models import ModelAlias, ModelArtifact, ModelVersion
 from app.extensions import db
+from app.models import ModelAlias, ModelArtifact, ModelVersion
 from app.models.registry import RUNTIME_SETTINGS
 
 

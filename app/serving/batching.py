@@ -81,13 +81,16 @@ class MicroBatcher:
             jobs, count = [first], len(first.rows)
             deadline = first.enqueued + self.max_wait
             while count < self.max_rows:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    job = self.queue.get(timeout=remaining)
+                try:  # whatever queued while the last batch ran joins at once
+                    job = self.queue.get_nowait()
                 except queue.Empty:
-                    break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        job = self.queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
                 jobs.append(job)
                 count += len(job.rows)
             self._predict(jobs)

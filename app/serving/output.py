@@ -12,7 +12,7 @@ OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _default(value: Any) -> Any:
-    """What orjson cannot encode natively: object arrays (string labels), numpy scalars."""
+    """What orjson cannot encode itself: object arrays (string labels), scalars."""
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from flask import Flask, current_app
 
 from app.registry.artifacts import artifact_bytes, onnx_bytes
@@ -72,7 +71,7 @@ class ServingState:
 
 
 def init_app(app: Flask) -> None:
-    """Create this app's serving state (kept in ``app.extensions`` like any extension)."""
+    """Create this app's serving state (kept in ``app.extensions``)."""
     state = ServingState(
         routing=Routing(app, app.config["MODELDOCK_ROUTING_REFRESH_SECONDS"]),
         models=ModelCache(app.config["MODELDOCK_MODEL_CACHE_SIZE"],
