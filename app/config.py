@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from app.ratelimit_storage import storage_uri
+
 
 def _bool(raw: str) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
@@ -132,7 +134,8 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     config["REMEMBER_COOKIE_SECURE"] = production
     config["REMEMBER_COOKIE_HTTPONLY"] = True
     redis_url = config.get("REDIS_URL")
-    config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
+    # One Redis round trip per request (app/ratelimit_storage.py), not three.
+    config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(redis_url))
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     if redis_url:
         config.setdefault("CACHE_TYPE", "RedisCache")
