@@ -1,4 +1,4 @@
-"""Rate limits in Redis cost one round trip per request; headers stay right (real Redis)."""
+"""Rate limits in Redis: one round trip per request, headers still right (real Redis)."""
 
 from __future__ import annotations
 
