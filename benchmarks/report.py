@@ -113,7 +113,8 @@ def write(result: dict) -> None:
         f"Machine after: `{result['uptime_after']}`  \n"
         f"gunicorn (every app): `{result['gunicorn']}`; Redis rate limits: "
         f"{'on' if result['redis'] else 'off (Redis did not answer)'}; "
-        f"{result['seconds_per_cell']} s per cell; whole run "
+        f"{result['seconds_per_cell']} s per cell at 8 connections (one less at 1 "
+        f"and 32); whole run "
         f"{result['wall_seconds']} s.",
         "Runtimes ModelDock chose: " + "; ".join(
             f"{n}: {v['runtime']} ({v['runtime_verdict']}, {v['runtime_reason']}, "
