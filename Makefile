@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
 
-.PHONY: run test bench install install-test services
+.PHONY: run test bench install install-test services chromium system-packages
 
 ## run: install, migrate the database, register the demo model, serve on 127.0.0.1:5000
 run: install
@@ -16,7 +16,7 @@ run: install
 	$(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers 2 --no-control-socket --access-logfile - wsgi:app
 
 ## test: install the test dependencies, make sure PostgreSQL and Redis run, run every test
-test: install-test services
+test: install-test services chromium system-packages
 	$(PY) -m pytest
 
 ## bench: the serving benchmark (ModelDock vs tutorial app, framework-free app, HTTP ceiling)
@@ -35,8 +35,22 @@ install: $(VENV)/bin/python
 install-test: $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[test]'
 
+# The browser tests drive Debian's Chromium (Playwright's own download cannot work here).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
 # PostgreSQL and Redis are local services on this machine; start them if they are down.
 services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL or Redis did not start" >&2; exit 1
+
+# nginx, for the end-to-end test of the production stack (tests/test_production_stack.py).
+# Installed only when missing; a policy-rc.d keeps the package from starting the
+# system nginx on port 80 (the test runs its own on 127.0.0.1).
+system-packages:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	  policy=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; policy=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; status=$$?; \
+	  [ -z "$$policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }

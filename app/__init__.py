@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config as settings
+from app import jsonlog
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,14 +24,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
     )
     load_config(app, config)
-    logging.basicConfig(level=app.config["LOG_LEVEL"])
+    jsonlog.configure(app.config["LOG_LEVEL"], app.config["MODELDOCK_LOG_FORMAT"])
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
     if app.config["MODELDOCK_PROXY_HOPS"]:
         hops = app.config["MODELDOCK_PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,
+                                x_port=hops)
     return app
 
 
@@ -44,9 +45,9 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app import permissions, request_log
+    from app import metrics, permissions, ratelimit, request_log
     from app.extensions import cache, cors, csrf, db, limiter, login_manager, migrate
-    from app.serving import state
+    from app.serving import prediction_cache, state
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
@@ -59,39 +60,53 @@ def register_extensions(app: Flask) -> None:
         "MODELDOCK_CORS_ORIGINS"]}, r"/v[12]/*": {"origins": app.config[
             "MODELDOCK_CORS_ORIGINS"]}})
     state.init_app(app)
+    prediction_cache.init_app(app)
     request_log.init_app(app)
+    metrics.init_app(app)
     permissions.init_app(app)  # must run before the limiter, which keys on its result
+    ratelimit.init_app(app)  # before the limiter, so its hook runs after the limiter's
     limiter.init_app(app)
 
     from app.models import User
 
     @login_manager.user_loader
     def load_user(user_id: str):
-        return db.session.get(User, int(user_id))
+        user = db.session.get(User, int(user_id))
+        return user if user is not None and user.enabled else None  # disabled: out
 
 
 def register_blueprints(app: Flask) -> None:
     from app.ratelimit import api_rate_limit
     from app.admin import api_bp as admin_api_bp
+    from app.admin import pages_bp as admin_pages_bp
     from app.auth import bp as auth_bp
     from app.extensions import csrf, limiter
     from app.ops import bp as ops_bp
     from app.pages import bp as pages_bp
     from app.predict import bp as predict_bp
+    from app.protocols import LabelConverter, ModelNameConverter
+    from app.protocols.tfserving import bp as tfserving_bp
+    from app.protocols.v2 import bp as v2_bp
+    from app.apidocs import bp as apidocs_bp
 
     # Script-facing blueprints authenticate with API keys in headers only,
     # never cookies, so CSRF tokens do not apply to them.
-    for blueprint in (predict_bp, admin_api_bp):
+    for blueprint in (predict_bp, admin_api_bp, tfserving_bp, v2_bp):
         csrf.exempt(blueprint)
         limiter.limit(api_rate_limit)(blueprint)
-    for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, ops_bp):
+    # TF Serving's `name:verb` URLs: names and labels never contain ':'.
+    app.url_map.converters.update(model=ModelNameConverter, label=LabelConverter)
+    for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, admin_pages_bp,
+                      ops_bp, tfserving_bp, v2_bp, apidocs_bp):
         app.register_blueprint(blueprint)
 
 
 def register_errorhandlers(app: Flask) -> None:
+    from app import outages
     from app.errors import register_errorhandlers as install
 
     install(app)
+    outages.register(app)
 
 
 def register_commands(app: Flask) -> None:

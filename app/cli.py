@@ -10,7 +10,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from app import accounts
+from app import accounts, changes
 from app.errors import APIError
 from app.extensions import db
 from app.models import ApiKey, MLModel, User
@@ -66,12 +66,16 @@ def create_admin(username: str, password: str):
 @click.option("--scope", "scopes", multiple=True, default=["predict"],
               type=click.Choice(["predict", "admin"]), show_default=True)
 @click.option("--expires-days", type=int, default=None)
-def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days):
+@click.option("--rate-limit", default=None,
+              help='This key\'s own limit, e.g. "100 per minute" (default: '
+                   'MODELDOCK_RATELIMIT_DEFAULT).')
+def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days,
+               rate_limit):
     """Create an API key for USERNAME and print it once."""
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     try:
         key, plaintext = accounts.create_api_key(_user(username), name, list(scopes),
-                                                 expires)
+                                                 expires, _rate_limit(rate_limit))
     except APIError as error:
         _fail(error)
     db.session.commit()
@@ -91,13 +95,41 @@ def revoke_key(prefix: str):
     click.echo(f"revoked {prefix}")
 
 
+def _rate_limit(text: str | None) -> str | None:
+    """Check a limit such as "100 per minute" ("none" or nothing: the default)."""
+    if text is None or text.strip().lower() in {"", "none", "default"}:
+        return None
+    from limits import parse_many
+
+    try:
+        parse_many(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not a rate limit such as "
+                                 f"'100 per minute': {exc}") from exc
+    return text.strip()
+
+
+@keys.command("set-limit")
+@click.argument("prefix")
+@click.argument("limit")
+def set_key_limit(prefix: str, limit: str):
+    """Give the key PREFIX its own rate LIMIT ("100 per minute"; "none": default)."""
+    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+    if key is None:
+        raise click.ClickException(f"no key with prefix '{prefix}'")
+    key.rate_limit = _rate_limit(limit)
+    changes.bump()  # workers drop their cached copy of the key
+    db.session.commit()
+    click.echo(f"{prefix}: {key.rate_limit or 'default limit'}")
+
+
 @keys.command("list")
 def list_keys():
     """List keys (prefixes only)."""
     for key in db.session.scalars(select(ApiKey).order_by(ApiKey.id)):
         state = "revoked" if key.revoked_at else "active"
         click.echo(f"{key.prefix}\t{key.user.username}\t{key.scopes}\t{state}\t"
-                   f"{key.name}")
+                   f"{key.name}\t{key.rate_limit or 'default'}")
 
 
 @models.command("upload")
@@ -190,8 +222,50 @@ def demo():
         click.echo(line)
 
 
+registry = AppGroup("registry", help="Back up and restore the model registry.")
+logs = AppGroup("logs", help="Maintain the request logs.")
+
+
+@registry.command("export")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def export_registry(path: Path):
+    """Write models, versions with artifacts, aliases and history to PATH (a zip)."""
+    from app.registry.backup import export_registry as export
+
+    counts = export(path)
+    click.echo(f"exported {counts['models']} models, {counts['versions']} versions "
+               f"({counts['artifacts']} artifacts) to {path}")
+
+
+@registry.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_registry(path: Path):
+    """Load an export made by `registry export` into an empty registry."""
+    from app.registry.backup import import_registry as load
+
+    try:
+        counts = load(path)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"imported {counts['models']} models, {counts['versions']} versions, "
+               f"{counts['activations']} activations from {path}")
+
+
+@logs.command("prune")
+@click.option("--days", type=click.IntRange(min=0), required=True,
+              help="Keep this many days of request logs.")
+def prune_logs(days: int):
+    """Delete request logs older than --days days."""
+    from app.request_log import prune
+
+    deleted = prune(days)
+    db.session.commit()
+    click.echo(f"deleted {deleted} request log rows older than {days} days")
+
+
 def register(app: Flask) -> None:
-    for command in (users, keys, models, demo):
+    for command in (users, keys, models, demo, registry, logs):
         app.cli.add_command(command)
 
 

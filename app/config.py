@@ -77,9 +77,6 @@ SETTINGS: tuple[Setting, ...] = (
             "Needs a threaded worker (gunicorn `--threads` > 1)."),
     Setting("MODELDOCK_MICROBATCH_MAX_WAIT_MS", 2.0, float,
             "Longest a request waits for others to join its micro-batch, in ms."),
-    Setting("MODELDOCK_REQUEST_LOG_ENABLED", True, _bool,
-            "Write a request log row per prediction request (in batches, off the "
-            "request path). Turn off only to measure what logging costs."),
     Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 0.5, float,
             "How often each worker checks the registry's change counter (new stable, "
             "canary or shadow versions, revoked keys); 0 checks on every request."),
@@ -93,7 +90,42 @@ SETTINGS: tuple[Setting, ...] = (
             "Reverse proxies in front of the app to trust for X-Forwarded-*."),
     Setting("MODELDOCK_REQUEST_LOG_FLUSH_SECONDS", 1.0, float,
             "Request logs are written in batches at most this often."),
+    Setting("MODELDOCK_CSV_MAX_ROWS", 100_000, int,
+            "Most rows in one CSV uploaded on the predict page; more is refused."),
+    Setting("MODELDOCK_CSV_WAIT_SECONDS", 2.0, float,
+            "How long a CSV upload waits for its job before showing the progress "
+            "page instead."),
+    Setting("MODELDOCK_CSV_RESULT_HOURS", 24, int,
+            "How long CSV prediction results are kept for viewing and download."),
     Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
+    Setting("MODELDOCK_LOG_FORMAT", "json", str,
+            "`json`: one JSON object per log line with the request id; `text`: "
+            "plain lines for a terminal."),
+    Setting("MODELDOCK_TRUSTED_HOSTS", [], _list,
+            "Host names the app answers to (Flask's `TRUSTED_HOSTS`, comma-separated; "
+            "a leading dot allows subdomains). Empty: any host."),
+    Setting("MODELDOCK_REDIS_PREFIX", "modeldock:", str,
+            "Prefix of every Redis key (rate limits, caches), so deployments can "
+            "share one Redis."),
+    Setting("MODELDOCK_REDIS_OUTAGE", "degrade", str,
+            "While Redis is unreachable: `degrade` keeps serving (per-worker rate "
+            "limits, no prediction cache); `refuse` answers 503 on rate-limited "
+            "routes."),
+    Setting("MODELDOCK_PREDICTION_CACHE_SECONDS", 300, int,
+            "How long identical inputs to the same version answer from the "
+            "prediction cache; 0 turns it off."),
+    Setting("MODELDOCK_METRICS_TOKEN", None, str,
+            "Bearer token that opens `/metrics` from any address."),
+    Setting("MODELDOCK_METRICS_ALLOW", [], _list,
+            "Client networks allowed to read `/metrics` without the token, e.g. "
+            "`127.0.0.1/32,::1/128` (comma-separated). Empty: token only."),
+    Setting("MODELDOCK_REQUEST_LOG_ENABLED", True, _bool,
+            "Write one row per prediction request to the request log."),
+    Setting("MODELDOCK_LOG_PAYLOADS", False, _bool,
+            "Also store each prediction request's input in the request log."),
+    Setting("MODELDOCK_LOG_REDACT_FIELDS", [], _list,
+            "Feature or body field names replaced by `\"[redacted]\"` in stored "
+            "payloads."),
 )
 
 
@@ -111,6 +143,10 @@ def defaults() -> dict[str, Any]:
 def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     """Derive Flask's own keys from ours; fill the development-only defaults."""
     production = config["MODELDOCK_ENV"] == "production"
+    for key, allowed in (("MODELDOCK_REDIS_OUTAGE", ("degrade", "refuse")),
+                         ("MODELDOCK_LOG_FORMAT", ("json", "text"))):
+        if config[key] not in allowed:
+            raise RuntimeError(f"{key} must be one of {allowed}, not {config[key]!r}")
     if not config.get("SECRET_KEY"):
         if production:
             raise RuntimeError("SECRET_KEY must be set when MODELDOCK_ENV=production")
@@ -133,15 +169,24 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     config["SESSION_COOKIE_SECURE"] = production
     config["REMEMBER_COOKIE_SECURE"] = production
     config["REMEMBER_COOKIE_HTTPONLY"] = True
+    if config.get("MODELDOCK_TRUSTED_HOSTS"):
+        config["TRUSTED_HOSTS"] = list(config["MODELDOCK_TRUSTED_HOSTS"])
     redis_url = config.get("REDIS_URL")
+    prefix = config["MODELDOCK_REDIS_PREFIX"]
     # One Redis round trip per request (app/ratelimit_storage.py), not three.
     config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(redis_url))
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     if redis_url:
-        config.setdefault("CACHE_TYPE", "RedisCache")
+        # Fail fast when Redis is gone; what happens then is MODELDOCK_REDIS_OUTAGE.
+        config.setdefault("RATELIMIT_STORAGE_OPTIONS", {
+            "socket_connect_timeout": 0.5, "socket_timeout": 0.5})
+        config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED",
+                          config["MODELDOCK_REDIS_OUTAGE"] != "refuse")
+        config.setdefault("CACHE_TYPE", "app.jsoncache.JSONRedisCache")
         config.setdefault("CACHE_REDIS_URL", redis_url)
     else:
         config.setdefault("CACHE_TYPE", "SimpleCache")
+    config.setdefault("CACHE_KEY_PREFIX", prefix + "cache:")
     config.setdefault("CACHE_DEFAULT_TIMEOUT", 300)
     return config
 

@@ -12,6 +12,9 @@ log = logging.getLogger(__name__)
 
 # Paths whose clients are scripts: errors there are JSON, never HTML.
 API_PREFIXES = ("/api/", "/v1/", "/v2", "/predict", "/metrics", "/healthz", "/readyz")
+# TensorFlow Serving and Open Inference paths answer {"error": "..."}. Their
+# blueprints do that for matched routes; this covers unmatched URLs there.
+PLAIN_PREFIXES = ("/v1/", "/v2/")
 
 
 class APIError(Exception):
@@ -44,6 +47,12 @@ def wants_json() -> bool:
         request.accept_mimetypes["text/html"]
 
 
+def unmatched_protocol_path() -> bool:
+    """True for a URL under a protocol prefix that matched no route."""
+    return request.url_rule is None and (request.path == "/v2"
+                                         or request.path.startswith(PLAIN_PREFIXES))
+
+
 # Stable codes for the HTTP errors Flask and its extensions raise themselves.
 HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -59,6 +68,8 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def handle_api_error(error: APIError):
         g.log_error_code = error.code
+        if unmatched_protocol_path():
+            return plain_error(error.message, error.status)
         if wants_json():
             return jsonify(error.to_dict()), error.status
         return render_error(error.status, error.message)
@@ -74,6 +85,9 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
         status = error.code or 500
+        if unmatched_protocol_path():
+            return plain_error(error.description or error.name, status,
+                               error.get_headers())
         if wants_json():
             code = HTTP_CODES.get(status, "http_error")
             api_error = APIError(status, code, error.description or error.name)
@@ -83,7 +97,10 @@ def register_errorhandlers(app: Flask) -> None:
                 if name.lower() not in {"content-type", "content-length"}:
                     response.headers[name] = value
             return response
-        return render_error(status, error.description or error.name)
+        page, status = render_error(status, error.description or error.name)
+        headers = [(k, v) for k, v in error.get_headers()
+                   if k.lower() not in {"content-type", "content-length"}]
+        return page, status, headers
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
@@ -95,6 +112,16 @@ def register_errorhandlers(app: Flask) -> None:
         if wants_json():
             return jsonify(APIError(500, "internal_error", message).to_dict()), 500
         return render_error(500, message)
+
+
+def plain_error(message: str, status: int, headers=None):
+    """The protocols' error body, ``{"error": message}``, keeping headers like Retry-After."""
+    response = jsonify({"error": message})
+    response.status_code = status
+    for name, value in headers or ():
+        if name.lower() not in {"content-type", "content-length"}:
+            response.headers[name] = value
+    return response
 
 
 def render_error(status: int, message: str):

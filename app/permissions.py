@@ -16,6 +16,8 @@ from app.models._time import utcnow
 from app.serving.state import serving_state
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Endpoints that check a bearer token of their own (not an API key).
+OWN_TOKEN_ENDPOINTS = frozenset({"ops.scrape"})
 
 
 class KeyCache:
@@ -60,7 +62,7 @@ def identify_request() -> None:
                            "API keys are accepted only in the Authorization or "
                            "X-API-Key header, never in the URL", name)
     key = _presented_key()
-    if key:
+    if key and request.endpoint not in OWN_TOKEN_ENDPOINTS:
         principal = current_app.extensions["modeldock.keys"].lookup(key)
         if principal is None:
             raise APIError(401, "invalid_api_key",

@@ -1,4 +1,11 @@
-"""Request logs written in batches by a background thread, never on the request path."""
+"""Request logs written in batches by a background thread, never on the request path.
+
+A blueprint logs its predictions with
+``bp.after_request(record_response("<protocol>"))``; views leave what to log in
+``g``: ``log_model``, ``log_version`` and ``log_rows`` (set by ``predict.resolve``
+and ``run``) and ``log_payload`` (the parsed body). The same hook counts the request
+in the Prometheus metrics, with or without logging.
+"""
 
 from __future__ import annotations
 
@@ -9,31 +16,36 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import insert, update
+from sqlalchemy import delete, update
 
+from app import metrics
 from app.extensions import db
 from app.models import ApiKey, RequestLog
 from app.models._time import utcnow
+from app.privacy import stored_payload, truncate_ip
 
 log = logging.getLogger(__name__)
 BATCH = 500
+# Rows kept while the database is away; beyond this the oldest are dropped (and
+# counted) so that an outage cannot exhaust a worker's memory.
+MAX_QUEUED = 100_000
 
 
 class RequestLogWriter:
-    """Queues log rows; a daemon thread inserts them and updates key usage in batches."""
+    """Queues log rows; a daemon thread inserts them and counts key use, in batches."""
 
-    def __init__(self, app: Flask, flush_seconds: float, enabled: bool = True):
+    def __init__(self, app: Flask, flush_seconds: float):
         self.app = app
         self.flush_seconds = flush_seconds
-        self.enabled = enabled
         self.queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def submit(self, row: dict[str, Any]) -> None:
         """Queue one row; start the writer thread in this process on first use."""
@@ -46,15 +58,22 @@ class RequestLogWriter:
             if self._pid == os.getpid():
                 return
             self._pid = os.getpid()  # after a fork the parent's thread is gone
-            threading.Thread(target=self._run, name="request-log", daemon=True).start()
-            atexit.register(self.flush)
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="request-log",
+                                            daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
 
     def _run(self) -> None:
+        failing = False
         while not self._stop.wait(self.flush_seconds):
             try:
                 self.flush()
+                failing = False
             except Exception:  # keep logging alive if the database blips
-                log.exception("request log flush failed; will retry")
+                if not failing:
+                    log.warning("request log flush failed; will retry", exc_info=True)
+                failing = True
 
     def depth(self) -> int:
         return self.queue.qsize()
@@ -69,20 +88,55 @@ class RequestLogWriter:
                 break
         if not rows:
             return 0
+        for row in rows:  # here, not on the request path (idempotent on a retry)
+            row["remote_addr"] = truncate_ip(row["remote_addr"])
+        table = RequestLog.__table__
         with self.app.app_context():
             try:
                 for start in range(0, len(rows), BATCH):
-                    db.session.execute(insert(RequestLog), rows[start:start + BATCH])
+                    db.session.execute(table.insert(), rows[start:start + BATCH])
                 _update_key_usage(rows)
                 db.session.commit()
             except Exception:
-                db.session.rollback()
-                for row in rows:  # put them back for the next attempt
-                    self.queue.put(row)
+                _safe_rollback()
+                self._requeue(rows)
                 raise
             finally:
                 db.session.remove()
+                metrics.LOG_QUEUE.set(self.queue.qsize())
         return len(rows)
+
+    def _requeue(self, rows: list[dict[str, Any]]) -> None:
+        """Put rows back for the next attempt, keeping the newest MAX_QUEUED."""
+        room = MAX_QUEUED - self.queue.qsize()
+        keep = rows[-room:] if room > 0 else []
+        if len(keep) < len(rows):
+            metrics.LOG_DROPPED.inc(len(rows) - len(keep))
+        for row in keep:
+            self.queue.put(row)
+
+    def close(self) -> None:
+        """Stop the thread and write what is left (graceful shutdown of a worker)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and \
+                thread is not threading.current_thread():
+            thread.join(timeout=10)
+        try:
+            written = self.flush()
+        except Exception:
+            log.warning("request log: %d rows could not be written at shutdown",
+                        self.queue.qsize(), exc_info=True)
+            return
+        if written:
+            log.info("request log: wrote %d rows at shutdown", written)
+
+
+def _safe_rollback() -> None:
+    try:
+        db.session.rollback()
+    except Exception:  # the connection may be gone with the database
+        pass
 
 
 def _update_key_usage(rows: list[dict[str, Any]]) -> None:
@@ -102,36 +156,63 @@ def writer() -> RequestLogWriter:
     return current_app.extensions["modeldock.request_log"]
 
 
+def _payload(model: str | None, version: int | None) -> Any:
+    body = g.get("log_payload")
+    if body is None:
+        return None
+    from app.serving.state import serving_state
+
+    names = None
+    info = serving_state().routing.snapshot().models.get(model) if model else None
+    if info is not None and version in info.versions:
+        names = info.versions[version].schema.get("feature_names")
+    fields = frozenset(current_app.config["MODELDOCK_LOG_REDACT_FIELDS"])
+    return stored_payload(body, fields, names)
+
+
 def record_response(protocol: str):
     """Return an ``after_request`` hook that logs the request under ``protocol``."""
 
     def after(response):
-        log_writer = writer()
-        if request.method != "POST" or not log_writer.enabled:
-            return response  # metadata reads are not prediction requests
+        if request.method != "POST":  # metadata reads are not prediction requests
+            return response
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        model, version = g.get("log_model"), g.get("log_version")
+        metrics.observe_request(model, version, response.status_code, seconds)
+        config = current_app.config
+        if not config["MODELDOCK_REQUEST_LOG_ENABLED"]:
+            return response
         principal = g.get("principal")
         created: datetime = utcnow()
-        log_writer.submit({
+        writer().submit({
             "created_at": created,
             "request_id": g.get("request_id", ""),
             "protocol": g.get("log_protocol", protocol),
-            "model_name": g.get("log_model"),
-            "version": g.get("log_version"),
+            "model_name": model,
+            "version": version,
             "api_key_id": principal.api_key_id if principal else None,
             "user_id": principal.user_id if principal else None,
             "status_code": response.status_code,
             "error_code": g.get("log_error_code"),
             "rows": g.get("log_rows", 0),
-            "latency_ms": (time.perf_counter() - g.get("started", time.perf_counter()))
-            * 1000.0,
-            "remote_addr": request.remote_addr,
+            "latency_ms": seconds * 1000.0,
+            "remote_addr": request.remote_addr,  # truncated when written
+            "payload": _payload(model, version) if config["MODELDOCK_LOG_PAYLOADS"]
+            else None,
         })
         return response
 
     return after
 
 
+def prune(days: int) -> int:
+    """Delete request logs older than ``days`` days; return how many went."""
+    cutoff = utcnow() - timedelta(days=days)
+    result = db.session.execute(
+        delete(RequestLog).where(RequestLog.created_at < cutoff))
+    return result.rowcount or 0
+
+
 def init_app(app: Flask) -> None:
     app.extensions["modeldock.request_log"] = RequestLogWriter(
-        app, app.config["MODELDOCK_REQUEST_LOG_FLUSH_SECONDS"],
-        app.config["MODELDOCK_REQUEST_LOG_ENABLED"])
+        app, app.config["MODELDOCK_REQUEST_LOG_FLUSH_SECONDS"])

@@ -25,10 +25,29 @@ DEFAULT_SETTINGS = ["--workers", "2", "--worker-class", "gthread", "--threads", 
                     "--keep-alive", "5", "--timeout", "60", "--graceful-timeout", "5"]
 
 
-def worker_settings() -> tuple[list[str], str]:
-    """(gunicorn arguments, description) shared by every app in the benchmark."""
+BASELINE_HOOKS = """
+exec(compile(open({conf!r}).read(), {conf!r}, "exec"))
+
+
+def post_worker_init(worker):
+    \"\"\"ModelDock's model warm-up does not apply: a baseline loads at import.\"\"\"
+"""
+
+
+def worker_settings(folder: Path | None = None,
+                    modeldock: bool = True) -> tuple[list[str], str]:
+    """(gunicorn arguments, description) shared by every app in the benchmark.
+
+    With the repository's ``gunicorn.conf.py``, a baseline gets the same file with
+    ModelDock's own warm-up hook made a no-op (a plain WSGI function has no app
+    context to warm); every worker setting stays the same.
+    """
     if CONF.exists():
-        return ["-c", str(CONF)], f"{CONF.name} (found in the repository)"
+        conf = CONF
+        if not modeldock and folder is not None:
+            conf = folder / "gunicorn-baseline.conf.py"
+            conf.write_text(BASELINE_HOOKS.format(conf=str(CONF)))
+        return ["-c", str(conf)], f"{CONF.name} (found in the repository)"
     return list(DEFAULT_SETTINGS), " ".join(DEFAULT_SETTINGS)
 
 
@@ -82,7 +101,7 @@ class Server:
 def start(name: str, app: str, env: dict[str, str], log_dir: Path,
           pythonpath: str | None = None) -> Server:
     """Start ``gunicorn app`` on a free port (does not wait for it)."""
-    settings, _ = worker_settings()
+    settings, _ = worker_settings(log_dir, modeldock=app.startswith("wsgi:"))
     port = free_port()
     command = [str(BIN / "gunicorn"), *settings, "--bind", f"127.0.0.1:{port}",
                "--no-control-socket"]

@@ -197,3 +197,30 @@ def postgres_url():
 
     with postgres_database() as url:
         yield url
+
+
+# --- browser-session helpers for the pages (CSRF tokens are required on every form)
+
+def csrf_token(client, path: str = "/auth/login") -> str:
+    """The CSRF token of the client's session, read from a page's form."""
+    import re
+
+    with client.get(path) as page:
+        return re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text).group(1)
+
+
+def sign_in(client, username: str, password: str) -> str:
+    """Sign ``client`` in through the login form; return a CSRF token for later posts."""
+    token = csrf_token(client)
+    with client.post("/auth/login", data={"username": username, "password": password,
+                                          "csrf_token": token}) as response:
+        assert response.status_code == 302, response.text[-500:]
+    return csrf_token(client, "/account")
+
+
+def concrete_rule(rule: str) -> str:
+    """Fill a URL rule's variables with plausible values (ints 1, strings 'demo')."""
+    import re
+
+    return re.sub(r"<(?:(\w+):)?(\w+)>",
+                  lambda m: "1" if m.group(1) == "int" else "demo", rule)

@@ -14,8 +14,9 @@ from app.models import ApiKey, User
 from app.models._time import utcnow
 from tests.conftest import auth
 
-# The explicit public list: health, login, static assets (API docs join later).
-PUBLIC = {"/healthz", "/readyz", "/auth/login", "/static/<path:filename>"}
+# The explicit public list: health, login, static assets, API docs.
+PUBLIC = {"/healthz", "/readyz", "/auth/login", "/static/<path:filename>",
+          "/api/openapi.json", "/api/docs"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -45,6 +46,8 @@ PREDICT_SCOPE = {"/api/v1/models", "/api/v1/models/<name>",
                  "/api/v1/models/<name>/versions/<int:number>", "/predict",
                  "/api/v1/models/<name>/predict",
                  "/api/v1/models/<name>/versions/<int:number>/predict"}
+# TensorFlow Serving and Open Inference routes: all predict scope.
+PROTOCOLS = ("/v1/", "/v2")
 
 
 def test_predict_only_key_reaches_nothing_beyond_prediction(app, client, keys):
@@ -53,8 +56,8 @@ def test_predict_only_key_reaches_nothing_beyond_prediction(app, client, keys):
             response = client.open(concrete(rule), method=method,
                                    headers=auth(keys.predict))
             status = response.status_code
-            if rule in PREDICT_SCOPE or (rule == "/api/v1/models/<name>/versions"
-                                         and method == "GET"):
+            if rule in PREDICT_SCOPE or rule.startswith(PROTOCOLS) or (
+                    rule == "/api/v1/models/<name>/versions" and method == "GET"):
                 assert status != 403, (rule, method)
             elif status == 302:  # a key never signs a browser in
                 assert "/auth/login" in response.headers["Location"], (rule, method)
@@ -74,6 +77,9 @@ def test_predict_key_cannot_reach_admin_routes(app, client, keys):
 
 def test_public_routes_answer_without_credentials(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/api/openapi.json").get_json()["openapi"] == "3.1.0"
+    with client.get("/api/docs") as docs:
+        assert docs.status_code == 200 and b"swagger-ui" in docs.data
     assert client.get("/readyz").get_json()["database"] == "ok"
     assert client.get("/auth/login").status_code == 200
     with client.get("/static/css/app.css") as static:

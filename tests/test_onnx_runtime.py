@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 
 import numpy as np
@@ -25,7 +26,7 @@ from app.registry.onnx_compile import disagreement, verification_rows
 from app.registry.onnx_runtime import references_external_data
 from app.registry.sandbox import _parse_report
 from app.serving.batching import MicroBatcher
-from tests.conftest import Trained, auth, make_keys, running_app, upload
+from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,18 @@ def test_admin_forces_a_runtime_per_version(served, cancer):
         changes = db.session.scalars(select(AuditEvent).where(
             AuditEvent.action == "version.runtime").order_by(AuditEvent.id)).all()
         assert [c.details["to"] for c in changes] == ["sklearn", "auto"]
+
+
+def test_admin_page_shows_runtime_verdict_and_speedup(served):
+    app, _, _ = served
+    admin = app.test_client()
+    sign_in(admin, "root", "correct horse battery")
+    with admin.get("/admin/models/forest") as page:
+        assert page.status_code == 200
+        cell = re.search(r'<td class="runtime"[^>]*>(.*?)</td>', page.text, re.S)
+    assert cell is not None
+    text = " ".join(cell.group(1).split())
+    assert text.startswith("onnx") and "ONNX verified" in text and "× faster" in text
 
 
 def test_unconvertible_model_is_served_by_sklearn(served):

@@ -1,7 +1,13 @@
-"""Model admin: the JSON admin API for scripts (admin scope)."""
+"""Model admin: the JSON admin API for scripts (admin scope) and the admin pages."""
 
 from flask import Blueprint
 
+from app.permissions import require_admin_user
+
 api_bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
 
-from app.admin import api  # noqa: E402,F401  (routes attach to the blueprint)
+# Every admin page and action: signed in (else the login page) and admin (else 403).
+pages_bp = Blueprint("admin_pages", __name__, url_prefix="/admin")
+pages_bp.before_request(require_admin_user)
+
+from app.admin import api, logs, pages, rollouts, users  # noqa: E402,F401  (routes attach)

@@ -32,8 +32,15 @@ def _json_field(name: str):
 
 
 def _reason() -> str:
-    body = request.get_json(silent=True) if request.is_json else None
-    if isinstance(body, dict) and isinstance(body.get("reason"), str):
+    body = None
+    if request.is_json and request.get_data().strip():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise APIError(400, "invalid_body",
+                           "send a JSON object such as {\"reason\": \"...\"}", "body")
+    if body is not None and "reason" in body:
+        if not isinstance(body["reason"], str):
+            raise APIError(400, "invalid_reason", "reason must be a string", "reason")
         return body["reason"]
     return request.form.get("reason", "")
 

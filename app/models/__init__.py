@@ -1,5 +1,6 @@
 """Database models, one module per entity family."""
 
+from app.models.jobs import PredictionJob
 from app.models.logs import AuditEvent, RequestLog, ShadowResult
 from app.models.registry import (
     Activation,
@@ -19,6 +20,7 @@ __all__ = [
     "ModelAlias",
     "ModelArtifact",
     "ModelVersion",
+    "PredictionJob",
     "RegistryState",
     "RequestLog",
     "ShadowResult",

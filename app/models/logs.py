@@ -30,7 +30,11 @@ class RequestLog(db.Model):
     error_code: Mapped[str | None] = mapped_column(String(64))
     rows: Mapped[int] = mapped_column(default=0)
     latency_ms: Mapped[float]
+    # The client's network (IPv4 /24, IPv6 /48), never the full address.
     remote_addr: Mapped[str | None] = mapped_column(String(64))
+    # The request body with configured fields redacted; only when
+    # MODELDOCK_LOG_PAYLOADS is on, else NULL.
+    payload: Mapped[Any | None] = mapped_column(JSON)
 
 
 class AuditEvent(db.Model):

@@ -1,7 +1,7 @@
-"""Ops blueprint: liveness and readiness for load balancers and orchestrators."""
+"""Ops blueprint: liveness, readiness and Prometheus metrics."""
 
 from flask import Blueprint
 
 bp = Blueprint("ops", __name__)
 
-from app.ops import routes  # noqa: E402,F401
+from app.ops import metrics, routes  # noqa: E402,F401

@@ -1,7 +1,10 @@
-"""Pages blueprint: the signed-in home page."""
+"""Pages blueprint: what every signed-in user sees (predict, results, account)."""
 
 from flask import Blueprint
 
-bp = Blueprint("pages", __name__)
+from app.ui import formatting
 
-from app.pages import routes  # noqa: E402,F401
+bp = Blueprint("pages", __name__)
+bp.record_once(lambda state: formatting.install(state.app))
+
+from app.pages import account, routes  # noqa: E402,F401

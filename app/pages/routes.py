@@ -1,13 +1,34 @@
-"""The home page lists the models a signed-in user can call."""
+"""Thin views for predicting in the browser: pick a model, fill a form or send a CSV."""
 
-from flask import render_template
-from flask_login import login_required
+from __future__ import annotations
+
+from flask import (
+    Response,
+    abort,
+    after_this_request,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from app.errors import APIError
 from app.extensions import db
 from app.models import MLModel
 from app.pages import bp
+from app.pages.forms import CSVForm, feature_form
 from app.registry import describe
+from app.request_log import record_response
+from app.serving import csvio, predict
+from app.ui import charts, jobs
+from app.ui.paging import Page, page_number
+
+RESULT_ROWS_PER_PAGE = 50
 
 
 @bp.get("/")
@@ -16,3 +37,125 @@ def index():
     models = db.session.scalars(select(MLModel).order_by(MLModel.name))
     return render_template("pages/index.html",
                            models=[describe.model_dict(m) for m in models])
+
+
+@bp.get("/choose")
+@login_required
+def choose():
+    """The model picker (a GET form, so it works without JavaScript)."""
+    name = request.args.get("model", "")
+    return redirect(url_for("pages.predict_page", name=name) if name
+                    else url_for("pages.index"))
+
+
+def _page(name: str, form=None, csv_form=None, result=None, status: int = 200,
+          csv_error: str | None = None):
+    model, version = predict.resolve(name, alias="stable")
+    schema = version.schema
+    form = form or feature_form(schema["feature_names"])
+    models = list(db.session.scalars(select(MLModel.name).order_by(MLModel.name)))
+    return render_template(
+        "pages/predict.html", model=model, version=version, schema=schema,
+        form=form, csv_form=csv_form or CSVForm(), result=result, models=models,
+        csv_error=csv_error, max_rows=current_app.config["MODELDOCK_CSV_MAX_ROWS"],
+        fields=[form[f"f{i}"] for i in range(len(schema["feature_names"]))],
+    ), status
+
+
+@bp.get("/models/<name>")
+@login_required
+def predict_page(name: str):
+    return _page(name)
+
+
+@bp.post("/models/<name>")
+@login_required
+def predict_form(name: str):
+    """Predict the one row typed into the form; errors are shown next to the field."""
+    after_this_request(record_response("web"))
+    model, version = predict.resolve(name, alias="stable")
+    form = feature_form(version.schema["feature_names"])
+    if not form.validate_on_submit():
+        return _page(name, form=form, status=400)
+    values = [form[f"f{i}"].data for i in range(len(version.schema["feature_names"]))]
+    try:
+        matrix = csvio.row_from_text(values, version.schema, predict.max_rows())
+        result = predict.run(model, version, matrix)
+    except APIError as error:
+        g.log_error_code = error.code
+        index = csvio.field_index(error)
+        target = form[f"f{index}"] if index is not None else form.submit
+        target.errors = [*target.errors, error.message]
+        flash("The row could not be predicted; see the marked field.", "error")
+        return _page(name, form=form, status=error.status)
+    probabilities = None
+    chart = None
+    if result.probabilities is not None and result.classes is not None:
+        probabilities = list(zip(result.classes, result.probabilities[0].tolist(),
+                                 strict=True))
+        chart = charts.bar_chart([str(c) for c in result.classes],
+                                 {"probability": result.probabilities[0].tolist()},
+                                 "Class probabilities", lambda v: f"{v:.3f}")
+    return _page(name, form=form, result={
+        "label": result.labels.tolist()[0], "probabilities": probabilities,
+        "chart": chart, "version": version.number})
+
+
+@bp.post("/models/<name>/csv")
+@login_required
+def predict_csv(name: str):
+    """Check the CSV's header and size now; predict its rows in a background job."""
+    model, version = predict.resolve(name, alias="stable")
+    form = CSVForm()
+    if not form.validate_on_submit():
+        return _page(name, csv_form=form, status=400)
+    upload = form.file.data
+    with upload.stream:
+        data = upload.read()
+    try:
+        parsed = csvio.read_csv(data, version.schema,
+                                current_app.config["MODELDOCK_CSV_MAX_ROWS"])
+    except APIError as error:
+        form.file.errors = [error.message]
+        return _page(name, csv_form=form, status=error.status, csv_error=error.message)
+    job = jobs.create(current_user.id, model.name, version.number,
+                      upload.filename or "upload.csv", len(parsed))
+    db.session.commit()
+    thread = jobs.launch(current_app._get_current_object(), job.id, parsed,
+                         current_user.id, request.remote_addr)
+    # Small files finish while we wait; larger ones get the progress page.
+    thread.join(current_app.config["MODELDOCK_CSV_WAIT_SECONDS"])
+    return redirect(url_for("pages.job", job_id=job.id))
+
+
+@bp.get("/jobs/<job_id>")
+@login_required
+def job(job_id: str):
+    """Progress while the job runs (the page refreshes itself), results when done."""
+    record = jobs.get_for(job_id, current_user.id)
+    if record.status != "done":
+        return render_template("pages/job_progress.html", job=record)
+    page = Page([], page_number(), RESULT_ROWS_PER_PAGE, record.total_rows)
+    page.number = min(page.number, page.pages)
+    page.items = jobs.read_rows(record, page.offset, page.per_page)
+    data = record.summary["chart"]
+    if data["kind"] == "counts":
+        chart = charts.bar_chart(data["labels"], {"rows": data["values"]},
+                                 "Rows per predicted class")
+    else:
+        chart = charts.histogram(data["edges"], data["values"],
+                                 "Histogram of predicted values")
+    return render_template("pages/job_result.html", job=record, page=page,
+                           columns=record.summary["columns"], chart=chart, data=data)
+
+
+@bp.get("/jobs/<job_id>/download")
+@login_required
+def job_download(job_id: str):
+    record = jobs.get_for(job_id, current_user.id)
+    if record.status != "done":
+        abort(409, "The job has not finished.")
+    filename = f"{record.model_name}-v{record.version}-predictions.csv"
+    return Response(jobs.export(record), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "private, no-store"})

@@ -19,7 +19,9 @@ bp.after_request(record_response("native"))
 
 
 def _body():
-    return parse_json(request.get_data(cache=False), request.content_type)
+    body = parse_json(request.get_data(cache=False), request.content_type)
+    g.log_payload = body  # stored only with MODELDOCK_LOG_PAYLOADS, redacted
+    return body
 
 
 @bp.get("/api/v1/models")
@@ -70,8 +72,11 @@ def predict_tutorial():
     body = _body()
     if not isinstance(body, dict) or "features" not in body:
         raise APIError(400, "invalid_body", "send {\"features\": [...]}", "features")
-    model, version = predict.resolve(current_app.config["MODELDOCK_DEFAULT_MODEL"])
     features = body["features"]
+    if not isinstance(features, list):
+        raise APIError(400, "invalid_body", "features must be a list of numbers or rows",
+                       "features")
+    model, version = predict.resolve(current_app.config["MODELDOCK_DEFAULT_MODEL"])
     rows = features if features and isinstance(features[0], list) else [features]
     matrix = matrix_from_rows(rows, version.schema, "features", predict.max_rows())
     result = predict.run(model, version, matrix)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from app import metrics
 from app.errors import APIError
 from app.registry.loading import load_bytes
 from app.registry.onnx_runtime import OnnxModel
@@ -149,8 +150,11 @@ class ModelCache:
                                ) from exc
         else:
             loaded = load_bytes(data, file_format, self.trusted_modules)
-        return LoadedModel(sha256, loaded, schema, time.perf_counter() - started,
-                           runtime, estimated_footprint(loaded, data))
+        seconds = time.perf_counter() - started
+        metrics.MODEL_LOAD.labels("onnx" if runtime == "onnx" else file_format
+                                  ).observe(seconds)
+        return LoadedModel(sha256, loaded, schema, seconds, runtime,
+                           estimated_footprint(loaded, data))
 
     @property
     def bytes_used(self) -> int:

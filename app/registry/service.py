@@ -20,6 +20,7 @@ from app.registry.runtime import record_compilation
 from app.registry.sandbox import validate_in_subprocess
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+MAX_VERSION = 2**31 - 1  # version numbers are 32-bit integers in the database
 
 
 def get_model(name: str) -> MLModel:
@@ -32,8 +33,9 @@ def get_model(name: str) -> MLModel:
 
 def get_version(model: MLModel, number: int) -> ModelVersion:
     """Return version ``number`` of ``model`` or raise a 404."""
-    version = db.session.scalar(select(ModelVersion).where(
-        ModelVersion.model_id == model.id, ModelVersion.number == number))
+    version = None if not 0 < number <= MAX_VERSION else db.session.scalar(
+        select(ModelVersion).where(ModelVersion.model_id == model.id,
+                                   ModelVersion.number == number))
     if version is None:
         raise APIError(404, "version_not_found",
                        f"model '{model.name}' has no version {number}", "version")

@@ -26,7 +26,7 @@ def parse_json(raw: bytes, content_type: str | None) -> Any:
         pass
     try:  # NaN and Infinity are not JSON, but Python clients send them
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise APIError(400, "malformed_json", f"the body is not valid JSON: {exc}",
                        "body") from exc
 

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 from flask import current_app, g
 
-from app import rollout
+from app import metrics, rollout
 from app.errors import APIError
 from app.registry.cache import LoadedModel
+from app.serving.prediction_cache import prediction_cache
 from app.serving.routing import ModelInfo, VersionInfo
 from app.serving.state import serving_state
 
@@ -83,18 +84,42 @@ def max_rows() -> int:
 
 
 def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
-    """Predict validated ``rows`` with ``version``."""
-    state = serving_state()
-    loaded = state.load_version(version)
+    """Predict validated ``rows`` with ``version`` (from the cache if seen before)."""
     g.log_rows = len(rows)
-    try:
-        labels, probabilities = state.predict(loaded, rows)
-    except Exception as exc:  # a model that cannot handle these values
-        raise APIError(422, "prediction_failed",
-                       f"the model could not predict these rows: {exc}",
-                       "instances") from exc
-    labels = np.asarray(labels)
+    cache = prediction_cache()
+    # The runtime is part of the key: switching it must not answer from the other.
+    key = cache.key(f"{version.sha256}:{version.runtime}", rows)
+    cached = cache.get(key) if key else None
+    if cached is not None:
+        labels = np.asarray(cached["labels"])
+        probabilities = None if cached["probabilities"] is None \
+            else np.asarray(cached["probabilities"])
+        classes = version.schema.get("classes")
+    else:
+        state = serving_state()
+        loaded = state.load_version(version)
+        try:
+            labels, probabilities = state.predict(loaded, rows)
+        except Exception as exc:  # a model that cannot handle these values
+            raise APIError(422, "prediction_failed",
+                           f"the model could not predict these rows: {exc}",
+                           "instances") from exc
+        labels, classes = np.asarray(labels), loaded.classes
+        if key:
+            cache.put(key, labels.tolist(), None if probabilities is None
+                      else np.asarray(probabilities).tolist())
+    if classes is not None:
+        metrics.count_predictions(model.name, labels)
     shadow = model.alias_version("shadow")
     if shadow is not None and g.get("route_alias") == "stable":
         serving_state().shadow.submit(model, version, shadow, rows, labels)
-    return Prediction(model, version, labels, probabilities, loaded.classes)
+    return Prediction(model, version, labels, probabilities, classes)
+
+
+def warm_up() -> int:
+    """Load every version an alias points to; return how many (gunicorn calls it
+    before a new worker accepts requests, so no client waits for a model load)."""
+    state = serving_state()
+    snapshot = state.routing.snapshot()
+    state.warm(snapshot)  # a no-op for versions the first snapshot already loaded
+    return sum(len(model.aliases) for model in snapshot.models.values())

@@ -1,0 +1,169 @@
+"""Admin pages for the registry: models, versions, upload, activate, roll back, archive.
+
+Every action calls ``app.registry.service``, which records the audit event; the view
+only confirms, commits and reports.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from app.admin import pages_bp as bp
+from app.admin.forms import UploadForm
+from app.errors import APIError
+from app.extensions import db
+from app.models import Activation, MLModel
+from app.models._time import utcnow
+from app.pages.forms import ConfirmForm
+from app import rollout
+from app.registry import describe, service
+from app.reports import model_traffic
+from app.serving.state import serving_state
+
+UPLOAD_FIELDS = {"name", "file", "description", "notes", "metrics"}
+
+
+def _commit() -> None:
+    """The request boundary: one commit, then this worker sees the change at once."""
+    db.session.commit()
+    serving_state().routing.invalidate()
+
+
+@bp.get("/models")
+def models():
+    traffic = model_traffic(utcnow() - timedelta(hours=24))
+    rows = []
+    for model in db.session.scalars(select(MLModel).order_by(MLModel.name)):
+        count, errors = traffic.get(model.name, (0, 0))
+        rows.append({**describe.model_dict(model), "requests": count, "errors": errors,
+                     "error_rate": errors / count if count else None})
+    return render_template("admin/models.html", models=rows)
+
+
+@bp.get("/models/<name>")
+def versions(name: str):
+    model = service.get_model(name)
+    aliases = describe.aliases_of(model)
+    history = db.session.scalars(select(Activation).where(
+        Activation.model_id == model.id).order_by(Activation.id.desc()).limit(20))
+    return render_template(
+        "admin/versions.html", model=describe.model_dict(model), aliases=aliases,
+        versions=[describe.version_dict(v, aliases) for v in reversed(model.versions)],
+        history=list(history),
+        shadow_hours=rollout.shadow_stats(name) if "shadow" in aliases else [])
+
+
+@bp.route("/upload", methods=["GET", "POST"])
+def upload():
+    """Upload a version; validation errors are shown next to the field they concern."""
+    form = UploadForm()
+    if request.method == "GET" and request.args.get("model"):
+        form.name.data = request.args["model"]
+    if not form.validate_on_submit():
+        return render_template("admin/upload.html", form=form), \
+            400 if request.method == "POST" else 200
+    try:
+        metrics = json.loads(form.metrics.data) if form.metrics.data else None
+        if metrics is not None and not isinstance(metrics, dict):
+            raise ValueError
+    except ValueError:
+        form.metrics.errors = ["Metrics must be a JSON object."]
+        return render_template("admin/upload.html", form=form), 400
+    upload_file = form.file.data
+    with upload_file.stream:
+        data = upload_file.read()
+    try:
+        version = service.upload_version(
+            form.name.data.strip(), upload_file.filename or "", data,
+            actor_id=current_user.id, description=form.description.data or None,
+            notes=form.notes.data or "", metrics=metrics)
+    except APIError as error:
+        db.session.rollback()
+        field = getattr(form, error.field if error.field in UPLOAD_FIELDS else "file")
+        field.errors = [*field.errors, f"{error.message} ({error.code})"]
+        flash("The model was not stored; see the marked field.", "error")
+        return render_template("admin/upload.html", form=form), error.status
+    name, number = version.model.name, version.number
+    _commit()
+    flash(f"Stored {name} version {number}. It is not active until you activate it."
+          if number > 1 else f"Stored {name} version 1; it is active.", "success")
+    return redirect(url_for("admin_pages.versions", name=name))
+
+
+def _refused(error: APIError, back: str):
+    """A registry refusal (e.g. nothing to roll back) becomes a flash message."""
+    db.session.rollback()
+    flash(f"Refused: {error.message}", "error")
+    return redirect(back)
+
+
+def _confirm(form: ConfirmForm, title: str, details: list[str], button: str,
+             cancel: str, danger: bool = False):
+    return render_template("confirm.html", form=form, title=title, details=details,
+                           button=button, cancel=cancel, danger=danger, reason=True)
+
+
+@bp.route("/models/<name>/versions/<int:number>/activate", methods=["GET", "POST"])
+def activate(name: str, number: int):
+    model = service.get_model(name)
+    version = service.get_version(model, number)
+    form = ConfirmForm()
+    back = url_for("admin_pages.versions", name=name)
+    if form.validate_on_submit():
+        try:
+            service.activate_version(name, number, form.reason.data or "")
+        except APIError as error:
+            return _refused(error, back)
+        _commit()
+        flash(f"{name} now serves version {number}.", "success")
+        return redirect(back)
+    current = service.alias_version(model)
+    return _confirm(form, f"Activate version {number} of {name}?", [
+        f"Now active: version {current.number}" if current else "No active version.",
+        f"Version {number}: {version.input_schema['estimator']}, "
+        f"sha256 {version.sha256[:12]}",
+        "Predictions switch to it on every worker within a second."],
+        f"Activate version {number}", back)
+
+
+@bp.route("/models/<name>/rollback", methods=["GET", "POST"])
+def rollback(name: str):
+    model = service.get_model(name)
+    form = ConfirmForm()
+    back = url_for("admin_pages.versions", name=name)
+    if form.validate_on_submit():
+        try:
+            version = service.rollback(name, form.reason.data or "")
+        except APIError as error:
+            return _refused(error, back)
+        _commit()
+        flash(f"Rolled back: {name} serves version {version.number} again.", "success")
+        return redirect(back)
+    current = service.alias_version(model)
+    return _confirm(form, f"Roll back {name}?", [
+        f"Now active: version {current.number}" if current else "No active version.",
+        "The version that was active before it becomes active again."],
+        "Roll back", back, danger=True)
+
+
+@bp.route("/models/<name>/versions/<int:number>/archive", methods=["GET", "POST"])
+def archive(name: str, number: int):
+    service.get_version(service.get_model(name), number)
+    form = ConfirmForm()
+    back = url_for("admin_pages.versions", name=name)
+    if form.validate_on_submit():
+        try:
+            service.archive_version(name, number, form.reason.data or "")
+        except APIError as error:
+            return _refused(error, back)
+        _commit()
+        flash(f"Version {number} of {name} archived.", "success")
+        return redirect(back)
+    return _confirm(form, f"Archive version {number} of {name}?", [
+        "It stays stored but can no longer serve or be activated."],
+        f"Archive version {number}", back, danger=True)

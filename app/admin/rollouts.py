@@ -1,0 +1,101 @@
+"""Admin pages for rollouts: canary (weight), promote, end canary, shadow and its report.
+
+Every action calls ``app.rollout``, which records history and the audit event; the
+view confirms, commits and reports, like the other registry pages.
+"""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, url_for
+
+from app import rollout
+from app.admin import pages_bp as bp
+from app.admin.forms import CanaryForm
+from app.admin.pages import _commit, _confirm, _refused
+from app.errors import APIError
+from app.pages.forms import ConfirmForm
+from app.registry import describe, service
+
+
+def _back(name: str) -> str:
+    return url_for("admin_pages.versions", name=name)
+
+
+@bp.route("/models/<name>/versions/<int:number>/canary", methods=["GET", "POST"])
+def canary(name: str, number: int):
+    model = service.get_model(name)
+    service.get_version(model, number)
+    form = CanaryForm()
+    if form.validate_on_submit():
+        try:
+            rollout.set_canary(name, number, form.weight.data, form.reason.data or "")
+        except APIError as error:
+            return _refused(error, _back(name))
+        _commit()
+        flash(f"Version {number} of {name} is the canary for {form.weight.data} % "
+              "of clients.", "success")
+        return redirect(_back(name))
+    stable = describe.model_dict(model)["active_version"]
+    return render_template(
+        "admin/canary.html", form=form, name=name, number=number, stable=stable,
+        cancel=_back(name)), 400 if form.errors else 200
+
+
+@bp.route("/models/<name>/canary/promote", methods=["GET", "POST"])
+def promote(name: str):
+    aliases = describe.aliases_of(service.get_model(name))
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        try:
+            number = rollout.promote_canary(name, form.reason.data or "")
+        except APIError as error:
+            return _refused(error, _back(name))
+        _commit()
+        flash(f"Promoted: {name} serves version {number} to everyone.", "success")
+        return redirect(_back(name))
+    canary_version = aliases.get("canary", {}).get("version")
+    return _confirm(form, f"Promote the canary of {name}?", [
+        f"Canary: version {canary_version}" if canary_version else "No canary is set.",
+        f"Stable now: version {aliases.get('stable', {}).get('version')}",
+        "The canary becomes the stable version for every client; the canary ends."],
+        "Promote canary", _back(name))
+
+
+@bp.route("/models/<name>/canary/end", methods=["GET", "POST"],
+          defaults={"alias": "canary"})
+@bp.route("/models/<name>/shadow/end", methods=["GET", "POST"],
+          defaults={"alias": "shadow"})
+def end(name: str, alias: str):
+    service.get_model(name)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        try:
+            rollout.clear_alias(name, alias, form.reason.data or "")
+        except APIError as error:
+            return _refused(error, _back(name))
+        _commit()
+        flash(f"The {alias} of {name} has ended.", "success")
+        return redirect(_back(name))
+    what = ("All clients go back to the stable version." if alias == "canary"
+            else "Stable traffic is no longer copied to the shadow version.")
+    return _confirm(form, f"End the {alias} of {name}?", [what], f"End {alias}",
+                    _back(name), danger=True)
+
+
+@bp.route("/models/<name>/versions/<int:number>/shadow", methods=["GET", "POST"])
+def shadow(name: str, number: int):
+    service.get_version(service.get_model(name), number)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        try:
+            rollout.set_shadow(name, number, form.reason.data or "")
+        except APIError as error:
+            return _refused(error, _back(name))
+        _commit()
+        flash(f"Version {number} of {name} now shadows the stable version.", "success")
+        return redirect(_back(name))
+    return _confirm(form, f"Shadow version {number} of {name}?", [
+        "It answers a copy of every stable request after the response is sent; "
+        "callers never see its answers.",
+        "Agreement with the stable version is reported per hour on the model page."],
+        f"Shadow version {number}", _back(name))

@@ -1,0 +1,95 @@
+"""JSON logs: one JSON object per line, with the request id when there is one."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+import orjson
+from flask import g, has_request_context
+from gunicorn.glogging import Logger as GunicornBaseLogger
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName"}
+
+
+class JSONFormatter(logging.Formatter):
+    """Format a record as JSON: time, level, logger, message, request_id, extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", None) or current_request_id()
+        if request_id:
+            entry["request_id"] = request_id
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled, if any."""
+    if has_request_context():
+        return g.get("request_id")
+    return None
+
+
+class _Marker(logging.StreamHandler):
+    """Our stderr handler, recognisable so that configuring twice adds nothing."""
+
+
+def configure(level: str, fmt: str) -> None:
+    """Send the root logger to stderr as JSON (or text), once per process.
+
+    Like ``logging.basicConfig`` it leaves a root logger that already has other
+    handlers alone (pytest's capture, an embedding application).
+    """
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    ours = [h for h in root.handlers if isinstance(h, _Marker)]
+    if root.handlers and not ours:
+        return
+    handler = ours[0] if ours else _Marker(sys.stderr)
+    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if not ours:
+        root.addHandler(handler)
+
+
+class GunicornLogger(GunicornBaseLogger):
+    """gunicorn's logger with JSON lines: error log as above, access log with fields."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                handler.setFormatter(JSONFormatter())
+
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        duration_ms = request_time.total_seconds() * 1000.0
+        self.access_log.info(
+            "%s %s %s", atoms["m"], atoms["U"], atoms["s"], extra={
+                "request_id": atoms.get("{x-request-id}o"),
+                "method": atoms["m"], "path": atoms["U"], "status": int(atoms["s"]),
+                "bytes": atoms["B"] or 0, "duration_ms": round(duration_ms, 3),
+                # gunicorn listens on loopback only, so the peer is nginx and
+                # X-Forwarded-For (set by nginx to the client address) is true.
+                "client": atoms.get("{x-forwarded-for}i") or atoms["h"],
+                "user_agent": atoms.get("{user-agent}i"),
+                "pid": os.getpid(),
+            })

@@ -1,0 +1,101 @@
+"""Prometheus metrics; correct across gunicorn workers through multiprocess mode.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (gunicorn.conf.py sets it before any worker
+starts), each worker writes its values to files in that folder and a scrape of
+``/metrics`` on any worker adds them all up.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+
+import numpy as np
+from flask import request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "modeldock_requests", "Prediction requests by model, version and HTTP status "
+    "(model and version are empty when the request never reached a model).",
+    ["model", "version", "status"])
+LATENCY = Histogram(
+    "modeldock_request_duration_seconds", "Prediction request latency in the app.",
+    ["model"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+PREDICTIONS = Counter(
+    "modeldock_predictions", "Predicted rows by model and class (classifiers).",
+    ["model", "class"])
+MODEL_LOAD = Histogram(
+    "modeldock_model_load_seconds", "Time to load a model artifact into a worker.",
+    ["format"], buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+CACHE_HITS = Counter("modeldock_prediction_cache_hits",
+                     "Predictions answered from the prediction cache.")
+CACHE_MISSES = Counter("modeldock_prediction_cache_misses",
+                       "Predictions computed because the cache had no answer.")
+CACHE_ERRORS = Counter("modeldock_prediction_cache_errors",
+                       "Cache reads or writes that failed (Redis unreachable).")
+RATE_LIMITED = Counter("modeldock_rate_limited", "Requests refused with 429.",
+                       ["endpoint"])
+LOG_QUEUE = Gauge("modeldock_request_log_queue_depth",
+                  "Request-log rows waiting to be written, summed over live workers.",
+                  multiprocess_mode="livesum")
+LOG_DROPPED = Counter("modeldock_request_log_dropped",
+                      "Request-log rows dropped because the database stayed away "
+                      "while the queue was full.")
+
+
+def observe_request(model: str | None, version: int | None, status: int,
+                    seconds: float) -> None:
+    """Count one prediction request and its latency."""
+    REQUESTS.labels(model or "", "" if version is None else str(version),
+                    str(status)).inc()
+    LATENCY.labels(model or "").observe(seconds)
+
+
+def count_predictions(model: str, labels: np.ndarray) -> None:
+    """Count predicted rows per class."""
+    values, counts = np.unique(labels, return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        PREDICTIONS.labels(model, str(value)).inc(count)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text a Prometheus scrape receives, summed over every worker."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def scrape_allowed(remote_addr: str | None, authorization: str | None,
+                   token: str | None, networks: list[str]) -> bool:
+    """True for the metrics token (Bearer) or a client inside an allowed network."""
+    if token and authorization and authorization[:7].lower() == "bearer " and \
+            hmac.compare_digest(authorization[7:].strip().encode(), token.encode()):
+        return True
+    try:
+        address = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
+
+
+def init_app(app) -> None:
+    """Count every 429 the rate limiter answers, whichever route it guards."""
+
+    @app.after_request
+    def count_rate_limited(response):
+        if response.status_code == 429:
+            RATE_LIMITED.labels(request.endpoint or "").inc()
+        return response

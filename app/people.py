@@ -1,0 +1,88 @@
+"""Admin operations on users and API keys; each one is recorded in the audit log.
+
+Credentials themselves are made and checked in ``app.accounts``; this module adds
+what an administrator's action needs on top: the audit event, and moving the change
+counter so that every worker drops the API keys it has cached.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app import accounts, audit, changes
+from app.errors import APIError
+from app.extensions import db
+from app.models import ApiKey, User
+from app.models.users import ROLES
+
+
+def get_user(user_id: int) -> User:
+    user = db.session.get(User, user_id)
+    if user is None:
+        raise APIError(404, "user_not_found", "no such user", "user")
+    return user
+
+
+def get_key(key_id: int, owner_id: int | None = None) -> ApiKey:
+    """Return a key (only ``owner_id``'s own key when given), else a 404."""
+    key = db.session.get(ApiKey, key_id)
+    if key is None or (owner_id is not None and key.user_id != owner_id):
+        raise APIError(404, "key_not_found", "no such API key", "key")
+    return key
+
+
+def create_user(username: str, password: str, role: str) -> User:
+    user = accounts.create_user(username, password, role)
+    audit.record("user.create", f"user:{user.username}", {"role": role})
+    return user
+
+
+def set_role(user: User, role: str, acting_user_id: int) -> None:
+    if role not in ROLES:
+        raise APIError(400, "invalid_role", f"role must be one of {ROLES}", "role")
+    if user.id == acting_user_id:
+        raise APIError(409, "own_account", "you cannot change your own role", "role")
+    if user.role != role:
+        audit.record("user.role", f"user:{user.username}",
+                     {"from": user.role, "to": role})
+        user.role = role
+        if role != "admin":  # admin-scope keys lose their power with the role
+            for key in user.api_keys:
+                if "admin" in key.scope_set:
+                    accounts.revoke_api_key(key)
+        changes.bump()
+
+
+def set_enabled(user: User, enabled: bool, acting_user_id: int) -> None:
+    """Disable (or enable) a user: sign-in, sessions and API keys stop at once."""
+    if user.id == acting_user_id:
+        raise APIError(409, "own_account", "you cannot disable your own account",
+                       "user")
+    if user.enabled != enabled:
+        user.enabled = enabled
+        audit.record("user.enable" if enabled else "user.disable",
+                     f"user:{user.username}")
+        changes.bump()  # cached keys of this user are dropped by every worker
+
+
+def create_key(user: User, name: str, scopes: list[str],
+               expires_at=None) -> tuple[ApiKey, str]:
+    key, plaintext = accounts.create_api_key(user, name, scopes, expires_at)
+    audit.record("key.create", f"key:{key.prefix}",
+                 {"user": user.username, "scopes": key.scopes})
+    return key, plaintext
+
+
+def revoke_key(key: ApiKey) -> None:
+    """Revoke a key (``accounts.revoke_api_key`` moves the change counter)."""
+    if key.revoked_at is None:
+        accounts.revoke_api_key(key)
+        audit.record("key.revoke", f"key:{key.prefix}", {"user": key.user.username})
+
+
+def all_keys() -> list[ApiKey]:
+    return list(db.session.scalars(select(ApiKey).order_by(ApiKey.id.desc())))
+
+
+def all_users() -> list[User]:
+    return list(db.session.scalars(select(User).order_by(User.username)))

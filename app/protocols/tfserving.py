@@ -1,0 +1,62 @@
+"""TensorFlow Serving REST API: status, metadata, ``:predict``; labels are aliases."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+
+from app.permissions import require_scope
+from app.protocols import plain_errors
+from app.request_log import record_response
+from app.serving import predict, tfserving
+from app.serving.metadata import find_model, find_version
+
+bp = Blueprint("tfserving", __name__, url_prefix="/v1/models")
+bp.after_request(record_response("tfserving"))
+plain_errors(bp)
+
+
+@bp.get("/<model:name>")
+@require_scope("predict")
+def status(name: str):
+    model = find_model(name)
+    return jsonify(tfserving.model_status(
+        [model.versions[n] for n in sorted(model.versions)]))
+
+
+@bp.get("/<model:name>/versions/<int:number>")
+@require_scope("predict")
+def version_status(name: str, number: int):
+    return jsonify(tfserving.model_status([find_version(find_model(name), number)]))
+
+
+@bp.get("/<model:name>/labels/<label:label>")
+@require_scope("predict")
+def label_status(name: str, label: str):
+    _, version = predict.resolve(name, alias=label)
+    return jsonify(tfserving.model_status([version]))
+
+
+@bp.get("/<model:name>/metadata")
+@bp.get("/<model:name>/versions/<int:number>/metadata")
+@bp.get("/<model:name>/labels/<label:label>/metadata")
+@require_scope("predict")
+def metadata(name: str, number: int | None = None, label: str = "stable"):
+    model, version = predict.resolve(name, number, alias=label)
+    return jsonify(tfserving.metadata(model, version))
+
+
+@bp.post("/<model:name>:predict")
+@bp.post("/<model:name>/versions/<int:number>:predict")
+@bp.post("/<model:name>/labels/<label:label>:predict")
+@require_scope("predict")
+def predict_view(name: str, number: int | None = None, label: str | None = None):
+    if label is None:
+        model, version = predict.resolve(name, number)
+    else:
+        model, version = predict.resolve(name, alias=label)
+    body = tfserving.parse_body(request.get_data(cache=False))
+    g.log_payload = body  # stored only with MODELDOCK_LOG_PAYLOADS, redacted
+    rows, layout, signature = tfserving.request_matrix(body, version.schema,
+                                                       predict.max_rows())
+    result = predict.run(model, version, rows)
+    return jsonify(tfserving.response_body(result, layout, signature))

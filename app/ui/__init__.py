@@ -1,0 +1,1 @@
+"""Support for the browser pages: CSV jobs, charts, pagination, display filters."""

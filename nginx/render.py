@@ -1,0 +1,108 @@
+"""Render the nginx site config (and optionally a self-contained nginx.conf).
+
+    .venv/bin/python nginx/render.py --server-name modeldock.example.com \
+        --cert /etc/ssl/modeldock/fullchain.pem --key /etc/ssl/modeldock/privkey.pem \
+        --out /etc/nginx/sites-available/modeldock
+
+``--standalone DIR`` instead writes DIR/modeldock.conf and DIR/nginx.conf (with its
+own pid, logs and temp folders) for running nginx without touching /etc/nginx:
+``nginx -p DIR -c DIR/nginx.conf``. The body-size cap is read from the app's
+configuration (MODELDOCK_MAX_UPLOAD_MB) so that nginx and the app agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+NAME = re.compile(r"^[A-Za-z0-9.*_-]+$")
+VALUE = re.compile(r"^[^\s;{}'\"]+$")  # nothing that could end an nginx directive
+
+
+def upload_cap_mb() -> int:
+    """MODELDOCK_MAX_UPLOAD_MB as the app sees it (environment, else default)."""
+    sys.path.insert(0, str(ROOT))
+    from app.config import defaults, from_environment
+
+    return {**defaults(), **from_environment()}["MODELDOCK_MAX_UPLOAD_MB"]
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        template = template.replace("{{" + key + "}}", value)
+    leftover = re.findall(r"\{\{[A-Z_]+\}\}", template)
+    if leftover:
+        raise SystemExit(f"unfilled placeholders: {sorted(set(leftover))}")
+    return template
+
+
+def site_values(args: argparse.Namespace) -> dict[str, str]:
+    for name in args.server_name:
+        if not NAME.match(name):
+            raise SystemExit(f"invalid server name {name!r}")
+    for value in (args.cert, args.key, args.upstream, args.static, args.listen):
+        if not VALUE.match(str(value)):
+            raise SystemExit(f"invalid value {value!r}")
+    return {
+        "SERVER_NAMES": " ".join(args.server_name),
+        "CERT": str(Path(args.cert).resolve()),
+        "KEY": str(Path(args.key).resolve()),
+        "UPSTREAM": args.upstream,
+        "STATIC_ROOT": str(Path(args.static).resolve()),
+        "LISTEN": args.listen,
+        "HTTP_PORT": str(args.http_port),
+        "HTTPS_PORT": str(args.https_port),
+        "HTTPS_PORT_SUFFIX": "" if args.https_port == 443 else f":{args.https_port}",
+        "MAX_BODY_MB": str(args.max_upload_mb or upload_cap_mb()),
+        "TLS_PROFILE": (HERE / "tls-profile.conf").read_text().rstrip("\n"),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--server-name", action="append", required=True,
+                        help="a host name to serve (repeat for more)")
+    parser.add_argument("--cert", required=True, help="certificate chain (PEM)")
+    parser.add_argument("--key", required=True, help="private key (PEM)")
+    parser.add_argument("--upstream", default="127.0.0.1:8000",
+                        help="gunicorn's address, or unix:/path/to.sock")
+    parser.add_argument("--static", default=str(ROOT / "static"))
+    parser.add_argument("--listen", default="*", help="address to listen on")
+    parser.add_argument("--http-port", type=int, default=80)
+    parser.add_argument("--https-port", type=int, default=443)
+    parser.add_argument("--max-upload-mb", type=int, default=None,
+                        help="default: the app's MODELDOCK_MAX_UPLOAD_MB")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--out", help="write the site config here (default: stdout)")
+    target.add_argument("--standalone", metavar="DIR",
+                        help="write DIR/modeldock.conf and DIR/nginx.conf")
+    args = parser.parse_args(argv)
+
+    site = fill((HERE / "modeldock.conf.template").read_text(), site_values(args))
+    if args.standalone:
+        prefix = Path(args.standalone).resolve()
+        for sub in ("tmp/body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"):
+            (prefix / sub).mkdir(parents=True, exist_ok=True)
+        (prefix / "modeldock.conf").write_text(site)
+        user = getpass.getuser()
+        (prefix / "nginx.conf").write_text(fill(
+            (HERE / "nginx.conf.template").read_text(), {
+                "PREFIX": str(prefix),
+                # Only root may switch users; then workers stay root so they can
+                # read the static files and temp folders it created.
+                "USER_LINE": f"user {user};" if os.geteuid() == 0 else "",
+            }))
+    elif args.out:
+        Path(args.out).write_text(site)
+    else:
+        sys.stdout.write(site)
+
+
+if __name__ == "__main__":
+    main()

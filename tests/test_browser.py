@@ -1,0 +1,460 @@
+"""The browser UI in a real browser: Debian's Chromium (headless, via Playwright)
+against gunicorn with two workers on 127.0.0.1 and a fresh PostgreSQL schema.
+
+The tests run in file order and share one server: the admin flow builds on the
+model the first tests predicted with. Screenshots of the main pages are saved in
+test-artifacts/screenshots/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import build_app, database, make_keys
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+ADMIN = ("root", "correct horse battery")
+ALICE = ("alice", "alice password 1")
+FEATURES = ["x0", "x1", "x2", "x3"]
+
+# Skipped without Chromium on a developer's machine, never in CI (it must run there).
+NO_CHROMIUM = not os.access(CHROMIUM, os.X_OK) and not os.environ.get("CI")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
+              pytest.mark.skipif(NO_CHROMIUM, reason="Debian's chromium is not "
+                                 "installed (make test installs it)")]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("gunicorn exited:\n" + log.read_text()[-3000:])
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as error:
+            error.close()  # it holds the response open
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("gunicorn did not answer:\n" + log.read_text()[-3000:])
+
+
+class Server:
+    """The app under gunicorn, with what the tests need to know about it."""
+
+    def __init__(self, url: str, keys, app):
+        self.url, self.keys, self.app = url, keys, app
+
+    def api(self, path: str, key: str, body: dict | None = None):
+        """Call the JSON API with an API key (not the browser session)."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, headers={
+            "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, iris):
+    tmp = tmp_path_factory.mktemp("browser")
+    with database("postgresql", tmp) as (url, options):
+        search_path = options["connect_args"]["options"]  # -csearch_path=<schema>
+        app = build_app(url, options)
+        keys = make_keys(app)
+        with app.app_context():
+            from app.extensions import db
+            from app.registry import service
+
+            service.upload_version("iris", "iris.skops", iris.as_skops(),
+                                   description="Iris species")
+            db.session.commit()
+        port = free_port()
+        env = {**os.environ,
+               "DATABASE_URL": f"{url}?options={search_path.replace('=', '%3D')}",
+               "SECRET_KEY": "browser-test-secret",
+               "MODELDOCK_ROUTING_REFRESH_SECONDS": "0",
+               "MODELDOCK_REQUEST_LOG_FLUSH_SECONDS": "0.2",
+               "MODELDOCK_VALIDATION_MEMORY_MB": "1024",
+               "MODELDOCK_CSV_WAIT_SECONDS": "0",  # always show the progress page
+               "MODELDOCK_RATELIMIT_LOGIN": "100 per minute"}
+        log = tmp / "gunicorn.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
+                 "--workers", "2", "--timeout", "60", "--graceful-timeout", "2",
+                 "wsgi:app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}", process, log)
+            yield Server(f"http://127.0.0.1:{port}", keys, app)
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM,
+                                              args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def new_page(browser, server, viewport=(1280, 860)):
+    context = browser.new_context(base_url=server.url, accept_downloads=True,
+                                  viewport={"width": viewport[0],
+                                            "height": viewport[1]})
+    context.set_default_timeout(15_000)
+    return context.new_page()
+
+
+def sign_in(page, who) -> None:
+    page.goto("/auth/login")
+    page.get_by_label("Username").fill(who[0])
+    page.get_by_label("Password").fill(who[1])
+    page.get_by_role("button", name="Sign in").click()
+    sync_api.expect(page.locator(".flash-success")).to_contain_text(
+        f"Signed in as {who[0]}")
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def alice(browser, server):
+    page = new_page(browser, server)
+    yield page
+    page.context.close()
+
+
+@pytest.fixture(scope="module")
+def admin(browser, server):
+    page = new_page(browser, server)
+    sign_in(page, ADMIN)
+    yield page
+    page.context.close()
+
+
+def test_login_then_predict_one_row_with_the_form(alice, server, iris):
+    page = alice
+    page.goto("/")
+    assert "/auth/login" in page.url  # signed-out visitors are sent to login
+    page.get_by_label("Username").fill("alice")
+    page.get_by_label("Password").fill("not her password")
+    page.get_by_role("button", name="Sign in").click()
+    sync_api.expect(page.locator(".flash-error")).to_have_text(
+        "Wrong username or password.")
+    shot(page, "01-login")
+    sign_in(page, ALICE)
+    shot(page, "02-models")
+    page.get_by_role("link", name="iris").click()
+    sync_api.expect(page.locator("#active-version")).to_contain_text(
+        "Active version: 1")
+    for row in iris.X[[0, 70, 140]]:
+        for name, value in zip(FEATURES, row, strict=True):
+            page.get_by_label(name, exact=True).fill(str(value))
+        page.get_by_role("button", name="Predict", exact=True).click()
+        expected = iris.estimator.predict(row.reshape(1, -1))[0]
+        sync_api.expect(page.locator("#prediction")).to_have_text(str(expected))
+        shown = page.locator("#result table td:nth-child(2)").all_inner_texts()
+        np.testing.assert_allclose([float(p) for p in shown],
+                                   iris.estimator.predict_proba(row.reshape(1, -1))[0],
+                                   atol=1e-4)
+    shot(page, "03-predict-form")
+    page.get_by_label("x1", exact=True).fill("many")
+    page.get_by_role("button", name="Predict", exact=True).click()
+    sync_api.expect(page.locator("#f1-error")).to_contain_text("'many' is not a number")
+    phone = new_page(page.context.browser, server, viewport=(390, 844))
+    phone.context.add_cookies(page.context.cookies())
+    phone.goto("/models/iris")
+    shot(phone, "04-predict-phone")
+    phone.context.close()
+
+
+def _csv(rows: np.ndarray, extra: list[str]) -> str:
+    """Columns in a shuffled order, with an id and a comment column kept as-is."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["id", "x3", "comment", "x1", "x0", "x2"])
+    for i, row in enumerate(rows):
+        writer.writerow([i, row[3], extra[i % len(extra)], row[1], row[0], row[2]])
+    return out.getvalue()
+
+
+def test_csv_upload_table_chart_and_download(alice, server, iris, tmp_path):
+    page = alice
+    rows = iris.X[np.arange(120) % 150]
+    comments = ["plain", "=HYPERLINK(\"http://x\")", "-3", "@SUM(A1)", "+1+2"]
+    path = tmp_path / "flowers.csv"
+    path.write_text(_csv(rows, comments))
+    expected = iris.estimator.predict(rows)
+    page.goto("/models/iris")
+    page.get_by_label("CSV file", exact=True).set_input_files(str(path))
+    page.get_by_role("button", name="Upload and predict").click()
+    sync_api.expect(page.locator("h1")).to_have_text("Results for flowers.csv",
+                                                     timeout=30_000)
+    header = page.locator("#results thead th").all_inner_texts()
+    assert header == ["#", "id", "x3", "comment", "x1", "x0", "x2", "prediction",
+                      "probability_0", "probability_1", "probability_2"]
+    first = page.locator("#results tbody tr")
+    assert first.count() == 50
+    predicted = page.locator("#results tbody td:nth-child(8)").all_inner_texts()
+    assert [int(p) for p in predicted] == expected[:50].tolist()
+    assert page.locator("svg.chart rect").count() >= 3  # one bar per class
+    counts = page.locator("figcaption").inner_text()
+    assert counts == ", ".join(f"{c}: {int((expected == c).sum())}" for c in (0, 1, 2))
+    shot(page, "05-csv-results")
+    page.get_by_role("link", name="Next →").first.click()
+    page.get_by_role("link", name="Next →").first.click()
+    assert page.locator("#results tbody tr").count() == 20  # 120 rows, 50 a page
+    predicted = page.locator("#results tbody td:nth-child(8)").all_inner_texts()
+    assert [int(p) for p in predicted] == expected[100:].tolist()
+
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Download CSV").click()
+    table = list(csv.reader(io.StringIO(Path(info.value.path()).read_text())))
+    assert table[0] == header[1:]
+    body = table[1:]
+    assert [int(r[6]) for r in body] == expected.tolist()
+    np.testing.assert_allclose([[float(v) for v in r[7:]] for r in body],
+                               iris.estimator.predict_proba(rows), rtol=1e-9)
+    assert [r[0] for r in body] == [str(i) for i in range(120)]  # extras echoed
+    assert {r[2] for r in body} == {"plain", "'=HYPERLINK(\"http://x\")", "-3",
+                                    "'@SUM(A1)", "'+1+2"}
+
+    path.write_text("x0,x1,id\n1,2,3\n")
+    page.goto("/models/iris")
+    page.get_by_label("CSV file", exact=True).set_input_files(str(path))
+    page.get_by_role("button", name="Upload and predict").click()
+    sync_api.expect(page.locator("#file-error")).to_contain_text(
+        "missing column(s): x2, x3")
+
+
+def test_large_csv_shows_progress_then_results(alice, server, iris, tmp_path):
+    rng = np.random.default_rng(7)
+    rows = rng.uniform(0.1, 7.0, size=(100_000, 4)).round(2)
+    path = tmp_path / "large.csv"
+    np.savetxt(path, rows, delimiter=",", header="x0,x1,x2,x3", comments="", fmt="%.2f")
+    page = alice
+    page.goto("/models/iris")
+    page.get_by_label("CSV file", exact=True).set_input_files(str(path))
+    page.get_by_role("button", name="Upload and predict").click()
+    sync_api.expect(page.locator("h1")).to_have_text("Predicting large.csv")
+    sync_api.expect(page.locator("#job-progress")).to_have_attribute("max", "100000")
+    shot(page, "06-csv-progress")
+    # The page refreshes itself (no JavaScript needed) until the results are ready.
+    sync_api.expect(page.locator("h1")).to_have_text("Results for large.csv",
+                                                     timeout=60_000)
+    sync_api.expect(page.locator(".summary")).to_contain_text("100,000 rows")
+    predicted = page.locator("#results tbody td:nth-child(6)").all_inner_texts()
+    assert [int(p) for p in predicted] == iris.estimator.predict(rows[:50]).tolist()
+
+
+def test_account_key_is_shown_once_then_only_its_prefix(alice, server):
+    page = alice
+    page.goto("/account")
+    page.get_by_label("Name", exact=True).fill("laptop script")
+    page.get_by_role("button", name="Create key").click()
+    key = page.locator("#new-key").input_value()
+    assert re.fullmatch(r"mdk_[0-9a-f]{8}_\S{40,}", key)
+    shot(page, "07-account-new-key")
+    assert server.api("/api/v1/models", key)["models"][0]["name"] == "iris"
+    page.goto("/account")
+    assert key not in page.content() and key[:12] in page.content()
+    page.get_by_role("link", name=f"Revoke {key[:12]}").click()
+    page.get_by_role("button", name="Revoke key").click()
+    sync_api.expect(page.locator(".flash-success")).to_contain_text("revoked")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        server.api("/api/v1/models", key)
+    refused.value.close()
+    assert refused.value.code == 401
+
+
+def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tmp_path):
+    page = admin
+    X = iris.X
+    differs = np.flatnonzero(iris.estimator.predict(X) != iris_v2.estimator.predict(X))
+    row = X[differs[0]]
+    page.goto("/admin/models")
+    sync_api.expect(page.locator("#models .active-version")).to_have_text("1")
+    shot(page, "08-admin-models")
+    page.get_by_role("link", name="iris").click()
+    page.get_by_role("link", name="Upload a new version").click()
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"definitely not a pickle")
+    page.get_by_label("Model file").set_input_files(str(junk))
+    page.get_by_role("button", name="Upload and validate").click()
+    sync_api.expect(page.locator("#file-error")).to_be_visible()
+    assert page.get_by_label("Model name").input_value() == "iris"
+    shot(page, "09-admin-upload-error")
+    good = tmp_path / "iris-v2.skops"
+    good.write_bytes(iris_v2.as_skops())
+    page.get_by_label("Model file").set_input_files(str(good))
+    page.get_by_label("Version notes").fill("stronger regularisation")
+    page.get_by_label("Metrics (JSON object)").fill('{"accuracy": 0.9}')
+    page.get_by_role("button", name="Upload and validate").click()
+    sync_api.expect(page.locator(".flash-success")).to_contain_text(
+        "Stored iris version 2", timeout=60_000)
+    sync_api.expect(page.locator("#version-2")).to_contain_text(
+        "stronger regularisation")
+    sync_api.expect(page.locator("#active-version")).to_have_text("1")
+    shot(page, "10-admin-versions")
+
+    page.get_by_role("link", name="Activate version 2").click()
+    sync_api.expect(page.locator("h1")).to_have_text("Activate version 2 of iris?")
+    page.get_by_label("Reason").fill("try the regularised one")
+    shot(page, "11-admin-confirm")
+    page.get_by_role("button", name="Activate version 2").click()
+    sync_api.expect(page.locator("#active-version")).to_have_text("2")
+
+    def served_version(expected_model) -> int:
+        body = server.api("/api/v1/models/iris/predict", server.keys.predict,
+                          {"instances": [row.tolist()]})
+        expected = expected_model.predict(row.reshape(1, -1)).tolist()
+        assert body["predictions"] == expected
+        return body["version"]
+
+    assert served_version(iris_v2.estimator) == 2  # every worker switched
+    page.goto("/models/iris")
+    sync_api.expect(page.locator("#active-version")).to_contain_text(
+        "Active version: 2")
+    for name, value in zip(FEATURES, row, strict=True):
+        page.get_by_label(name, exact=True).fill(str(value))
+    page.get_by_role("button", name="Predict", exact=True).click()
+    sync_api.expect(page.locator("#prediction")).to_have_text(
+        str(iris_v2.estimator.predict(row.reshape(1, -1))[0]))
+
+    page.goto("/admin/models/iris")
+    page.get_by_role("link", name="Roll back to the previous version").click()
+    page.get_by_role("button", name="Roll back").click()
+    sync_api.expect(page.locator(".flash-success")).to_contain_text(
+        "serves version 1 again")
+    sync_api.expect(page.locator("#active-version")).to_have_text("1")
+    assert served_version(iris.estimator) == 1
+
+    page.goto("/admin/audit")
+    actions = page.locator("#audit tbody td:nth-child(3)").all_inner_texts()
+    assert actions[:3] == ["alias.stable", "alias.stable", "version.upload"]
+    sync_api.expect(page.locator("#audit")).to_contain_text("try the regularised one")
+    shot(page, "12-admin-audit")
+
+
+def test_admin_canary_promote_and_roll_back(admin, server):
+    """Issue 5 through the pages: canary at 100 %, promote, then roll back."""
+    page = admin
+
+    def served() -> int:
+        return server.api("/api/v1/models/iris/predict", server.keys.predict,
+                          {"instances": [[5.1, 3.5, 1.4, 0.2]]})["version"]
+
+    page.goto("/admin/models/iris")
+    sync_api.expect(page.locator("#active-version")).to_have_text("1")
+    page.get_by_role("link", name="Canary version 2").click()
+    page.get_by_label("Share of clients on the canary (%)").fill("100")
+    page.get_by_label("Reason").fill("canary through the UI")
+    page.get_by_role("button", name="Start canary").click()
+    sync_api.expect(page.locator("#canary-version")).to_have_text("2")
+    sync_api.expect(page.locator("#canary-weight")).to_have_text("100")
+    shot(page, "13-admin-canary")
+    assert served() == 2  # every client is on the canary at 100 %
+
+    page.get_by_role("link", name="Promote canary (version 2)").click()
+    page.get_by_role("button", name="Promote canary").click()
+    sync_api.expect(page.locator(".flash-success")).to_contain_text("Promoted")
+    sync_api.expect(page.locator("#active-version")).to_have_text("2")
+    sync_api.expect(page.locator("#rollout")).to_contain_text("No canary")
+    assert served() == 2
+
+    page.get_by_role("link", name="Roll back to the previous version").click()
+    page.get_by_role("button", name="Roll back").click()
+    sync_api.expect(page.locator("#active-version")).to_have_text("1")
+    assert served() == 1
+    page.goto("/admin/audit")
+    actions = page.locator("#audit tbody td:nth-child(3)").all_inner_texts()
+    assert actions[:4] == ["alias.stable", "alias.stable", "alias.canary.clear",
+                           "alias.canary"]
+
+
+def test_admin_overview_pages(admin, server):
+    page = admin
+    time.sleep(0.5)  # request logs are written in batches every 0.2 s
+    page.goto("/admin/")
+    sync_api.expect(page.locator("#version-stats")).to_contain_text("iris v2")
+    assert page.locator("svg.chart").count() == 3
+    shot(page, "13-admin-dashboard")
+    page.goto("/admin/requests?model=iris&status=ok")
+    assert page.locator("#requests tbody tr").count() >= 3
+    shot(page, "14-admin-requests")
+    page.goto("/admin/users")
+    shot(page, "15-admin-users")
+    page.goto("/admin/keys")
+    shot(page, "16-admin-keys")
+
+
+def test_non_admin_gets_403_and_visitors_go_to_login(alice, browser, server):
+    for path in ("/admin/", "/admin/models", "/admin/users", "/admin/upload",
+                 "/admin/models/iris/versions/1/activate"):
+        response = alice.goto(path)
+        assert response.status == 403, path
+        sync_api.expect(alice.locator("h1")).to_have_text("Error 403")
+    shot(alice, "17-forbidden")
+    visitor = new_page(browser, server)
+    try:
+        visitor.goto("/admin/models")
+        assert "/auth/login?next=" in visitor.url
+    finally:
+        visitor.context.close()
+
+
+def test_form_post_without_csrf_token_is_refused(alice, server):
+    page = alice
+    page.goto("/account")
+    page.get_by_label("Name", exact=True).fill("forged")
+    page.locator("form[action='/account/keys'] input[name=csrf_token]").evaluate(
+        "element => element.remove()")
+    with page.expect_response(lambda r: r.url.endswith("/account/keys")) as info:
+        page.get_by_role("button", name="Create key").click()
+    assert info.value.status == 403
+    sync_api.expect(page.locator("main")).to_contain_text("The form was refused")
+    page.goto("/account")
+    sync_api.expect(page.locator("#keys")).not_to_contain_text("forged")

@@ -1,0 +1,79 @@
+"""The README's TensorFlow Serving curl session and tritonclient script, run as written
+against a served demo setup (what `make run` serves), on a free port."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app.demo import ensure_demo
+from app.extensions import db
+from tests.conftest import running_app
+from tests.live_server import serve
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+SCRIPT = ROOT / "examples" / "tritonclient_demo.py"
+
+
+def section_blocks(language: str) -> list[str]:
+    section = README.split("## Standard protocols", 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    instance = tmp_path_factory.mktemp("instance")
+    with running_app("sqlite", tmp_path_factory.mktemp("db")) as app:
+        with app.app_context():
+            ensure_demo(instance)
+            db.session.commit()
+        key = json.loads((instance / "demo-credentials.json").read_text())["api_key"]
+        with serve(app) as address:
+            yield address, key
+
+
+def test_readme_shows_the_example_script_verbatim():
+    assert section_blocks("python") == [SCRIPT.read_text()]
+
+
+def test_readme_curl_session_answers_as_shown(demo_server):
+    address, key = demo_server
+    lines = section_blocks("sh")[0].strip().splitlines()
+    checked = 0
+    for i, line in enumerate(lines):
+        if not line.startswith("curl "):
+            continue
+        command = line.replace("127.0.0.1:5000", address)
+        output = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
+                                timeout=30, env={**os.environ, "MODELDOCK_KEY": key})
+        assert output.returncode == 0, (line, output.stderr)
+        answer = json.loads(output.stdout)
+        if i + 1 < len(lines) and lines[i + 1].startswith("# {"):
+            assert answer == json.loads(lines[i + 1][2:]), line
+            checked += 1
+        else:
+            assert "error" not in answer, line
+    assert checked >= 4
+
+
+def test_tritonclient_script_runs_against_the_server(demo_server):
+    address, key = demo_server
+    env = {**os.environ, "MODELDOCK_KEY": key, "MODELDOCK_URL": address}
+    output = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True,
+                            text=True, timeout=120, cwd=ROOT, env=env)
+    assert output.returncode == 0, output.stderr
+    printed = output.stdout.splitlines()
+    assert "live: True ready: True" in printed
+    assert "id: readme-1" in printed
+    assert "labels: [0, 2]" in printed
+    assert "probabilities: [[0.98, 0.02, 0.0], [0.0, 0.04, 0.96]]" in printed
+    assert "model ready here: True" in printed  # one worker here, and it predicted
