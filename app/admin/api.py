@@ -81,7 +81,7 @@ def set_version_runtime(name: str, number: int):
     """Body: {"runtime": "auto" | "onnx" | "sklearn", "reason": "..."}."""
     body = _json_body()
     version = service.get_version(service.get_model(name), number)
-    runtime.set_runtime(version, body.get("runtime"), str(body.get("reason", "")))
+    runtime.set_runtime(version, body.get("runtime"), _reason())
     _commit()
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))
 

@@ -54,6 +54,11 @@ class ServingState:
         return self.models.get(sha256, schema, file_format,
                                lambda: artifact_bytes(version_id), runtime)
 
+    def is_loaded(self, version: VersionInfo) -> bool:
+        """True when this worker holds the version, as its runtime serves it."""
+        converted = version.runtime == "onnx" and version.file_format != "onnx"
+        return (version.onnx_sha256 if converted else version.sha256) in self.models
+
     def load_version(self, version: VersionInfo) -> LoadedModel:
         """Load a routed version with the runtime chosen for it."""
         return self.load(version.sha256, version.schema, version.file_format,
