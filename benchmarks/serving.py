@@ -211,6 +211,9 @@ def run(args, connections, url, X, models, extras, folder, wrk, running) -> dict
     env = {"MODELDOCK_ENV": "production", "SECRET_KEY": secrets.token_hex(32),
            "DATABASE_URL": url, "MODELDOCK_MODEL_CACHE_SIZE": "32",
            "MODELDOCK_REQUEST_LOG_ENABLED": "true", "LOG_LEVEL": "WARNING",
+           # Every request computes its answer, as in the baselines: the prediction
+           # cache would answer wrk's repeated body from Redis instead.
+           "MODELDOCK_PREDICTION_CACHE_SECONDS": "0",
            **({"REDIS_URL": redis} if redis else {})}
     apps = start_all({"modeldock": ("wsgi:app", env)}, folder, running)
     servers.wait_ready(apps["modeldock"])
