@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
 
-.PHONY: run test install install-test services chromium system-packages
+.PHONY: run test bench install install-test services chromium system-packages
 
 ## run: install, migrate the database, register the demo model, serve on 127.0.0.1:5000
 run: install
@@ -18,6 +18,12 @@ run: install
 ## test: install the test dependencies, make sure PostgreSQL and Redis run, run every test
 test: install-test services chromium system-packages
 	$(PY) -m pytest
+
+## bench: the serving benchmark (ModelDock vs tutorial app, framework-free app, HTTP ceiling)
+bench: install-test services
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk
+	$(PY) benchmarks/serving.py
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

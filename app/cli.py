@@ -165,6 +165,26 @@ def activate(name: str, number: int, reason: str):
     click.echo(f"{name} now serves version {number}")
 
 
+@models.command("runtime")
+@click.argument("name")
+@click.argument("number", type=int)
+@click.argument("runtime", type=click.Choice(["auto", "onnx", "sklearn"]))
+@click.option("--reason", default="")
+def set_runtime(name: str, number: int, runtime: str, reason: str):
+    """Serve version NUMBER of NAME with RUNTIME (auto: ONNX when verified)."""
+    from app.registry.runtime import effective_runtime
+    from app.registry.runtime import set_runtime as force
+
+    try:
+        version = force(service.get_version(service.get_model(name), number), runtime,
+                        reason)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"{name} version {number} is served by {effective_runtime(version)} "
+               f"(setting {runtime}, verdict {version.runtime_verdict})")
+
+
 @models.command("list")
 def list_models():
     """List models with their active version."""
@@ -186,7 +206,8 @@ def list_versions(name: str):
     for version in model.versions:
         info = describe.version_dict(version, aliases)
         click.echo(f"{info['version']}\t{info['status']}\t{info['format']}\t"
-                   f"{info['sha256'][:12]}\t{info['estimator']}")
+                   f"{info['sha256'][:12]}\t{info['estimator']}\t{info['runtime']}\t"
+                   f"{info['runtime_verdict']}")
 
 
 @click.command("demo")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from app.ratelimit_storage import storage_uri
+
 
 def _bool(raw: str) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
@@ -65,6 +67,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Wall-clock limit of the validation process."),
     Setting("MODELDOCK_MODEL_CACHE_SIZE", 16, int,
             "Loaded models kept in memory per worker (LRU by sha256)."),
+    Setting("MODELDOCK_MODEL_CACHE_MB", 512.0, float,
+            "Memory budget per worker for loaded models, in MB (estimated: an "
+            "estimator's pickled size, twice an ONNX graph's); least recently used "
+            "models are dropped beyond it."),
+    Setting("MODELDOCK_MICROBATCH_MAX_ROWS", 0, int,
+            "Micro-batching for versions served by scikit-learn: concurrent requests "
+            "to one version are predicted together, up to this many rows. 0 = off. "
+            "Needs a threaded worker (gunicorn `--threads` > 1)."),
+    Setting("MODELDOCK_MICROBATCH_MAX_WAIT_MS", 2.0, float,
+            "Longest a request waits for others to join its micro-batch, in ms."),
     Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 0.5, float,
             "How often each worker checks the registry's change counter (new stable, "
             "canary or shadow versions, revoked keys); 0 checks on every request."),
@@ -161,7 +173,8 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
         config["TRUSTED_HOSTS"] = list(config["MODELDOCK_TRUSTED_HOSTS"])
     redis_url = config.get("REDIS_URL")
     prefix = config["MODELDOCK_REDIS_PREFIX"]
-    config.setdefault("RATELIMIT_STORAGE_URI", redis_url or "memory://")
+    # One Redis round trip per request (app/ratelimit_storage.py), not three.
+    config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(redis_url))
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     if redis_url:
         # Fail fast when Redis is gone; what happens then is MODELDOCK_REDIS_OUTAGE.

@@ -14,6 +14,10 @@ from app.models import Activation, AuditEvent, ModelArtifact, ModelVersion, Requ
 from tests.conftest import auth, upload
 
 
+def flip(data: bytes, at: int = 100) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
 def predict(client, key, rows, path="/api/v1/models/iris/predict"):
     return client.post(path, data=json.dumps({"instances": rows}), headers=auth(key),
                        content_type="application/json")
@@ -80,9 +84,12 @@ def test_artifact_is_stored_with_its_version_and_verified_on_load(app, client, k
         stored = db.session.scalar(select(ModelArtifact.data))
         assert stored == data and version.sha256 == hashlib.sha256(data).hexdigest()
         assert version.size_bytes == len(data)
-        # Tamper with the stored bytes: a worker must refuse to load them.
-        tampered = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
-        db.session.execute(update(ModelArtifact).values(data=tampered))
+        # Tamper with the stored bytes (the artifact and the ONNX graph converted
+        # from it, which is what serves): a worker must refuse to load them.
+        graph = db.session.scalar(select(ModelArtifact.onnx))
+        assert graph is not None and version.runtime_verdict == "verified"
+        db.session.execute(update(ModelArtifact).values(data=flip(data),
+                                                        onnx=flip(graph)))
         db.session.commit()
     app.extensions["modeldock"].models.clear()  # as in a freshly started worker
     response = predict(client, keys.predict, iris.X[:1].tolist())

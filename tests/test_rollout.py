@@ -131,10 +131,13 @@ def test_a_version_that_cannot_load_cannot_be_activated(app, client, keys,
                                                         two_versions):
     with app.app_context():
         v2 = db.session.scalar(select(ModelVersion).where(ModelVersion.number == 2))
-        data = db.session.scalar(select(ModelArtifact.data).where(
-            ModelArtifact.version_id == v2.id))
+        data, graph = db.session.execute(select(
+            ModelArtifact.data, ModelArtifact.onnx).where(
+            ModelArtifact.version_id == v2.id)).one()
+        # Both the artifact and the ONNX graph converted from it (what serves).
         db.session.execute(update(ModelArtifact).where(
-            ModelArtifact.version_id == v2.id).values(data=data[:50] + b"xx" + data[52:]))
+            ModelArtifact.version_id == v2.id).values(
+            data=data[:50] + b"xx" + data[52:], onnx=graph[:50] + b"xx" + graph[52:]))
         db.session.commit()
     refused = client.post("/api/v1/models/iris/versions/2/activate",
                           headers=auth(keys.admin))
@@ -186,7 +189,7 @@ def test_shadow_regression_error_and_shadow_failures_never_reach_the_caller(
     app.extensions["modeldock"].models.clear()
     with app.app_context():
         db.session.execute(update(ModelArtifact).where(ModelArtifact.version_id == 2)
-                           .values(data=b"broken"))
+                           .values(data=b"broken", onnx=b"broken"))
         db.session.commit()
     again = predict(client, auth(keys.predict), rows.tolist(),
                     "/api/v1/models/reg/predict")

@@ -11,7 +11,7 @@ from app.admin import api_bp
 from app.extensions import db
 from app.permissions import require_scope
 from app import rollout
-from app.registry import describe, service
+from app.registry import describe, runtime, service
 from app.serving.state import serving_state
 
 
@@ -73,6 +73,17 @@ def activate_version(name: str, number: int):
     version = service.activate_version(name, number, _reason())
     _commit()
     return jsonify(describe.model_dict(version.model))
+
+
+@api_bp.put("/models/<name>/versions/<int:number>/runtime")
+@require_scope("admin")
+def set_version_runtime(name: str, number: int):
+    """Body: {"runtime": "auto" | "onnx" | "sklearn", "reason": "..."}."""
+    body = _json_body()
+    version = service.get_version(service.get_model(name), number)
+    runtime.set_runtime(version, body.get("runtime"), _reason())
+    _commit()
+    return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))
 
 
 @api_bp.post("/models/<name>/rollback")

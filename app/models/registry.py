@@ -5,14 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (JSON, Double, ForeignKey, LargeBinary, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 
 from app.extensions import db
 from app.models._time import UTCDateTime, utcnow
 
 TASKS = ("classification", "regression", "other")
-FORMATS = ("skops", "joblib", "pickle")
+FORMATS = ("skops", "joblib", "pickle", "onnx")
+# Which runtime answers for a version: "auto" uses onnxruntime when the ONNX
+# variant was verified at upload, else scikit-learn; an admin may force either.
+RUNTIME_SETTINGS = ("auto", "onnx", "sklearn")
 
 
 class MLModel(db.Model):
@@ -56,6 +60,20 @@ class ModelVersion(db.Model):
     sample: Mapped[dict[str, Any]] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     notes: Mapped[str] = mapped_column(Text, default="")
+    # Admin override of the serving runtime: auto | onnx | sklearn.
+    runtime: Mapped[str] = mapped_column(String(16), default="auto",
+                                         server_default="auto")
+    # Outcome of the ONNX conversion at upload: verified, mismatch,
+    # not_convertible, native (uploaded as .onnx) or unchecked (older versions).
+    runtime_verdict: Mapped[str] = mapped_column(String(32), default="unchecked",
+                                                 server_default="unchecked")
+    # Why, in one line, and the measurements (rows checked, diffs, timings).
+    runtime_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
+    runtime_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # scikit-learn time / onnxruntime time for one row, measured at upload.
+    onnx_speedup: Mapped[float | None] = mapped_column(Double)
+    # sha256 of the verified ONNX graph kept beside the artifact, if any.
+    onnx_sha256: Mapped[str | None] = mapped_column(String(64))
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -78,6 +96,8 @@ class ModelArtifact(db.Model):
         ForeignKey("model_versions.id"), primary_key=True
     )
     data: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    # The verified ONNX graph converted from ``data`` at upload (None if none).
+    onnx: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
 
     version: Mapped[ModelVersion] = relationship(back_populates="artifact")
 

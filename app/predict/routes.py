@@ -13,6 +13,7 @@ from app.registry.service import get_model, get_version
 from app.request_log import record_response
 from app.serving import predict
 from app.serving.inputs import matrix_from_rows, native_matrix, parse_json
+from app.serving.output import json_response
 
 bp.after_request(record_response("native"))
 
@@ -60,7 +61,7 @@ def predict_native(name: str, number: int | None = None):
     model, version = predict.resolve(name, number)
     rows = native_matrix(_body(), version.schema, predict.max_rows())
     result = predict.run(model, version, rows)
-    return jsonify(result.native())
+    return json_response(result.native(lists=False))
 
 
 @bp.post("/predict")
@@ -79,4 +80,4 @@ def predict_tutorial():
     rows = features if features and isinstance(features[0], list) else [features]
     matrix = matrix_from_rows(rows, version.schema, "features", predict.max_rows())
     result = predict.run(model, version, matrix)
-    return jsonify({"prediction": result.labels.tolist()})
+    return json_response({"prediction": result.labels})

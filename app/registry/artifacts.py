@@ -14,3 +14,12 @@ def artifact_bytes(version_id: int) -> bytes:
     if data is None:
         raise APIError(500, "artifact_missing", "the version's artifact is missing")
     return data
+
+
+def onnx_bytes(version_id: int) -> bytes:
+    """Return the ONNX graph converted and verified at upload for a version."""
+    data = db.session.scalar(select(ModelArtifact.onnx).where(
+        ModelArtifact.version_id == version_id))
+    if data is None:
+        raise APIError(500, "artifact_missing", "the version's ONNX graph is missing")
+    return data

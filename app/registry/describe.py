@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelVersion
+from app.registry.runtime import effective_runtime
 
 
 def aliases_of(model: MLModel) -> dict[str, dict[str, int]]:
@@ -36,10 +37,24 @@ def version_dict(version: ModelVersion, aliases: dict | None = None) -> dict[str
         "n_features": schema["n_features"],
         "classes": schema["classes"],
         "allow_nan": schema.get("allow_nan", False),
+        **runtime_dict(version),
         "metrics": version.metrics,
         "notes": version.notes,
         "created_by": version.created_by.username if version.created_by else None,
         "created_at": version.created_at.isoformat(),
+    }
+
+
+def runtime_dict(version: ModelVersion) -> dict[str, Any]:
+    """How a version is served: the runtime in use, the admin setting, the ONNX verdict."""
+    return {
+        "runtime": effective_runtime(version),
+        "runtime_setting": version.runtime,
+        "runtime_verdict": version.runtime_verdict,
+        "runtime_reason": version.runtime_reason,
+        "onnx_speedup": None if version.onnx_speedup is None
+        else round(version.onnx_speedup, 1),
+        "runtime_check": version.runtime_report,
     }
 
 

@@ -1,4 +1,5 @@
-"""Turn artifact bytes into an estimator through the restricted loaders only."""
+"""Turn artifact bytes into an estimator through the restricted loaders only
+(or, for ``.onnx`` files, into a checked onnxruntime session)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from collections.abc import Iterable
 from joblib.numpy_pickle import NumpyUnpickler, _validate_fileobject_and_memmap
 
 from app.registry.errors import ModelFileError, UnsafeModelError
+from app.registry.onnx_runtime import OnnxModel
 from app.registry.policy import judge
 
 # File name suffix → format. Anything else is refused before it is read.
 FORMAT_BY_SUFFIX = {".skops": "skops", ".joblib": "joblib", ".pkl": "pickle",
-                    ".pickle": "pickle"}
+                    ".pickle": "pickle", ".onnx": "onnx"}
 
 
 def format_for_filename(filename: str) -> str:
@@ -58,6 +60,8 @@ def load_bytes(data: bytes, file_format: str, trusted_modules: Iterable[str] = (
             return RestrictedUnpickler(io.BytesIO(data), trusted).load()
         if file_format == "joblib":
             return _load_joblib(data, trusted)
+        if file_format == "onnx":  # checked, then loaded from bytes (never a path)
+            return OnnxModel(data)
     except ModelFileError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,

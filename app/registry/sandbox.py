@@ -3,11 +3,15 @@
 The parent runs ``python -m app.registry.sandbox`` with the file on stdin and
 settings in the environment; this process limits its own memory and CPU time
 before reading a byte, loads the file through the restricted loaders, derives
-the schema, predicts a sample, and prints one JSON object on stdout.
+the schema, predicts a sample, and prints one JSON line on stdout. Then, for
+scikit-learn models, it converts the estimator to ONNX, verifies and times it
+(``onnx_compile``) and prints a second line: if that step dies on a limit, the
+model is still accepted, served by scikit-learn, with the reason recorded.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import resource
@@ -49,11 +53,16 @@ def validate_in_subprocess(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise ModelFileError(
-            f"validating the model took longer than {timeout_seconds} s; refused",
-            code="model_validation_failed",
-        ) from exc
-    report = _parse_report(proc.stdout)
+        report, runtime = _parse_report(exc.stdout or b"")
+        if report is None or not report.get("ok"):
+            raise ModelFileError(
+                f"validating the model took longer than {timeout_seconds} s; refused",
+                code="model_validation_failed",
+            ) from exc
+        report["runtime"] = runtime or _not_compiled(
+            f"the ONNX conversion did not finish within {timeout_seconds} s")
+        return report
+    report, runtime = _parse_report(proc.stdout)
     if report is None:
         raise ModelFileError(
             "the model could not be validated: the validation process was stopped "
@@ -64,17 +73,33 @@ def validate_in_subprocess(
     if not report.get("ok"):
         raise ModelFileError(report["message"], report.get("field") or "file",
                              report.get("code"))
+    report["runtime"] = runtime or _not_compiled(
+        "the ONNX conversion was stopped (exit status "
+        f"{proc.returncode}); it may exceed the memory limit ({memory_mb} MB) or "
+        f"the CPU limit ({cpu_seconds} s)")
     return report
 
 
-def _parse_report(stdout: bytes) -> dict[str, Any] | None:
-    lines = stdout.decode("utf-8", "replace").strip().splitlines()
-    if not lines:
-        return None
-    try:
-        return json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return None
+def _not_compiled(reason: str) -> dict[str, Any]:
+    return {"verdict": "not_convertible", "onnx": None, "speedup": None,
+            "reason": reason, "report": None}
+
+
+def _parse_report(stdout: bytes) -> tuple[dict | None, dict | None]:
+    """The validation line and, when the process got that far, the runtime line."""
+    report = runtime = None
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict) and "ok" in value and report is None:
+            report = value
+        elif isinstance(value, dict) and "verdict" in value and report is not None:
+            runtime = value
+            if runtime.get("onnx") is not None:
+                runtime["onnx"] = base64.b64decode(runtime["onnx"])
+    return report, runtime
 
 
 def _limit_resources() -> None:
@@ -98,9 +123,10 @@ def main() -> int:
     sample_rows = json.loads(os.environ["MODELDOCK_SANDBOX_SAMPLE"])
     # Whatever the model prints must not corrupt the report line.
     real_stdout, sys.stdout = sys.stdout, sys.stderr
+    estimator = None
     try:
         estimator = load_bytes(data, file_format, trusted)
-        schema = derive_schema(estimator)
+        schema = estimator.schema if file_format == "onnx" else derive_schema(estimator)
         sample = smoke_sample(estimator, schema, sample_rows)
         report = {"ok": True, "schema": schema, "sample": sample}
         status = 0
@@ -114,7 +140,30 @@ def main() -> int:
         status = EXIT_REFUSED
     real_stdout.write(json.dumps(report) + "\n")
     real_stdout.flush()
+    if status == 0:
+        real_stdout.write(json.dumps(_runtime_line(estimator, file_format, report))
+                          + "\n")
+        real_stdout.flush()
     return status
+
+
+def _runtime_line(estimator, file_format: str, report: dict[str, Any]) -> dict:
+    """Convert, verify and time the ONNX variant; never fails the upload."""
+    if file_format == "onnx":
+        return {"verdict": "native", "onnx": None, "speedup": None,
+                "reason": "uploaded as ONNX; served by onnxruntime", "report": None}
+    from app.registry.onnx_compile import compile_onnx
+
+    try:
+        result = compile_onnx(estimator, report["schema"], report["sample"]["rows"])
+    except MemoryError:
+        result = _not_compiled("the ONNX conversion needs more memory than the "
+                               "validation limit")
+    except Exception as exc:  # the model is valid; only its fast path is not
+        result = _not_compiled(f"the ONNX conversion failed: {exc}"[:300])
+    if result["onnx"] is not None:
+        result["onnx"] = base64.b64encode(result["onnx"]).decode("ascii")
+    return result
 
 
 if __name__ == "__main__":

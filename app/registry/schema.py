@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from app.registry.errors import ModelFileError
+from app.registry.onnx_runtime import OnnxModel
 
 
 def _plain(values) -> list:
@@ -58,6 +59,8 @@ def derive_schema(estimator: Any) -> dict[str, Any]:
 
 def predict_rows(estimator: Any, schema: dict[str, Any], rows: np.ndarray):
     """Predict ``rows`` (already ordered like the schema); return (labels, proba)."""
+    if isinstance(estimator, OnnxModel):
+        return estimator.predict(rows)
     with warnings.catch_warnings():
         # Columns are put in feature_names_in_ order before this call, so the
         # "fitted with feature names" warning about a plain array is moot.

@@ -16,6 +16,7 @@ from app.models import Activation, MLModel, ModelAlias, ModelArtifact, ModelVers
 from app.registry.smoke import smoke_test
 from app.models._time import utcnow
 from app.registry.loading import format_for_filename
+from app.registry.runtime import record_compilation
 from app.registry.sandbox import validate_in_subprocess
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -54,7 +55,9 @@ def upload_version(
 ) -> ModelVersion:
     """Validate ``data`` in the sandbox and store it as the model's next version.
 
-    The version row and its artifact are flushed in one transaction; nothing is
+    The sandbox also converts scikit-learn models to ONNX and verifies the graph;
+    a verified graph is stored beside the artifact. The version row, its artifact
+    and the graph are flushed in one transaction; nothing is
     written unless validation succeeded. The first version of a model becomes
     its stable version.
     """
@@ -90,10 +93,12 @@ def upload_version(
         notes=notes or "", created_by_id=actor_id,
     )
     version.artifact = ModelArtifact(data=data)
+    record_compilation(version, version.artifact, report["runtime"])
     db.session.add(version)
     db.session.flush()
     audit.record("version.upload", f"{name}/v{number}",
-                 {"sha256": version.sha256, "size": len(data), "format": file_format})
+                 {"sha256": version.sha256, "size": len(data), "format": file_format,
+                  "runtime_verdict": version.runtime_verdict})
     if alias_version(model) is None:
         set_alias(model, version, "stable", reason="first version")
     changes.bump()

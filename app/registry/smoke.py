@@ -6,6 +6,8 @@ import numpy as np
 
 from app.errors import APIError
 from app.models import ModelVersion
+from app.registry.onnx_compile import PROBA_ATOL, REGRESSION_ATOL, REGRESSION_RTOL
+from app.registry.runtime import effective_runtime
 
 
 def smoke_test(version: ModelVersion) -> None:
@@ -15,7 +17,8 @@ def smoke_test(version: ModelVersion) -> None:
     label = f"version {version.number}"
     try:
         loaded = serving_state().load(version.sha256, version.input_schema,
-                                      version.file_format, version.id)
+                                      version.file_format, version.id,
+                                      effective_runtime(version), version.onnx_sha256)
         rows = np.asarray(version.sample["rows"], dtype=np.float64)
         labels, probabilities = loaded.predict(rows)
     except APIError as exc:
@@ -24,13 +27,17 @@ def smoke_test(version: ModelVersion) -> None:
     except Exception as exc:  # any failure to predict blocks activation
         raise APIError(409, "smoke_test_failed",
                        f"{label} failed to predict its sample: {exc}", "version") from exc
+    # The same contract as the ONNX verification at upload: identical labels,
+    # probabilities within 1e-5 absolute, regression within 1e-5 relative.
     expected = version.sample["predictions"]
     if version.input_schema["task"] == "regression":
-        same = np.allclose(np.asarray(labels, dtype=float), expected, rtol=1e-6)
+        same = np.allclose(np.asarray(labels, dtype=float), expected,
+                           rtol=REGRESSION_RTOL, atol=REGRESSION_ATOL)
     else:
         same = np.asarray(labels).tolist() == expected
     if same and probabilities is not None and version.sample.get("probabilities"):
-        same = np.allclose(probabilities, version.sample["probabilities"], atol=1e-6)
+        same = np.allclose(probabilities, version.sample["probabilities"],
+                           rtol=0.0, atol=PROBA_ATOL)
     if not same:
         raise APIError(409, "smoke_test_failed",
                        f"{label} no longer reproduces the predictions recorded at "

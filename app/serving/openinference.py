@@ -43,8 +43,8 @@ def model_metadata(model: ModelInfo, version: VersionInfo,
 
 
 def is_loaded(version: VersionInfo) -> bool:
-    """True when this worker holds the version's artifact in its model cache."""
-    return version.sha256 in serving_state().models
+    """True when this worker holds the version (with its runtime) in its cache."""
+    return serving_state().is_loaded(version)
 
 
 @dataclass

@@ -26,16 +26,18 @@ class Prediction:
     probabilities: np.ndarray | None
     classes: list | None
 
-    def native(self) -> dict[str, Any]:
+    def native(self, lists: bool = True) -> dict[str, Any]:
+        """The native API body; ``lists=False`` keeps numpy arrays (for orjson)."""
         body: dict[str, Any] = {
             "model": self.model.name,
             "version": self.version.number,
-            "predictions": self.labels.tolist(),
+            "predictions": self.labels.tolist() if lists else self.labels,
         }
         if self.classes is not None:
             body["classes"] = self.classes
             if self.probabilities is not None:
-                body["probabilities"] = self.probabilities.tolist()
+                body["probabilities"] = self.probabilities.tolist() if lists \
+                    else self.probabilities
         body["request_id"] = g.get("request_id")
         return body
 
@@ -74,8 +76,7 @@ def resolve(name: str, number: int | None = None,
 
 def load(version: VersionInfo) -> LoadedModel:
     """Return the loaded model of ``version`` (reads its bytes only on a cache miss)."""
-    return serving_state().load(version.sha256, version.schema, version.file_format,
-                                version.id)
+    return serving_state().load_version(version)
 
 
 def max_rows() -> int:
@@ -86,7 +87,8 @@ def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
     """Predict validated ``rows`` with ``version`` (from the cache if seen before)."""
     g.log_rows = len(rows)
     cache = prediction_cache()
-    key = cache.key(version.sha256, rows)
+    # The runtime is part of the key: switching it must not answer from the other.
+    key = cache.key(f"{version.sha256}:{version.runtime}", rows)
     cached = cache.get(key) if key else None
     if cached is not None:
         labels = np.asarray(cached["labels"])
@@ -94,9 +96,10 @@ def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
             else np.asarray(cached["probabilities"])
         classes = version.schema.get("classes")
     else:
-        loaded = load(version)
+        state = serving_state()
+        loaded = state.load_version(version)
         try:
-            labels, probabilities = loaded.predict(rows)
+            labels, probabilities = state.predict(loaded, rows)
         except Exception as exc:  # a model that cannot handle these values
             raise APIError(422, "prediction_failed",
                            f"the model could not predict these rows: {exc}",

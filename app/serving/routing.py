@@ -17,6 +17,7 @@ from sqlalchemy import select
 from app import changes
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelVersion
+from app.registry.runtime import effective_runtime
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class VersionInfo:
     sha256: str
     file_format: str
     schema: dict[str, Any]
+    runtime: str = "sklearn"  # "onnx" or "sklearn": what answers, decided per version
+    onnx_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,8 @@ def _load_snapshot(generation: int) -> Snapshot:
     versions: dict[int, dict[int, VersionInfo]] = {}
     for v in db.session.scalars(select(ModelVersion)):
         versions.setdefault(v.model_id, {})[v.number] = VersionInfo(
-            v.id, v.number, v.status, v.sha256, v.file_format, v.input_schema)
+            v.id, v.number, v.status, v.sha256, v.file_format, v.input_schema,
+            effective_runtime(v), v.onnx_sha256)
     number_by_id = {info.id: info.number for vs in versions.values()
                     for info in vs.values()}
     aliases: dict[int, dict[str, tuple[int, int]]] = {}

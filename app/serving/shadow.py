@@ -114,8 +114,7 @@ class ShadowRunner:
                "shadow_predictions": None, "agree": None, "abs_error": None,
                "sq_error": None, "error": None}
         try:
-            shadow = state.load(job.shadow.sha256, job.shadow.schema,
-                                job.shadow.file_format, job.shadow.id)
+            shadow = state.load_version(job.shadow)
             labels, _ = shadow.predict(job.rows)
         except Exception as exc:  # a failing shadow is data, not an outage
             row["error"] = str(exc)[:500]

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from flask import Flask, current_app
 
-from app.registry.artifacts import artifact_bytes
+from app.registry.artifacts import artifact_bytes, onnx_bytes
 from app.registry.cache import LoadedModel, ModelCache
-from app.serving.routing import Routing, Snapshot
+from app.serving.batching import MicroBatcher
+from app.serving.routing import Routing, Snapshot, VersionInfo
 from app.serving.shadow import ShadowRunner
 
 log = logging.getLogger(__name__)
@@ -21,12 +24,45 @@ class ServingState:
     routing: Routing
     models: ModelCache
     shadow: ShadowRunner
+    # (max rows, max wait in seconds) for scikit-learn versions, or None (off).
+    batching: tuple[int, float] | None = None
+    _batch_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def predict(self, loaded: LoadedModel, rows: np.ndarray):
+        """Predict with a loaded model, through its micro-batcher when that is on."""
+        if self.batching is None or loaded.runtime != "sklearn":
+            return loaded.predict(rows)
+        batcher = loaded.batcher
+        if batcher is None:
+            with self._batch_lock:
+                if loaded.batcher is None:
+                    loaded.batcher = MicroBatcher(loaded.predict, *self.batching)
+                batcher = loaded.batcher
+        return batcher.predict(rows)
 
     def load(self, sha256: str, schema: dict[str, Any], file_format: str,
-             version_id: int) -> LoadedModel:
-        """Return a loaded model; its bytes are read from the database only on a miss."""
+             version_id: int, runtime: str = "sklearn",
+             onnx_sha256: str | None = None) -> LoadedModel:
+        """Return a loaded model; its bytes are read from the database only on a miss.
+
+        With ``runtime="onnx"`` the version is served by onnxruntime: from its
+        converted graph (``onnx_sha256``) or, for an uploaded ``.onnx``, its artifact.
+        """
+        if runtime == "onnx" and file_format != "onnx":
+            return self.models.get(onnx_sha256, schema, file_format,
+                                   lambda: onnx_bytes(version_id), runtime)
         return self.models.get(sha256, schema, file_format,
-                               lambda: artifact_bytes(version_id))
+                               lambda: artifact_bytes(version_id), runtime)
+
+    def is_loaded(self, version: VersionInfo) -> bool:
+        """True when this worker holds the version, as its runtime serves it."""
+        converted = version.runtime == "onnx" and version.file_format != "onnx"
+        return (version.onnx_sha256 if converted else version.sha256) in self.models
+
+    def load_version(self, version: VersionInfo) -> LoadedModel:
+        """Load a routed version with the runtime chosen for it."""
+        return self.load(version.sha256, version.schema, version.file_format,
+                         version.id, version.runtime, version.onnx_sha256)
 
     def warm(self, snapshot: Snapshot) -> None:
         """Load every version an alias points to, before the snapshot routes traffic."""
@@ -34,19 +70,22 @@ class ServingState:
             for alias in model.aliases:
                 version = model.alias_version(alias)
                 try:
-                    self.load(version.sha256, version.schema, version.file_format,
-                              version.id)
+                    self.load_version(version)
                 except Exception:  # the request will report it; keep warming others
                     log.exception("could not warm %s v%s", model.name, version.number)
 
 
 def init_app(app: Flask) -> None:
-    """Create this app's serving state (kept in ``app.extensions`` like any extension)."""
+    """Create this app's serving state (kept in ``app.extensions``)."""
     state = ServingState(
         routing=Routing(app, app.config["MODELDOCK_ROUTING_REFRESH_SECONDS"]),
         models=ModelCache(app.config["MODELDOCK_MODEL_CACHE_SIZE"],
-                          app.config["MODELDOCK_TRUSTED_MODULES"]),
+                          app.config["MODELDOCK_TRUSTED_MODULES"],
+                          int(app.config["MODELDOCK_MODEL_CACHE_MB"] * 1024 * 1024)),
         shadow=ShadowRunner(app),
+        batching=(app.config["MODELDOCK_MICROBATCH_MAX_ROWS"],
+                  app.config["MODELDOCK_MICROBATCH_MAX_WAIT_MS"] / 1000.0)
+        if app.config["MODELDOCK_MICROBATCH_MAX_ROWS"] > 1 else None,
     )
     state.routing.warm = state.warm
     app.extensions["modeldock"] = state

@@ -1,0 +1,74 @@
+"""Which runtime serves a version (onnxruntime or scikit-learn); the admin override."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+
+from app import audit, changes
+from app.errors import APIError
+from app.extensions import db
+from app.models import ModelAlias, ModelArtifact, ModelVersion
+from app.models.registry import RUNTIME_SETTINGS
+
+
+def effective_runtime(version: Any) -> str:
+    """"onnx" or "sklearn" for a version row (or anything with the same fields).
+
+    ``auto`` serves the verified ONNX graph when there is one; an uploaded
+    ``.onnx`` file has no scikit-learn side at all.
+    """
+    if version.file_format == "onnx":
+        return "onnx"
+    if version.runtime != "sklearn" and version.onnx_sha256:
+        return "onnx"
+    return "sklearn"
+
+
+def record_compilation(version: ModelVersion, artifact: ModelArtifact,
+                       result: dict[str, Any]) -> None:
+    """Store the sandbox's ONNX verdict on a new version (same transaction)."""
+    version.runtime_verdict = result["verdict"]
+    version.runtime_reason = (result.get("reason") or "")[:2000]
+    version.runtime_report = result.get("report")
+    version.onnx_speedup = result.get("speedup")
+    if result.get("onnx") is not None:
+        artifact.onnx = result["onnx"]
+        version.onnx_sha256 = hashlib.sha256(result["onnx"]).hexdigest()
+
+
+def set_runtime(version: ModelVersion, runtime: str, reason: str = "") -> ModelVersion:
+    """Force ``runtime`` (auto | onnx | sklearn) for one version.
+
+    A version that serves traffic must still reproduce its sample with the new
+    runtime before the change is kept (409 ``smoke_test_failed`` otherwise).
+    """
+    from app.registry.smoke import smoke_test
+
+    if runtime not in RUNTIME_SETTINGS:
+        raise APIError(400, "invalid_runtime",
+                       f"runtime must be one of {', '.join(RUNTIME_SETTINGS)}",
+                       "runtime")
+    if runtime == "onnx" and version.file_format != "onnx" and not version.onnx_sha256:
+        raise APIError(409, "onnx_unavailable",
+                       f"version {version.number} has no verified ONNX graph "
+                       f"({version.runtime_verdict}: {version.runtime_reason})",
+                       "runtime")
+    if runtime == "sklearn" and version.file_format == "onnx":
+        raise APIError(409, "sklearn_unavailable",
+                       f"version {version.number} was uploaded as ONNX; only "
+                       "onnxruntime can serve it", "runtime")
+    previous = version.runtime
+    version.runtime = runtime
+    db.session.flush()
+    serving = db.session.scalar(select(ModelAlias.alias).where(
+        ModelAlias.version_id == version.id).limit(1))
+    if serving is not None:
+        smoke_test(version)
+    audit.record("version.runtime", f"{version.model.name}/v{version.number}",
+                 {"from": previous, "to": runtime,
+                  "serves_with": effective_runtime(version)}, reason)
+    changes.bump()
+    return version
