@@ -234,7 +234,8 @@ def export_registry(path: Path):
 
     counts = export(path)
     click.echo(f"exported {counts['models']} models, {counts['versions']} versions "
-               f"({counts['artifacts']} artifacts) to {path}")
+               f"({counts['artifacts']} artifacts, {counts['onnx_graphs']} ONNX "
+               f"graphs) to {path}")
 
 
 @registry.command("import")

@@ -23,7 +23,9 @@ def registry_view(app) -> dict:
                 "created_at": model.created_at,
                 "versions": [(v.number, v.status, v.file_format, v.sha256, v.size_bytes,
                               v.input_schema, v.metrics, v.notes, v.created_at,
-                              v.created_by.username if v.created_by else None)
+                              v.created_by.username if v.created_by else None,
+                              v.runtime, v.runtime_verdict, v.onnx_sha256,
+                              v.onnx_speedup)
                              for v in model.versions],
                 "aliases": sorted((a.alias, number[a.version_id], a.weight)
                                   for a in model.aliases),
@@ -53,6 +55,10 @@ def test_sqlite_to_postgresql_round_trip(tmp_path, iris, iris_v2, diabetes):
                                      ("iris", iris_v2.as_joblib(), "b.joblib"),
                                      ("diabetes", diabetes.as_pickle(), "c.pkl")):
             assert upload(client, keys.admin, name, data, filename).status_code == 201
+        # An admin's runtime choice is part of what a backup keeps.
+        assert client.put("/api/v1/models/diabetes/versions/1/runtime",
+                          headers=auth(keys.admin), json={
+                              "runtime": "sklearn", "reason": "compare"}).status_code == 200
         for path in ("/api/v1/models/iris/versions/2/activate",
                      "/api/v1/models/iris/rollback",
                      "/api/v1/models/iris/versions/2/archive"):
@@ -65,8 +71,12 @@ def test_sqlite_to_postgresql_round_trip(tmp_path, iris, iris_v2, diabetes):
         result = source.test_cli_runner().invoke(args=["registry", "export",
                                                        str(export)])
         assert result.exit_code == 0, result.output
-        assert "exported 2 models, 3 versions (3 artifacts)" in result.output
+        assert "exported 2 models, 3 versions (3 artifacts, 3 ONNX graphs)" \
+            in result.output
         before = registry_view(source)
+        assert [v[10:13] for v in before["diabetes"]["versions"]] == [
+            ("sklearn", "verified", before["diabetes"]["versions"][0][12])]
+        assert all(v[12] for m in before.values() for v in m["versions"])
 
     with running_app("postgresql", tmp_path) as target:
         keys = make_keys(target)  # same usernames, so created_by maps back
@@ -79,6 +89,7 @@ def test_sqlite_to_postgresql_round_trip(tmp_path, iris, iris_v2, diabetes):
         answer = client.post("/api/v1/models/iris/predict", headers=auth(keys.predict),
                              json={"instances": rows}).get_json()
         assert answer["version"] == 1
+        # Same runtime (the ONNX graph came along), so the very same numbers.
         assert answer["predictions"] == expected["predictions"]
         assert answer["probabilities"] == expected["probabilities"]
         again = tmp_path / "again.zip"

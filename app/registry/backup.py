@@ -1,8 +1,10 @@
 """Export the whole registry to one file and import it into an empty database.
 
 The file is a zip: ``manifest.json`` (models, versions with their sha256 and
-metadata, aliases and the activation history, all by name and version number, never
-by database id) and ``artifacts/<sha256>`` with each artifact's bytes once. Import
+metadata, the serving runtime and its ONNX verdict, aliases and the activation
+history, all by name and version number, never by database id) and
+``artifacts/<sha256>`` with each artifact's bytes once (a version's verified ONNX
+graph is stored the same way, under its own sha256). Import
 checks every artifact against its sha256 before writing anything, so a damaged
 backup changes nothing. Users, keys and logs are not part of it: ``pg_dump`` backs
 up the whole database (README "Production").
@@ -31,8 +33,8 @@ from app.models import (
     User,
 )
 from app.models._time import utcnow
-from app.models.registry import FORMATS
-from app.registry.artifacts import artifact_bytes
+from app.models.registry import FORMATS, RUNTIME_SETTINGS
+from app.registry.artifacts import artifact_bytes, onnx_bytes
 from app.registry.service import NAME_PATTERN
 
 FORMAT = "modeldock-registry"
@@ -53,6 +55,7 @@ def export_registry(path: Path) -> dict[str, int]:
     number = {v.id: v.number for v in db.session.scalars(select(ModelVersion))}
     models: list[dict[str, Any]] = []
     written: set[str] = set()
+    graphs = 0
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         for model in db.session.scalars(select(MLModel).order_by(MLModel.name)):
             versions = []
@@ -66,11 +69,22 @@ def export_registry(path: Path) -> dict[str, int]:
                     "created_by": version.created_by.username if version.created_by
                     else None,
                     "created_at": _time(version.created_at),
+                    "runtime": version.runtime,
+                    "runtime_verdict": version.runtime_verdict,
+                    "runtime_reason": version.runtime_reason,
+                    "runtime_report": version.runtime_report,
+                    "onnx_speedup": version.onnx_speedup,
+                    "onnx_sha256": version.onnx_sha256,
                 })
                 if version.sha256 not in written:
                     archive.writestr(f"artifacts/{version.sha256}",
                                      artifact_bytes(version.id))
                     written.add(version.sha256)
+                if version.onnx_sha256 and version.onnx_sha256 not in written:
+                    archive.writestr(f"artifacts/{version.onnx_sha256}",
+                                     onnx_bytes(version.id))
+                    written.add(version.onnx_sha256)
+                    graphs += 1
             aliases = db.session.scalars(select(ModelAlias).where(
                 ModelAlias.model_id == model.id).order_by(ModelAlias.alias))
             history = db.session.scalars(select(Activation).where(
@@ -93,7 +107,7 @@ def export_registry(path: Path) -> dict[str, int]:
         archive.writestr("manifest.json", json.dumps(manifest, indent=1,
                                                      sort_keys=True))
     return {"models": len(models), "versions": sum(len(m["versions"]) for m in models),
-            "artifacts": len(written)}
+            "artifacts": len(written) - graphs, "onnx_graphs": graphs}
 
 
 def _bad(message: str) -> APIError:
@@ -115,16 +129,16 @@ def _read_manifest(archive: zipfile.ZipFile) -> dict[str, Any]:
     return manifest
 
 
-def _artifact(archive: zipfile.ZipFile, version: dict[str, Any]) -> bytes:
-    """The artifact bytes of ``version``, checked against its size and sha256."""
-    sha256 = version["sha256"]
+def _artifact(archive: zipfile.ZipFile, sha256: str,
+              size_bytes: int | None = None) -> bytes:
+    """The bytes stored under ``sha256``, checked against their size and sha256."""
     try:
         info = archive.getinfo(f"artifacts/{sha256}")
     except KeyError:
         raise _bad(f"artifact {sha256} is missing") from None
-    if info.file_size != version["size_bytes"]:
+    if size_bytes is not None and info.file_size != size_bytes:
         raise _bad(f"artifact {sha256} has {info.file_size} bytes, expected "
-                   f"{version['size_bytes']}")
+                   f"{size_bytes}")
     data = archive.read(info)
     if hashlib.sha256(data).hexdigest() != sha256:
         raise _bad(f"artifact {sha256} does not match its checksum")
@@ -167,7 +181,8 @@ def _load(archive: zipfile.ZipFile, manifest: dict[str, Any],
             raise ValueError(f"invalid model name {entry['name']!r}")
         for item in entry["versions"]:
             if item["file_format"] not in FORMATS or \
-                    item["status"] not in ("ready", "archived"):
+                    item["status"] not in ("ready", "archived") or \
+                    item.get("runtime", "auto") not in RUNTIME_SETTINGS:
                 raise ValueError(f"invalid version {item['number']!r}")
             version = ModelVersion(
                 model_id=model.id, number=item["number"], status=item["status"],
@@ -176,7 +191,18 @@ def _load(archive: zipfile.ZipFile, manifest: dict[str, Any],
                 sample=item["sample"], metrics=item["metrics"],
                 notes=item["notes"], created_by_id=users.get(item["created_by"]),
                 created_at=_parse_time(item["created_at"]))
-            version.artifact = ModelArtifact(data=_artifact(archive, item))
+            # Exports older than the ONNX runtime have no runtime fields: such
+            # versions are served by scikit-learn, as they were before.
+            version.runtime = item.get("runtime", "auto")
+            version.runtime_verdict = item.get("runtime_verdict", "unchecked")
+            version.runtime_reason = item.get("runtime_reason", "")
+            version.runtime_report = item.get("runtime_report")
+            version.onnx_speedup = item.get("onnx_speedup")
+            version.onnx_sha256 = item.get("onnx_sha256")
+            version.artifact = ModelArtifact(
+                data=_artifact(archive, item["sha256"], item["size_bytes"]),
+                onnx=_artifact(archive, version.onnx_sha256)
+                if version.onnx_sha256 else None)
             db.session.add(version)
             db.session.flush()
             ids[item["number"]] = version.id
