@@ -173,7 +173,8 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
         config["TRUSTED_HOSTS"] = list(config["MODELDOCK_TRUSTED_HOSTS"])
     redis_url = config.get("REDIS_URL")
     prefix = config["MODELDOCK_REDIS_PREFIX"]
-    # One Redis round trip per request (app/ratelimit_storage.py), not three.
+    # Counts leased from Redis in blocks (app/ratelimit_storage.py): no Redis round
+    # trip on most requests, and never more than the limit.
     config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(redis_url))
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     if redis_url:
