@@ -10,6 +10,7 @@ in the Prometheus metrics, with or without logging.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import queue
@@ -90,11 +91,9 @@ class RequestLogWriter:
             return 0
         for row in rows:  # here, not on the request path (idempotent on a retry)
             row["remote_addr"] = truncate_ip(row["remote_addr"])
-        table = RequestLog.__table__
         with self.app.app_context():
             try:
-                for start in range(0, len(rows), BATCH):
-                    db.session.execute(table.insert(), rows[start:start + BATCH])
+                _insert(rows)
                 _update_key_usage(rows)
                 db.session.commit()
             except Exception:
@@ -130,6 +129,36 @@ class RequestLogWriter:
             return
         if written:
             log.info("request log: wrote %d rows at shutdown", written)
+
+
+COLUMNS = ("created_at", "request_id", "protocol", "model_name", "version",
+           "api_key_id", "user_id", "status_code", "error_code", "rows", "latency_ms",
+           "remote_addr", "payload")
+
+
+def _insert(rows: list[dict[str, Any]]) -> None:
+    """Insert log rows in the session's transaction: COPY on PostgreSQL.
+
+    COPY costs a few microseconds of the worker's CPU per row against about forty
+    for a multi-row INSERT, and this thread shares its worker's CPU (and GIL) with
+    the requests it logs.
+    """
+    table = RequestLog.__table__
+    connection = db.session.connection()
+    if connection.dialect.name != "postgresql":
+        for start in range(0, len(rows), BATCH):
+            connection.execute(table.insert(), rows[start:start + BATCH])
+        return
+    created_at = table.c.created_at.type.process_bind_param
+    dialect = connection.dialect
+    cursor = connection.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY {table.name} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            values = [row.get(name) for name in COLUMNS]
+            values[0] = created_at(values[0], dialect)
+            if values[-1] is not None:  # the JSON column, as JSON text
+                values[-1] = json.dumps(values[-1])
+            copy.write_row(values)
 
 
 def _safe_rollback() -> None:
