@@ -55,10 +55,14 @@ timeout = 60
 # requests for up to this long before it is killed.
 graceful_timeout = 30
 keepalive = 5
-# Recycle workers now and then so slow leaks (model caches, fragmentation) cannot
-# grow forever; the jitter keeps workers from restarting all at the same moment.
-max_requests = 5000
-max_requests_jitter = 500
+# Worker recycling is off by default, as in TF Serving, MLServer or BentoML: a new
+# worker must load and warm every served model again, and at a few thousand
+# requests per second a limit like 5000 would restart a worker every few seconds.
+# Model memory is bounded by MODELDOCK_MODEL_CACHE_MB instead. To recycle anyway
+# (a leak in a custom estimator), set MODELDOCK_MAX_REQUESTS; a 10 % jitter keeps
+# workers from restarting at the same moment.
+max_requests = int(os.environ.get("MODELDOCK_MAX_REQUESTS", "0"))
+max_requests_jitter = max_requests // 10
 # Import the app in each worker, not in the master: a HUP reload then picks up new
 # code, and no database or Redis connection is ever shared across a fork.
 preload_app = False
