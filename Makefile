@@ -19,11 +19,13 @@ run: install
 test: install-test services chromium system-packages
 	$(PY) -m pytest
 
-## bench: the serving benchmark (ModelDock vs tutorial app, framework-free app, HTTP ceiling)
+## bench: the serving benchmark (ModelDock vs tutorial app, framework-free app, HTTP ceiling),
+## then the CPU cost of each part of the request path
 bench: install-test services
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk
 	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/request_path.py
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

@@ -53,11 +53,18 @@ def py_spy() -> str | None:
 
 
 def record(pids: list[int], seconds: int, folder: Path) -> list[subprocess.Popen]:
-    """Start one py-spy per worker (non-blocking sampling, idle threads excluded)."""
+    """Start one py-spy per worker, sampling only the thread that holds the GIL.
+
+    A gthread worker's other threads wait for the GIL inside whatever frame they
+    were in (mostly gunicorn's socket code) and would be counted as busy there;
+    ``--gil`` counts where the worker's Python time actually goes. Native code that
+    releases the GIL (onnxruntime's run, socket calls) is not in these samples.
+    """
     binary = py_spy()
     if binary is None:
         return []
     return [subprocess.Popen([binary, "record", "--format", "raw", "--nonblocking",
+                              "--gil",
                               "--rate", "200", "-d", str(seconds), "-p", str(pid),
                               "-o", str(folder / f"spy-{pid}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

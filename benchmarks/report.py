@@ -124,7 +124,7 @@ def write(result: dict) -> None:
         table(result["cells"]),
         ratio_table(result["ratios"]),
         "Where a ModelDock worker spends its time (forest, 1 row, 8 connections, "
-        "py-spy samples): " + ("; ".join(f"{part} {share}%" for part, share in
+        "py-spy samples of the thread holding the GIL): " + ("; ".join(f"{part} {share}%" for part, share in
                                          result.get("profile") or [])
                                or "py-spy not installed"),
         "Worker memory (ModelDock, per worker): " + "; ".join(
