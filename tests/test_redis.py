@@ -8,7 +8,7 @@ import uuid
 import pytest
 import redis
 
-from tests.conftest import auth, build_app, database, make_keys, running_app
+from tests.conftest import auth, make_keys, running_app
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -21,27 +21,26 @@ def redis_client():
     client.close()
 
 
-def test_rate_limit_is_shared_between_two_workers(tmp_path, redis_client):
+def test_rate_limits_are_counted_in_redis(tmp_path, redis_client):
+    """Every request of a small limit is counted in Redis, where every worker sees it.
+
+    Across real processes: tests/test_production_stack.py (two gunicorn workers
+    behind nginx allow exactly 10 of 16 requests at 10 per minute) and
+    tests/test_ratelimit_storage.py (two storages, as two workers, on one Redis).
+    """
     prefix = f"test-{uuid.uuid4().hex}"
     settings = {"REDIS_URL": REDIS_URL, "RATELIMIT_ENABLED": True,
-                "RATELIMIT_KEY_PREFIX": prefix,
+                "MODELDOCK_REDIS_PREFIX": prefix + ":",
                 "MODELDOCK_RATELIMIT_DEFAULT": "3 per minute"}
-    with database("sqlite", tmp_path) as (url, options):
-        first = build_app(url, options, **settings)
-        keys = make_keys(first)
-        client = first.test_client()
-        for _ in range(2):
-            assert client.get("/api/v1/models", headers=auth(keys.predict)).status_code \
-                == 200
-        assert list(redis_client.scan_iter(f"*{prefix}*")), "nothing counted in Redis"
-        # A second app on the same database and Redis stands for another worker:
-        # it starts with no in-process state, so only Redis knows the count.
-        second = build_app(url, options, **settings).test_client()
-        assert second.get("/api/v1/models", headers=auth(keys.predict)).status_code \
-            == 200
-        limited = second.get("/api/v1/models", headers=auth(keys.predict))
-        assert limited.status_code == 429
-        assert limited.get_json()["error"]["code"] == "rate_limited"
+    with running_app("sqlite", tmp_path, **settings) as app:
+        keys = make_keys(app)
+        client = app.test_client()
+        statuses = [client.get("/api/v1/models", headers=auth(keys.predict)).status_code
+                    for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        counters = [int(redis_client.get(k)) for k in redis_client.scan_iter(
+            f"*{prefix}*")]
+        assert counters == [3]  # the refusal was decided without another increment
         redis_client.delete(*redis_client.scan_iter(f"*{prefix}*"))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from typing import Any, Callable
 
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -102,68 +103,66 @@ def _refused(error: APIError, back: str):
     return redirect(back)
 
 
-def _confirm(form: ConfirmForm, title: str, details: list[str], button: str,
-             cancel: str, danger: bool = False):
+def confirm_action(action: Callable[[str], Any], done: Callable[[Any], str], *,
+                   title: str, details: list[str], button: str, back: str,
+                   danger: bool = False):
+    """The confirm step every registry and rollout action page shares.
+
+    GET shows ``title`` and ``details`` with a reason field and a CSRF token; a valid
+    POST runs ``action(reason)`` (a service call that records history and audit),
+    commits, flashes ``done(result)`` and goes ``back``; a refusal is flashed instead.
+    """
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        try:
+            result = action(form.reason.data or "")
+        except APIError as error:
+            return _refused(error, back)
+        _commit()
+        flash(done(result), "success")
+        return redirect(back)
     return render_template("confirm.html", form=form, title=title, details=details,
-                           button=button, cancel=cancel, danger=danger, reason=True)
+                           button=button, cancel=back, danger=danger, reason=True)
+
+
+def _back(name: str) -> str:
+    return url_for("admin_pages.versions", name=name)
 
 
 @bp.route("/models/<name>/versions/<int:number>/activate", methods=["GET", "POST"])
 def activate(name: str, number: int):
     model = service.get_model(name)
     version = service.get_version(model, number)
-    form = ConfirmForm()
-    back = url_for("admin_pages.versions", name=name)
-    if form.validate_on_submit():
-        try:
-            service.activate_version(name, number, form.reason.data or "")
-        except APIError as error:
-            return _refused(error, back)
-        _commit()
-        flash(f"{name} now serves version {number}.", "success")
-        return redirect(back)
     current = service.alias_version(model)
-    return _confirm(form, f"Activate version {number} of {name}?", [
-        f"Now active: version {current.number}" if current else "No active version.",
-        f"Version {number}: {version.input_schema['estimator']}, "
-        f"sha256 {version.sha256[:12]}",
-        "Predictions switch to it on every worker within a second."],
-        f"Activate version {number}", back)
+    return confirm_action(
+        lambda reason: service.activate_version(name, number, reason),
+        lambda _: f"{name} now serves version {number}.",
+        title=f"Activate version {number} of {name}?", details=[
+            f"Now active: version {current.number}" if current else "No active version.",
+            f"Version {number}: {version.input_schema['estimator']}, "
+            f"sha256 {version.sha256[:12]}",
+            "Predictions switch to it on every worker within a second."],
+        button=f"Activate version {number}", back=_back(name))
 
 
 @bp.route("/models/<name>/rollback", methods=["GET", "POST"])
 def rollback(name: str):
-    model = service.get_model(name)
-    form = ConfirmForm()
-    back = url_for("admin_pages.versions", name=name)
-    if form.validate_on_submit():
-        try:
-            version = service.rollback(name, form.reason.data or "")
-        except APIError as error:
-            return _refused(error, back)
-        _commit()
-        flash(f"Rolled back: {name} serves version {version.number} again.", "success")
-        return redirect(back)
-    current = service.alias_version(model)
-    return _confirm(form, f"Roll back {name}?", [
-        f"Now active: version {current.number}" if current else "No active version.",
-        "The version that was active before it becomes active again."],
-        "Roll back", back, danger=True)
+    current = service.alias_version(service.get_model(name))
+    return confirm_action(
+        lambda reason: service.rollback(name, reason),
+        lambda version: f"Rolled back: {name} serves version {version.number} again.",
+        title=f"Roll back {name}?", details=[
+            f"Now active: version {current.number}" if current else "No active version.",
+            "The version that was active before it becomes active again."],
+        button="Roll back", back=_back(name), danger=True)
 
 
 @bp.route("/models/<name>/versions/<int:number>/archive", methods=["GET", "POST"])
 def archive(name: str, number: int):
     service.get_version(service.get_model(name), number)
-    form = ConfirmForm()
-    back = url_for("admin_pages.versions", name=name)
-    if form.validate_on_submit():
-        try:
-            service.archive_version(name, number, form.reason.data or "")
-        except APIError as error:
-            return _refused(error, back)
-        _commit()
-        flash(f"Version {number} of {name} archived.", "success")
-        return redirect(back)
-    return _confirm(form, f"Archive version {number} of {name}?", [
-        "It stays stored but can no longer serve or be activated."],
-        f"Archive version {number}", back, danger=True)
+    return confirm_action(
+        lambda reason: service.archive_version(name, number, reason),
+        lambda _: f"Version {number} of {name} archived.",
+        title=f"Archive version {number} of {name}?",
+        details=["It stays stored but can no longer serve or be activated."],
+        button=f"Archive version {number}", back=_back(name), danger=True)

@@ -6,19 +6,14 @@ view confirms, commits and reports, like the other registry pages.
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template
 
 from app import rollout
 from app.admin import pages_bp as bp
 from app.admin.forms import CanaryForm
-from app.admin.pages import _commit, _confirm, _refused
+from app.admin.pages import _back, _commit, _refused, confirm_action
 from app.errors import APIError
-from app.pages.forms import ConfirmForm
 from app.registry import describe, service
-
-
-def _back(name: str) -> str:
-    return url_for("admin_pages.versions", name=name)
 
 
 @bp.route("/models/<name>/versions/<int:number>/canary", methods=["GET", "POST"])
@@ -44,21 +39,16 @@ def canary(name: str, number: int):
 @bp.route("/models/<name>/canary/promote", methods=["GET", "POST"])
 def promote(name: str):
     aliases = describe.aliases_of(service.get_model(name))
-    form = ConfirmForm()
-    if form.validate_on_submit():
-        try:
-            number = rollout.promote_canary(name, form.reason.data or "")
-        except APIError as error:
-            return _refused(error, _back(name))
-        _commit()
-        flash(f"Promoted: {name} serves version {number} to everyone.", "success")
-        return redirect(_back(name))
     canary_version = aliases.get("canary", {}).get("version")
-    return _confirm(form, f"Promote the canary of {name}?", [
-        f"Canary: version {canary_version}" if canary_version else "No canary is set.",
-        f"Stable now: version {aliases.get('stable', {}).get('version')}",
-        "The canary becomes the stable version for every client; the canary ends."],
-        "Promote canary", _back(name))
+    return confirm_action(
+        lambda reason: rollout.promote_canary(name, reason),
+        lambda number: f"Promoted: {name} serves version {number} to everyone.",
+        title=f"Promote the canary of {name}?", details=[
+            f"Canary: version {canary_version}" if canary_version
+            else "No canary is set.",
+            f"Stable now: version {aliases.get('stable', {}).get('version')}",
+            "The canary becomes the stable version for every client; the canary ends."],
+        button="Promote canary", back=_back(name))
 
 
 @bp.route("/models/<name>/canary/end", methods=["GET", "POST"],
@@ -67,35 +57,23 @@ def promote(name: str):
           defaults={"alias": "shadow"})
 def end(name: str, alias: str):
     service.get_model(name)
-    form = ConfirmForm()
-    if form.validate_on_submit():
-        try:
-            rollout.clear_alias(name, alias, form.reason.data or "")
-        except APIError as error:
-            return _refused(error, _back(name))
-        _commit()
-        flash(f"The {alias} of {name} has ended.", "success")
-        return redirect(_back(name))
     what = ("All clients go back to the stable version." if alias == "canary"
             else "Stable traffic is no longer copied to the shadow version.")
-    return _confirm(form, f"End the {alias} of {name}?", [what], f"End {alias}",
-                    _back(name), danger=True)
+    return confirm_action(
+        lambda reason: rollout.clear_alias(name, alias, reason),
+        lambda _: f"The {alias} of {name} has ended.",
+        title=f"End the {alias} of {name}?", details=[what], button=f"End {alias}",
+        back=_back(name), danger=True)
 
 
 @bp.route("/models/<name>/versions/<int:number>/shadow", methods=["GET", "POST"])
 def shadow(name: str, number: int):
     service.get_version(service.get_model(name), number)
-    form = ConfirmForm()
-    if form.validate_on_submit():
-        try:
-            rollout.set_shadow(name, number, form.reason.data or "")
-        except APIError as error:
-            return _refused(error, _back(name))
-        _commit()
-        flash(f"Version {number} of {name} now shadows the stable version.", "success")
-        return redirect(_back(name))
-    return _confirm(form, f"Shadow version {number} of {name}?", [
-        "It answers a copy of every stable request after the response is sent; "
-        "callers never see its answers.",
-        "Agreement with the stable version is reported per hour on the model page."],
-        f"Shadow version {number}", _back(name))
+    return confirm_action(
+        lambda reason: rollout.set_shadow(name, number, reason),
+        lambda _: f"Version {number} of {name} now shadows the stable version.",
+        title=f"Shadow version {number} of {name}?", details=[
+            "It answers a copy of every stable request after the response is sent; "
+            "callers never see its answers.",
+            "Agreement with the stable version is reported per hour on the model page."],
+        button=f"Shadow version {number}", back=_back(name))
