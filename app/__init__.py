@@ -45,12 +45,13 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app import metrics, permissions, ratelimit, request_log
+    from app import metrics, permissions, ratelimit, request_log, sessions
     from app.extensions import cache, cors, csrf, db, limiter, login_manager, migrate
     from app.serving import prediction_cache, state
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    sessions.init_app(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"

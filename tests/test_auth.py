@@ -169,6 +169,16 @@ def test_login_logout_and_csrf(app, client, keys):
     assert home.status_code == 200 and b"alice" in home.data
     cookie = client.get_cookie("session")
     assert cookie.http_only and cookie.same_site == "Lax"
+    # The JSON API never reads or writes the browser's session: a signed-in
+    # browser without an API key is refused, and API answers set no cookie.
+    api = client.get("/api/v1/models")
+    assert api.status_code == 401 and api.get_json()["error"]["code"] == "unauthorized"
+    with_key = client.get("/api/v1/models", headers=auth(keys.predict))
+    assert with_key.status_code == 200
+    assert "Set-Cookie" not in with_key.headers
+    assert "Cookie" not in with_key.headers.get("Vary", "")
+    assert client.get_cookie("session").value == cookie.value  # still signed in
+    assert b"alice" in client.get("/").data
 
 
 @pytest.mark.config(RATELIMIT_ENABLED=True, MODELDOCK_RATELIMIT_LOGIN="3 per minute")
