@@ -18,6 +18,8 @@ from app.serving.state import serving_state
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Endpoints that check a bearer token of their own (not an API key).
 OWN_TOKEN_ENDPOINTS = frozenset({"ops.scrape"})
+# Query parameters that would put a key in URLs (and so in logs): refused.
+KEY_PARAMETERS = ("api_key", "apikey", "key", "token", "access_token")
 
 
 class KeyCache:
@@ -56,7 +58,7 @@ def identify_request() -> None:
     incoming = request.headers.get("X-Request-ID", "")
     g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
     g.principal = None
-    for name in ("api_key", "apikey", "key", "token", "access_token"):
+    for name in KEY_PARAMETERS if request.query_string else ():
         if name in request.args:
             raise APIError(400, "key_in_query_string",
                            "API keys are accepted only in the Authorization or "
