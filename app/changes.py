@@ -23,3 +23,12 @@ def current() -> int:
     """Return the committed counter value (0 before the first change)."""
     return db.session.scalar(select(RegistryState.generation).where(
         RegistryState.id == 1)) or 0
+
+
+def commit() -> None:
+    """The request boundary of a registry change: commit, then this worker sees it at
+    once (the others within ``MODELDOCK_ROUTING_REFRESH_SECONDS``)."""
+    from app.serving.state import serving_state
+
+    db.session.commit()
+    serving_state().routing.invalidate()

@@ -8,17 +8,9 @@ from flask import g, jsonify, request
 
 from app.errors import APIError
 from app.admin import api_bp
-from app.extensions import db
 from app.permissions import require_scope
-from app import rollout
+from app import changes, rollout
 from app.registry import describe, runtime, service
-from app.serving.state import serving_state
-
-
-def _commit():
-    """The request boundary: one commit, then this worker sees the change at once."""
-    db.session.commit()
-    serving_state().routing.invalidate()
 
 
 def _json_field(name: str):
@@ -63,7 +55,7 @@ def upload_version(name: str):
         description=request.form.get("description"),
         notes=request.form.get("notes", ""), metrics=metrics,
         sample_rows=_json_field("sample"))
-    _commit()
+    changes.commit()
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model))), 201
 
 
@@ -71,7 +63,7 @@ def upload_version(name: str):
 @require_scope("admin")
 def activate_version(name: str, number: int):
     version = service.activate_version(name, number, _reason())
-    _commit()
+    changes.commit()
     return jsonify(describe.model_dict(version.model))
 
 
@@ -82,7 +74,7 @@ def set_version_runtime(name: str, number: int):
     body = _json_body()
     version = service.get_version(service.get_model(name), number)
     runtime.set_runtime(version, body.get("runtime"), _reason())
-    _commit()
+    changes.commit()
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))
 
 
@@ -90,7 +82,7 @@ def set_version_runtime(name: str, number: int):
 @require_scope("admin")
 def rollback(name: str):
     version = service.rollback(name, _reason())
-    _commit()
+    changes.commit()
     return jsonify(describe.model_dict(version.model))
 
 
@@ -98,7 +90,7 @@ def rollback(name: str):
 @require_scope("admin")
 def archive_version(name: str, number: int):
     version = service.archive_version(name, number, _reason())
-    _commit()
+    changes.commit()
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))
 
 
@@ -123,7 +115,7 @@ def set_canary(name: str):
     body = _json_body()
     rollout.set_canary(name, _int_field(body, "version"), _int_field(body, "weight"),
                        str(body.get("reason", "")))
-    _commit()
+    changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
@@ -131,7 +123,7 @@ def set_canary(name: str):
 @require_scope("admin")
 def clear_canary(name: str):
     rollout.clear_alias(name, "canary", _reason())
-    _commit()
+    changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
@@ -139,7 +131,7 @@ def clear_canary(name: str):
 @require_scope("admin")
 def promote_canary(name: str):
     rollout.promote_canary(name, _reason())
-    _commit()
+    changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
@@ -149,7 +141,7 @@ def set_shadow(name: str):
     """Body: {"version": n, "reason": "..."}."""
     body = _json_body()
     rollout.set_shadow(name, _int_field(body, "version"), str(body.get("reason", "")))
-    _commit()
+    changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
@@ -157,7 +149,7 @@ def set_shadow(name: str):
 @require_scope("admin")
 def clear_shadow(name: str):
     rollout.clear_alias(name, "shadow", _reason())
-    _commit()
+    changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 

@@ -21,18 +21,11 @@ from app.extensions import db
 from app.models import Activation, MLModel
 from app.models._time import utcnow
 from app.pages.forms import ConfirmForm
-from app import rollout
+from app import changes, rollout
 from app.registry import describe, service
 from app.reports import model_traffic
-from app.serving.state import serving_state
 
 UPLOAD_FIELDS = {"name", "file", "description", "notes", "metrics"}
-
-
-def _commit() -> None:
-    """The request boundary: one commit, then this worker sees the change at once."""
-    db.session.commit()
-    serving_state().routing.invalidate()
 
 
 @bp.get("/models")
@@ -90,7 +83,7 @@ def upload():
         flash("The model was not stored; see the marked field.", "error")
         return render_template("admin/upload.html", form=form), error.status
     name, number = version.model.name, version.number
-    _commit()
+    changes.commit()
     flash(f"Stored {name} version {number}. It is not active until you activate it."
           if number > 1 else f"Stored {name} version 1; it is active.", "success")
     return redirect(url_for("admin_pages.versions", name=name))
@@ -118,7 +111,7 @@ def confirm_action(action: Callable[[str], Any], done: Callable[[Any], str], *,
             result = action(form.reason.data or "")
         except APIError as error:
             return _refused(error, back)
-        _commit()
+        changes.commit()
         flash(done(result), "success")
         return redirect(back)
     return render_template("confirm.html", form=form, title=title, details=details,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template
 
-from app import rollout
+from app import changes, rollout
 from app.admin import pages_bp as bp
 from app.admin.forms import CanaryForm
-from app.admin.pages import _back, _commit, _refused, confirm_action
+from app.admin.pages import _back, _refused, confirm_action
 from app.errors import APIError
 from app.registry import describe, service
 
@@ -26,7 +26,7 @@ def canary(name: str, number: int):
             rollout.set_canary(name, number, form.weight.data, form.reason.data or "")
         except APIError as error:
             return _refused(error, _back(name))
-        _commit()
+        changes.commit()
         flash(f"Version {number} of {name} is the canary for {form.weight.data} % "
               "of clients.", "success")
         return redirect(_back(name))

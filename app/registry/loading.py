@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from joblib.numpy_pickle import NumpyUnpickler, _validate_fileobject_and_memmap
 
-from app.registry.errors import ModelFileError, UnsafeModelError
+from app.registry.errors import ModelFileError
 from app.registry.onnx_runtime import OnnxModel
 from app.registry.policy import judge
 
