@@ -133,6 +133,35 @@ def test_admin_page_shows_runtime_verdict_and_speedup(served):
     assert text.startswith("onnx") and "ONNX verified" in text and "× faster" in text
 
 
+def test_admin_page_forces_a_runtime(served, cancer):
+    app, client, keys = served
+    admin = app.test_client()
+    token = sign_in(admin, "root", "correct horse battery")
+    with admin.get("/admin/models/forest") as page:
+        assert "/admin/models/forest/versions/1/runtime" in page.text
+    with admin.get("/admin/models/forest/versions/1/runtime") as page:
+        assert page.status_code == 200
+        assert re.search(r'<option selected value="auto">', page.text)
+        assert "ONNX graph: verified" in page.text
+    with admin.post("/admin/models/forest/versions/1/runtime", data={
+            "runtime": "sklearn", "reason": "compare", "csrf_token": token},
+            follow_redirects=True) as done:
+        assert "is served by sklearn (sklearn)" in done.text
+    assert version(client, keys.predict, "forest")["runtime"] == "sklearn"
+    rows = cancer.X[:20]
+    assert predict(client, keys.predict, "forest", rows)["probabilities"] == \
+        cancer.estimator.predict_proba(rows).tolist()
+    # A version without a verified graph cannot be forced onto onnxruntime.
+    with admin.post("/admin/models/centroid/versions/1/runtime", data={
+            "runtime": "onnx", "csrf_token": token}, follow_redirects=True) as refused:
+        assert "Refused: version 1 has no verified ONNX graph" in refused.text
+    assert version(client, keys.predict, "centroid")["runtime_setting"] == "auto"
+    with admin.post("/admin/models/forest/versions/1/runtime", data={
+            "runtime": "auto", "csrf_token": token}) as back:
+        assert back.status_code == 302
+    assert version(client, keys.predict, "forest")["runtime"] == "onnx"
+
+
 def test_unconvertible_model_is_served_by_sklearn(served):
     _, client, keys = served
     info = version(client, keys.predict, "centroid")

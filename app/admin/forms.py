@@ -12,6 +12,7 @@ from wtforms import (
     SubmitField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from app.models.users import ROLES
@@ -48,6 +49,17 @@ class CanaryForm(FlaskForm):
     weight = IntegerField("Share of clients on the canary (%)", default=10,
                           validators=[InputRequired(), NumberRange(min=0, max=100)],
                           description="Sticky per client; raising it only adds clients.")
+    reason = StringField("Reason (optional, kept in the audit log)",
+                         validators=[Optional(), Length(max=500)])
+    submit = SubmitField("Confirm")
+
+
+class RuntimeForm(FlaskForm):
+    runtime = SelectField("Runtime", choices=[
+        SelectChoice("auto", "auto: the verified ONNX graph when there is one, "
+                     "else scikit-learn"),
+        SelectChoice("onnx", "onnx: always onnxruntime"),
+        SelectChoice("sklearn", "sklearn: always scikit-learn")])
     reason = StringField("Reason (optional, kept in the audit log)",
                          validators=[Optional(), Length(max=500)])
     submit = SubmitField("Confirm")

@@ -1,4 +1,5 @@
-"""Admin pages for rollouts: canary (weight), promote, end canary, shadow and its report.
+"""Admin pages for rollouts: canary (weight), promote, end canary, shadow and its report;
+the runtime (onnxruntime or scikit-learn) that serves a version.
 
 Every action calls ``app.rollout``, which records history and the audit event; the
 view confirms, commits and reports, like the other registry pages.
@@ -6,14 +7,14 @@ view confirms, commits and reports, like the other registry pages.
 
 from __future__ import annotations
 
-from flask import flash, redirect, render_template
+from flask import flash, redirect, render_template, request
 
 from app import changes, rollout
 from app.admin import pages_bp as bp
-from app.admin.forms import CanaryForm
+from app.admin.forms import CanaryForm, RuntimeForm
 from app.admin.pages import _back, _refused, confirm_action
 from app.errors import APIError
-from app.registry import describe, service
+from app.registry import describe, runtime as runtimes, service
 
 
 @bp.route("/models/<name>/versions/<int:number>/canary", methods=["GET", "POST"])
@@ -77,3 +78,25 @@ def shadow(name: str, number: int):
             "callers never see its answers.",
             "Agreement with the stable version is reported per hour on the model page."],
         button=f"Shadow version {number}", back=_back(name))
+
+
+@bp.route("/models/<name>/versions/<int:number>/runtime", methods=["GET", "POST"])
+def runtime(name: str, number: int):
+    model = service.get_model(name)
+    version = service.get_version(model, number)
+    form = RuntimeForm()
+    if request.method == "GET":
+        form.runtime.data = version.runtime
+    if form.validate_on_submit():
+        try:
+            runtimes.set_runtime(version, form.runtime.data, form.reason.data or "")
+        except APIError as error:
+            return _refused(error, _back(name))
+        changes.commit()
+        flash(f"Version {number} of {name} is served by "
+              f"{runtimes.effective_runtime(version)} ({form.runtime.data}).", "success")
+        return redirect(_back(name))
+    return render_template(
+        "admin/runtime.html", form=form, name=name, number=number,
+        version=describe.version_dict(version, describe.aliases_of(model)),
+        cancel=_back(name)), 400 if form.errors else 200
