@@ -185,6 +185,39 @@ def set_runtime(name: str, number: int, runtime: str, reason: str):
                f"(setting {runtime}, verdict {version.runtime_verdict})")
 
 
+@models.command("batching")
+@click.argument("name")
+@click.option("--max-rows", type=int, default=None,
+              help="Most rows per batched predict call; 0 turns batching off.")
+@click.option("--max-wait-ms", type=float, default=None,
+              help="Longest a request waits for others to join its batch.")
+@click.option("--inherit", is_flag=True,
+              help="Drop the model's own settings: the deployment's apply.")
+@click.option("--reason", default="")
+def set_batching(name: str, max_rows: int | None, max_wait_ms: float | None,
+                 inherit: bool, reason: str):
+    """Micro-batching of NAME's versions served by scikit-learn."""
+    from app.registry.runtime import set_batching as apply
+
+    try:
+        model = service.get_model(name)
+        if inherit:
+            max_rows = max_wait_ms = None
+        else:
+            max_rows = model.batch_max_rows if max_rows is None else max_rows
+            max_wait_ms = model.batch_max_wait_ms if max_wait_ms is None \
+                else max_wait_ms
+        apply(model, max_rows, max_wait_ms, reason)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    effective = describe.batching_dict(model)["effective"]
+    click.echo(f"{name}: micro-batching " + (
+        "off" if effective is None else
+        f"up to {effective['max_rows']} rows, waiting at most "
+        f"{effective['max_wait_ms']:g} ms") + " for versions served by scikit-learn")
+
+
 @models.command("list")
 def list_models():
     """List models with their active version."""

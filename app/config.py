@@ -74,9 +74,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MODELDOCK_MICROBATCH_MAX_ROWS", 0, int,
             "Micro-batching for versions served by scikit-learn: concurrent requests "
             "to one version are predicted together, up to this many rows. 0 = off. "
-            "Needs a threaded worker (gunicorn `--threads` > 1)."),
+            "The default for models without their own setting (admin page, API, "
+            "`flask models batching`). Needs a threaded worker (gunicorn "
+            "`--threads` > 1)."),
     Setting("MODELDOCK_MICROBATCH_MAX_WAIT_MS", 2.0, float,
-            "Longest a request waits for others to join its micro-batch, in ms."),
+            "Longest a request waits for others to join its micro-batch, in ms "
+            "(default for models without their own setting)."),
     Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 0.5, float,
             "How often each worker checks the registry's change counter (new stable, "
             "canary or shadow versions, revoked keys); 0 checks on every request."),

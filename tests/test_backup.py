@@ -21,6 +21,7 @@ def registry_view(app) -> dict:
             view[model.name] = {
                 "task": model.task, "description": model.description,
                 "created_at": model.created_at,
+                "batching": (model.batch_max_rows, model.batch_max_wait_ms),
                 "versions": [(v.number, v.status, v.file_format, v.sha256, v.size_bytes,
                               v.input_schema, v.metrics, v.notes, v.created_at,
                               v.created_by.username if v.created_by else None,
@@ -55,7 +56,9 @@ def test_sqlite_to_postgresql_round_trip(tmp_path, iris, iris_v2, diabetes):
                                      ("iris", iris_v2.as_joblib(), "b.joblib"),
                                      ("diabetes", diabetes.as_pickle(), "c.pkl")):
             assert upload(client, keys.admin, name, data, filename).status_code == 201
-        # An admin's runtime choice is part of what a backup keeps.
+        # An admin's runtime and micro-batching choices are part of what a backup keeps.
+        assert client.put("/api/v1/models/iris/batching", headers=auth(keys.admin),
+                          json={"max_rows": 16, "max_wait_ms": 1.5}).status_code == 200
         assert client.put("/api/v1/models/diabetes/versions/1/runtime",
                           headers=auth(keys.admin), json={
                               "runtime": "sklearn", "reason": "compare"}).status_code == 200
@@ -77,6 +80,7 @@ def test_sqlite_to_postgresql_round_trip(tmp_path, iris, iris_v2, diabetes):
         assert [v[10:13] for v in before["diabetes"]["versions"]] == [
             ("sklearn", "verified", before["diabetes"]["versions"][0][12])]
         assert all(v[12] for m in before.values() for v in m["versions"])
+        assert before["iris"]["batching"] == (16, 1.5)
 
     with running_app("postgresql", tmp_path) as target:
         keys = make_keys(target)  # same usernames, so created_by maps back

@@ -342,3 +342,83 @@ def test_micro_batching_on_the_sklearn_path_keeps_answers(tmp_path, iris):
         assert loaded.batcher.batched_requests == 8
         # Request logging is off in this app: nothing was queued.
         assert app.extensions["modeldock.request_log"].flush() == 0
+
+
+def test_micro_batching_is_set_per_model(tmp_path, iris):
+    with running_app("sqlite", tmp_path, MODELDOCK_REQUEST_LOG_ENABLED=False) as app:
+        keys = make_keys(app)
+        client = app.test_client()
+        assert upload(client, keys.admin, "iris", iris.as_skops()).status_code == 201
+        assert set_runtime(client, keys.admin, "iris", "sklearn")[0] == 200
+        path = "/api/v1/models/iris/batching"
+        model = client.get("/api/v1/models/iris", headers=auth(keys.predict)).get_json()
+        assert model["batching"] == {"max_rows": None, "max_wait_ms": None,
+                                     "effective": None}  # the deployment's: off
+        for bad, field in (({"max_rows": -1}, "max_rows"), ({"max_rows": 2.5}, "max_rows"),
+                           ({"max_rows": True}, "max_rows"),
+                           ({"max_wait_ms": "2"}, "max_wait_ms"),
+                           ({"max_wait_ms": 5000}, "max_wait_ms")):
+            with client.put(path, json=bad, headers=auth(keys.admin)) as refused:
+                error = refused.get_json()["error"]
+                assert (refused.status_code, error["code"], error["field"]) == (
+                    400, "invalid_batching", field), bad
+        assert client.put(path, json={"max_rows": 8},
+                          headers=auth(keys.predict)).status_code == 403
+        with client.put(path, json={"max_rows": 8, "max_wait_ms": 20,
+                                    "reason": "burst traffic"},
+                        headers=auth(keys.admin)) as done:
+            assert done.status_code == 200
+            assert done.get_json()["batching"] == {
+                "max_rows": 8, "max_wait_ms": 20.0,
+                "effective": {"max_rows": 8, "max_wait_ms": 20.0}}
+        results: dict[int, list] = {}
+
+        def ask(i):
+            results[i] = predict(app.test_client(), keys.predict, "iris",
+                                 iris.X[i * 10:i * 10 + 3])["predictions"]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        for i in range(8):
+            assert results[i] == iris.estimator.predict(
+                iris.X[i * 10:i * 10 + 3]).tolist()
+        [loaded] = [m for m in app.extensions["modeldock"].models.loaded()
+                    if m.runtime == "sklearn"]
+        assert (loaded.batcher.max_rows, loaded.batcher.batched_requests) == (8, 8)
+        # Off for this model: requests no longer go through the batcher.
+        off = client.put(path, json={"max_rows": 0}, headers=auth(keys.admin))
+        assert off.get_json()["batching"]["effective"] is None
+        predict(client, keys.predict, "iris", iris.X[:3])
+        assert loaded.batcher.batched_requests == 8
+        with app.app_context():
+            events = db.session.scalars(select(AuditEvent).where(
+                AuditEvent.action == "model.batching").order_by(AuditEvent.id)).all()
+            assert [e.details["to"]["max_rows"] for e in events] == [8, 0]
+            assert events[0].reason == "burst traffic"
+
+
+def test_admin_page_sets_micro_batching(served):
+    app, client, keys = served
+    admin = app.test_client()
+    token = sign_in(admin, "root", "correct horse battery")
+    with admin.get("/admin/models/centroid") as page:
+        assert re.search(r'id="batching">.*?<strong>off</strong>', page.text, re.S)
+    with admin.post("/admin/models/centroid/batching", data={
+            "max_rows": "-3", "csrf_token": token}) as refused:
+        assert refused.status_code == 400 and 'id="max_rows-error"' in refused.text
+    with admin.post("/admin/models/centroid/batching", data={
+            "max_rows": "4", "max_wait_ms": "5", "reason": "bursts",
+            "csrf_token": token}, follow_redirects=True) as done:
+        assert "up to 4 rows, at most 5 ms wait" in done.text
+        assert "this model&#39;s setting" in done.text
+    with client.get("/api/v1/models/centroid", headers=auth(keys.predict)) as api:
+        assert api.get_json()["batching"]["effective"] == {"max_rows": 4,
+                                                          "max_wait_ms": 5.0}
+    with admin.post("/admin/models/centroid/batching", data={
+            "max_rows": "", "max_wait_ms": "", "csrf_token": token},
+            follow_redirects=True) as back:
+        assert re.search(r'id="batching">.*?<strong>off</strong>.*?deployment',
+                         back.text, re.S)

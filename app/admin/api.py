@@ -78,6 +78,17 @@ def set_version_runtime(name: str, number: int):
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))
 
 
+@api_bp.put("/models/<name>/batching")
+@require_scope("admin")
+def set_model_batching(name: str):
+    """Body: {"max_rows": n | null, "max_wait_ms": x | null, "reason": "..."}."""
+    body = _json_body()
+    model = runtime.set_batching(service.get_model(name), body.get("max_rows"),
+                                 body.get("max_wait_ms"), _reason())
+    changes.commit()
+    return jsonify(describe.model_dict(model))
+
+
 @api_bp.post("/models/<name>/rollback")
 @require_scope("admin")
 def rollback(name: str):

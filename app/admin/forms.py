@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import (
+    FloatField,
     IntegerField,
     PasswordField,
     SelectField,
@@ -63,3 +64,15 @@ class RuntimeForm(FlaskForm):
     reason = StringField("Reason (optional, kept in the audit log)",
                          validators=[Optional(), Length(max=500)])
     submit = SubmitField("Confirm")
+
+
+class BatchingForm(FlaskForm):
+    max_rows = IntegerField("Most rows per batch", validators=[
+        Optional(), NumberRange(min=0, max=1024)],
+        description="Empty: the deployment's default. 0 turns batching off.")
+    max_wait_ms = FloatField("Longest wait for company (ms)", validators=[
+        Optional(), NumberRange(min=0, max=1000)],
+        description="Empty: the deployment's default.")
+    reason = StringField("Reason (optional, kept in the audit log)",
+                         validators=[Optional(), Length(max=500)])
+    submit = SubmitField("Save")

@@ -1,5 +1,6 @@
 """Admin pages for rollouts: canary (weight), promote, end canary, shadow and its report;
-the runtime (onnxruntime or scikit-learn) that serves a version.
+the runtime (onnxruntime or scikit-learn) that serves a version and a model's
+micro-batching.
 
 Every action calls ``app.rollout``, which records history and the audit event; the
 view confirms, commits and reports, like the other registry pages.
@@ -11,7 +12,7 @@ from flask import flash, redirect, render_template, request
 
 from app import changes, rollout
 from app.admin import pages_bp as bp
-from app.admin.forms import CanaryForm, RuntimeForm
+from app.admin.forms import BatchingForm, CanaryForm, RuntimeForm
 from app.admin.pages import _back, _refused, confirm_action
 from app.errors import APIError
 from app.registry import describe, runtime as runtimes, service
@@ -100,3 +101,26 @@ def runtime(name: str, number: int):
         "admin/runtime.html", form=form, name=name, number=number,
         version=describe.version_dict(version, describe.aliases_of(model)),
         cancel=_back(name)), 400 if form.errors else 200
+
+
+@bp.route("/models/<name>/batching", methods=["GET", "POST"])
+def batching(name: str):
+    model = service.get_model(name)
+    form = BatchingForm()
+    if request.method == "GET":
+        form.max_rows.data = model.batch_max_rows
+        form.max_wait_ms.data = model.batch_max_wait_ms
+    if form.validate_on_submit():
+        runtimes.set_batching(model, form.max_rows.data, form.max_wait_ms.data,
+                              form.reason.data or "")
+        changes.commit()
+        effective = describe.batching_dict(model)["effective"]
+        flash(f"Micro-batching of {name}: " + (
+            "off." if effective is None else
+            f"up to {effective['max_rows']} rows, at most "
+            f"{effective['max_wait_ms']:g} ms wait."), "success")
+        return redirect(_back(name))
+    return render_template(
+        "admin/batching.html", form=form, name=name,
+        batching=describe.batching_dict(model), cancel=_back(name)), \
+        400 if form.errors else 200

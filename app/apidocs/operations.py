@@ -148,6 +148,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/v1/models/<name>/versions/<int:number>/runtime", "PUT"): admin(
         "Serve a version with onnxruntime, scikit-learn, or as verified (auto)",
         "Version", 409, request=body("RuntimeRequest")),
+    ("/api/v1/models/<name>/batching", "PUT"): admin(
+        "Micro-batching of the model's versions served by scikit-learn",
+        "Model", request=body("BatchingRequest")),
     ("/api/v1/models/<name>/rollback", "POST"): admin(
         "Reactivate the previous active version", "Model", 409,
         request=body("Reason", required=False)),

@@ -29,6 +29,10 @@ class MLModel(db.Model):
     description: Mapped[str] = mapped_column(Text, default="")
     task: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Micro-batching of this model's scikit-learn path (app/serving/batching.py):
+    # NULL inherits MODELDOCK_MICROBATCH_MAX_ROWS / _MAX_WAIT_MS; 0 or 1 rows is off.
+    batch_max_rows: Mapped[int | None]
+    batch_max_wait_ms: Mapped[float | None] = mapped_column(Double)
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="ModelVersion.number"

@@ -92,6 +92,8 @@ def export_registry(path: Path) -> dict[str, int]:
             models.append({
                 "name": model.name, "description": model.description,
                 "task": model.task, "created_at": _time(model.created_at),
+                "batch_max_rows": model.batch_max_rows,
+                "batch_max_wait_ms": model.batch_max_wait_ms,
                 "versions": versions,
                 "aliases": [{"alias": a.alias, "version": number[a.version_id],
                              "weight": a.weight, "updated_at": _time(a.updated_at)}
@@ -173,6 +175,8 @@ def _load(archive: zipfile.ZipFile, manifest: dict[str, Any],
     for entry in manifest["models"]:
         model = MLModel(name=entry["name"], description=entry["description"],
                         task=entry["task"],
+                        batch_max_rows=entry.get("batch_max_rows"),
+                        batch_max_wait_ms=entry.get("batch_max_wait_ms"),
                         created_at=_parse_time(entry["created_at"]))
         db.session.add(model)
         db.session.flush()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelVersion
 from app.registry.runtime import effective_runtime
+from app.serving.batching import batching
 
 
 def aliases_of(model: MLModel) -> dict[str, dict[str, int]]:
@@ -68,5 +70,18 @@ def model_dict(model: MLModel) -> dict[str, Any]:
         "active_version": stable["version"] if stable else None,
         "aliases": aliases,
         "versions": [v.number for v in model.versions],
+        "batching": batching_dict(model),
         "created_at": model.created_at.isoformat(),
     }
+
+
+def batching_dict(model: MLModel) -> dict[str, Any]:
+    """A model's micro-batching: its own settings (null: the deployment's) and what
+    applies to its versions served by scikit-learn."""
+    config = current_app.config
+    effective = batching(model.batch_max_rows, model.batch_max_wait_ms,
+                         (config["MODELDOCK_MICROBATCH_MAX_ROWS"],
+                          config["MODELDOCK_MICROBATCH_MAX_WAIT_MS"]))
+    return {"max_rows": model.batch_max_rows, "max_wait_ms": model.batch_max_wait_ms,
+            "effective": None if effective is None else {
+                "max_rows": effective[0], "max_wait_ms": effective[1] * 1000.0}}

@@ -1,4 +1,5 @@
-"""Which runtime serves a version (onnxruntime or scikit-learn); the admin override."""
+"""How versions are served: which runtime (onnxruntime or scikit-learn) with the admin
+override per version, and micro-batching of the scikit-learn path per model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import select
 from app import audit, changes
 from app.errors import APIError
 from app.extensions import db
-from app.models import ModelAlias, ModelArtifact, ModelVersion
+from app.models import MLModel, ModelAlias, ModelArtifact, ModelVersion
 from app.models.registry import RUNTIME_SETTINGS
 
 
@@ -72,3 +73,40 @@ def set_runtime(version: ModelVersion, runtime: str, reason: str = "") -> ModelV
                   "serves_with": effective_runtime(version)}, reason)
     changes.bump()
     return version
+
+
+MAX_BATCH_ROWS = 1024
+MAX_BATCH_WAIT_MS = 1000.0
+
+
+def _optional_number(value: Any, field: str, kind: type, low: float,
+                     high: float) -> Any:
+    """``value`` if it is None or a number of ``kind`` in [low, high]; else 400."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (kind is int and not isinstance(value, int)) or not low <= value <= high:
+        raise APIError(400, "invalid_batching",
+                       f"{field} must be null (the deployment default) or "
+                       f"{'an integer' if kind is int else 'a number'} from {low:g} "
+                       f"to {high:g}", field)
+    return kind(value)
+
+
+def set_batching(model: MLModel, max_rows: Any, max_wait_ms: Any,
+                 reason: str = "") -> MLModel:
+    """Set a model's micro-batching for its scikit-learn path.
+
+    ``max_rows`` 0 or 1 turns it off for this model; None for either value inherits
+    ``MODELDOCK_MICROBATCH_MAX_ROWS`` / ``MODELDOCK_MICROBATCH_MAX_WAIT_MS``.
+    Versions served by onnxruntime are never batched: one call is already cheap.
+    """
+    rows = _optional_number(max_rows, "max_rows", int, 0, MAX_BATCH_ROWS)
+    wait = _optional_number(max_wait_ms, "max_wait_ms", float, 0, MAX_BATCH_WAIT_MS)
+    previous = {"max_rows": model.batch_max_rows, "max_wait_ms": model.batch_max_wait_ms}
+    model.batch_max_rows, model.batch_max_wait_ms = rows, wait
+    audit.record("model.batching", model.name,
+                 {"from": previous, "to": {"max_rows": rows, "max_wait_ms": wait}},
+                 reason)
+    changes.bump()
+    return model

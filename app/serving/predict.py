@@ -99,7 +99,8 @@ def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
         state = serving_state()
         loaded = state.load_version(version)
         try:
-            labels, probabilities = state.predict(loaded, rows)
+            labels, probabilities = state.predict(loaded, rows,
+                                                  state.batching_for(model))
         except Exception as exc:  # a model that cannot handle these values
             raise APIError(422, "prediction_failed",
                            f"the model could not predict these rows: {exc}",

@@ -45,6 +45,9 @@ class ModelInfo:
     task: str
     versions: dict[int, VersionInfo]
     aliases: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # The model's own micro-batching settings; None inherits the deployment's.
+    batch_max_rows: int | None = None
+    batch_max_wait_ms: float | None = None
 
     def alias_version(self, alias: str) -> VersionInfo | None:
         entry = self.aliases.get(alias)
@@ -150,7 +153,7 @@ def _load_snapshot(generation: int) -> Snapshot:
                                                        a.weight)
     models = {
         m.name: ModelInfo(m.id, m.name, m.task, versions.get(m.id, {}),
-                          aliases.get(m.id, {}))
+                          aliases.get(m.id, {}), m.batch_max_rows, m.batch_max_wait_ms)
         for m in db.session.scalars(select(MLModel))
     }
     return Snapshot(generation, models)

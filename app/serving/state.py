@@ -12,8 +12,8 @@ from flask import Flask, current_app
 
 from app.registry.artifacts import artifact_bytes, onnx_bytes
 from app.registry.cache import LoadedModel, ModelCache
-from app.serving.batching import MicroBatcher
-from app.serving.routing import Routing, Snapshot, VersionInfo
+from app.serving.batching import MicroBatcher, batching
+from app.serving.routing import ModelInfo, Routing, Snapshot, VersionInfo
 from app.serving.shadow import ShadowRunner
 
 log = logging.getLogger(__name__)
@@ -24,19 +24,26 @@ class ServingState:
     routing: Routing
     models: ModelCache
     shadow: ShadowRunner
-    # (max rows, max wait in seconds) for scikit-learn versions, or None (off).
-    batching: tuple[int, float] | None = None
+    # The deployment's micro-batching defaults: (max rows, max wait in ms).
+    default_batching: tuple[int, float] = (0, 2.0)
     _batch_lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def predict(self, loaded: LoadedModel, rows: np.ndarray):
-        """Predict with a loaded model, through its micro-batcher when that is on."""
-        if self.batching is None or loaded.runtime != "sklearn":
+    def batching_for(self, model: ModelInfo) -> tuple[int, float] | None:
+        """(max rows, max wait in seconds) for a model's scikit-learn path, or None."""
+        return batching(model.batch_max_rows, model.batch_max_wait_ms,
+                        self.default_batching)
+
+    def predict(self, loaded: LoadedModel, rows: np.ndarray,
+                settings: tuple[int, float] | None = None):
+        """Predict with a loaded model, through a micro-batcher when ``settings``."""
+        if settings is None or loaded.runtime != "sklearn":
             return loaded.predict(rows)
         batcher = loaded.batcher
-        if batcher is None:
-            with self._batch_lock:
-                if loaded.batcher is None:
-                    loaded.batcher = MicroBatcher(loaded.predict, *self.batching)
+        if batcher is None or (batcher.max_rows, batcher.max_wait) != settings:
+            with self._batch_lock:  # new settings: a new batcher (the old one idles out)
+                if loaded.batcher is None or \
+                        (loaded.batcher.max_rows, loaded.batcher.max_wait) != settings:
+                    loaded.batcher = MicroBatcher(loaded.predict, *settings)
                 batcher = loaded.batcher
         return batcher.predict(rows)
 
@@ -83,9 +90,8 @@ def init_app(app: Flask) -> None:
                           app.config["MODELDOCK_TRUSTED_MODULES"],
                           int(app.config["MODELDOCK_MODEL_CACHE_MB"] * 1024 * 1024)),
         shadow=ShadowRunner(app),
-        batching=(app.config["MODELDOCK_MICROBATCH_MAX_ROWS"],
-                  app.config["MODELDOCK_MICROBATCH_MAX_WAIT_MS"] / 1000.0)
-        if app.config["MODELDOCK_MICROBATCH_MAX_ROWS"] > 1 else None,
+        default_batching=(app.config["MODELDOCK_MICROBATCH_MAX_ROWS"],
+                          app.config["MODELDOCK_MICROBATCH_MAX_WAIT_MS"]),
     )
     state.routing.warm = state.warm
     app.extensions["modeldock"] = state
