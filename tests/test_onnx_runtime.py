@@ -315,6 +315,27 @@ def test_micro_batcher_answers_each_request_with_its_own_rows(cancer):
     assert batcher.batches < batcher.batched_requests  # requests were combined
 
 
+def eight_concurrent_predictions(app, keys, iris):
+    """Eight threads ask for three rows each at once; every answer must be its own.
+    Returns the loaded model that served them (scikit-learn)."""
+    results: dict[int, list] = {}
+
+    def ask(i):
+        results[i] = predict(app.test_client(), keys.predict, "iris",
+                             iris.X[i * 10:i * 10 + 3])["predictions"]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    for i in range(8):
+        assert results[i] == iris.estimator.predict(iris.X[i * 10:i * 10 + 3]).tolist()
+    [loaded] = [m for m in app.extensions["modeldock"].models.loaded()
+                if m.runtime == "sklearn"]
+    return loaded
+
+
 def test_micro_batching_on_the_sklearn_path_keeps_answers(tmp_path, iris):
     with running_app("sqlite", tmp_path, MODELDOCK_MICROBATCH_MAX_ROWS=8,
                      MODELDOCK_MICROBATCH_MAX_WAIT_MS=20,
@@ -323,22 +344,7 @@ def test_micro_batching_on_the_sklearn_path_keeps_answers(tmp_path, iris):
         client = app.test_client()
         assert upload(client, keys.admin, "iris", iris.as_skops()).status_code == 201
         assert set_runtime(client, keys.admin, "iris", "sklearn")[0] == 200
-        results: dict[int, list] = {}
-
-        def ask(i):
-            results[i] = predict(app.test_client(), keys.predict, "iris",
-                                 iris.X[i * 10:i * 10 + 3])["predictions"]
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        for i in range(8):
-            rows = iris.X[i * 10:i * 10 + 3]
-            assert results[i] == iris.estimator.predict(rows).tolist()
-        [loaded] = [m for m in app.extensions["modeldock"].models.loaded()
-                    if m.runtime == "sklearn"]
+        loaded = eight_concurrent_predictions(app, keys, iris)
         assert loaded.batcher.batched_requests == 8
         # Request logging is off in this app: nothing was queued.
         assert app.extensions["modeldock.request_log"].flush() == 0
@@ -371,22 +377,7 @@ def test_micro_batching_is_set_per_model(tmp_path, iris):
             assert done.get_json()["batching"] == {
                 "max_rows": 8, "max_wait_ms": 20.0,
                 "effective": {"max_rows": 8, "max_wait_ms": 20.0}}
-        results: dict[int, list] = {}
-
-        def ask(i):
-            results[i] = predict(app.test_client(), keys.predict, "iris",
-                                 iris.X[i * 10:i * 10 + 3])["predictions"]
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        for i in range(8):
-            assert results[i] == iris.estimator.predict(
-                iris.X[i * 10:i * 10 + 3]).tolist()
-        [loaded] = [m for m in app.extensions["modeldock"].models.loaded()
-                    if m.runtime == "sklearn"]
+        loaded = eight_concurrent_predictions(app, keys, iris)
         assert (loaded.batcher.max_rows, loaded.batcher.batched_requests) == (8, 8)
         # Off for this model: requests no longer go through the batcher.
         off = client.put(path, json={"max_rows": 0}, headers=auth(keys.admin))
