@@ -314,3 +314,65 @@ def test_rate_limit_answers_429_in_tf_shape(client, keys):
     response = client.get("/v1/models/x", headers=auth(keys.predict))
     assert_tf_error(response, 429)
     assert int(response.headers["Retry-After"]) > 0
+
+
+# --- :classify and :regress (tf.Example-style bodies)
+
+
+def test_classify_gives_every_class_and_score_per_example(served, iris):
+    _, client, keys = served
+    rows = iris.X[[0, 60, 120]]
+    names = ["x0", "x1", "x2", "x3"]
+    # x3 comes from the context for all but the last example, which sets its own;
+    # a feature the model does not take is ignored, as tf.io.parse_example does.
+    examples = [{n: float(v) for n, v in zip(names[:3], row[:3], strict=True)}
+                for row in rows]
+    examples[2]["x3"] = [float(rows[2][3])]
+    examples[0]["comment"] = 1.0
+    context = {"x3": float(rows[0][3])}
+    rows = rows.copy()
+    rows[1][3] = rows[0][3]
+    response = post(client, keys.predict, "/v1/models/iris/versions/1:classify",
+                    {"examples": examples, "context": context})
+    assert response.status_code == 200, response.data
+    results = response.get_json()["results"]
+    scores = post(client, keys.predict, "/v1/models/iris/versions/1:predict", {
+        "signature_name": "predict_proba", "instances": rows.tolist()}).get_json()
+    classes = [str(c) for c in iris.estimator.classes_]
+    assert results == [[[c, p] for c, p in zip(classes, row, strict=True)]
+                       for row in scores["predictions"]]
+    assert np.allclose([[p for _, p in r] for r in results],
+                       iris.estimator.predict_proba(rows), atol=1e-5)
+    by_label = post(client, keys.predict, "/v1/models/iris/labels/stable:classify",
+                    {"examples": examples[:1], "context": context})
+    assert by_label.get_json()["results"] == results[:1]
+
+
+def test_regress_gives_one_value_per_example(served):
+    _, client, keys = served
+    response = post(client, keys.predict, "/v1/models/half_plus_three:regress",
+                    {"examples": [{"x0": 1.0}, {"x0": [2.0]}, {"x0": 5}]})
+    assert response.status_code == 200, response.data
+    assert np.allclose(response.get_json()["results"], [3.5, 4.0, 5.5], rtol=1e-5)
+
+
+@pytest.mark.parametrize("path, body, status, words", [
+    ("/v1/models/half_plus_three:classify", {"examples": [{"x0": 1.0}]}, 400,
+     "needs a classifier"),
+    ("/v1/models/iris:regress", {"examples": [{"x0": 1, "x1": 1, "x2": 1, "x3": 1}]},
+     400, "needs a single-output regression model"),
+    ("/v1/models/iris:classify", {"examples": [{"x0": 1, "x1": 1, "x2": 1}]}, 400,
+     "examples[0].x3: missing feature"),
+    ("/v1/models/iris:classify", {"examples": {"x0": 1}}, 400, "examples: send"),
+    ("/v1/models/iris:classify", {"examples": [{"x0": 1, "x1": 1, "x2": 1, "x3": 1}],
+                                  "context": [1]}, 400, "context:"),
+    ("/v1/models/iris:classify", {"examples": [{"x0": "a", "x1": 1, "x2": 1,
+                                                "x3": 1}]}, 400, "not a number"),
+    ("/v1/models/iris:classify", {"signature_name": "predict_proba",
+                                  "examples": [{"x0": 1, "x1": 1, "x2": 1, "x3": 1}]},
+     400, "signature_name"),
+    ("/v1/models/nope:regress", {"examples": [{"x0": 1}]}, 404, "no model"),
+])
+def test_classify_and_regress_errors_are_tf_shaped(served, path, body, status, words):
+    _, client, keys = served
+    assert words in assert_tf_error(post(client, keys.predict, path, body), status)

@@ -95,6 +95,20 @@ TF_PREDICT = op(
     description="The body is read as JSON whatever its Content-Type, as TensorFlow "
                 "Serving does. Without a version or label the `stable` (active) "
                 "version answers; labels are ModelDock aliases.")
+TF_CLASSIFY = op(
+    "tfserving", "Classify (TensorFlow Serving `:classify`)",
+    {"200": reply("Every class with its probability, per example.",
+                  "TFClassification"),
+     **errors("Plain", *AUTH, 404, 409, 413, 422, 503)},
+    request=body("TFExamplesRequest"),
+    description="For classifiers with class probabilities; labels come back as "
+                "strings, as in TensorFlow Serving.")
+TF_REGRESS = op(
+    "tfserving", "Regress (TensorFlow Serving `:regress`)",
+    {"200": reply("One value per example.", "TFRegression"),
+     **errors("Plain", *AUTH, 404, 409, 413, 422, 503)},
+    request=body("TFExamplesRequest"),
+    description="For single-output regression models.")
 TF_STATUS = tf("Version status", "TFModelStatus")
 TF_METADATA = tf("Signature metadata", "TFMetadata", 409)
 INFER_HEADER = {"name": "Inference-Header-Content-Length", "in": "header",
@@ -186,6 +200,12 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/v1/models/<model:name>:predict", "POST"): TF_PREDICT,
     ("/v1/models/<model:name>/versions/<int:number>:predict", "POST"): TF_PREDICT,
     ("/v1/models/<model:name>/labels/<label:label>:predict", "POST"): TF_PREDICT,
+    ("/v1/models/<model:name>:classify", "POST"): TF_CLASSIFY,
+    ("/v1/models/<model:name>/versions/<int:number>:classify", "POST"): TF_CLASSIFY,
+    ("/v1/models/<model:name>/labels/<label:label>:classify", "POST"): TF_CLASSIFY,
+    ("/v1/models/<model:name>:regress", "POST"): TF_REGRESS,
+    ("/v1/models/<model:name>/versions/<int:number>:regress", "POST"): TF_REGRESS,
+    ("/v1/models/<model:name>/labels/<label:label>:regress", "POST"): TF_REGRESS,
     # --- Open Inference Protocol / KServe v2 (predict scope)
     ("/v2", "GET"): op("v2", "Server metadata", {
         "200": reply("OK", "V2ServerMetadata"), **errors("Plain", *AUTH)}),

@@ -167,6 +167,20 @@ SCHEMAS: dict[str, dict] = {
         "example": {"instances": [[5.1, 3.5, 1.4, 0.2]]}},
     "TFPrediction": {"oneOf": [obj(["predictions"], predictions=ANY_ARRAY),
                                obj(["outputs"], outputs=ANY_ARRAY)]},
+    "TFExamplesRequest": {
+        **obj(["examples"], signature_name=STRING,
+              examples={"type": "array", "minItems": 1, "items": OBJECT},
+              context=OBJECT),
+        "description": "tf.Example-style features by name: `context` is common to "
+                       "every example; an example's own value wins. A value is a "
+                       "number or a one-number list.",
+        "example": {"examples": [{"x0": 5.1, "x1": 3.5, "x2": 1.4, "x3": 0.2}]}},
+    "TFClassification": obj(["results"], results={
+        "type": "array", "description": "Per example: [label, score] for every class.",
+        "items": {"type": "array", "items": {
+            "type": "array", "items": {"type": ["string", "number"]},
+            "minItems": 2, "maxItems": 2, "description": "[label, score]"}}}),
+    "TFRegression": obj(["results"], results={"type": "array", "items": NUMBER}),
     # --- Open Inference Protocol (KServe v2)
     "V2ServerMetadata": obj(["name", "version", "extensions"], name=STRING,
                             version=STRING,

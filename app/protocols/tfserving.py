@@ -1,4 +1,5 @@
-"""TensorFlow Serving REST API: status, metadata, ``:predict``; labels are aliases."""
+"""TensorFlow Serving REST API: status, metadata, ``:predict``, ``:classify``,
+``:regress``; labels are aliases."""
 
 from __future__ import annotations
 
@@ -60,3 +61,24 @@ def predict_view(name: str, number: int | None = None, label: str | None = None)
                                                        predict.max_rows())
     result = predict.run(model, version, rows)
     return jsonify(tfserving.response_body(result, layout, signature))
+
+
+@bp.post("/<model:name>:classify", defaults={"verb": "classify"})
+@bp.post("/<model:name>/versions/<int:number>:classify", defaults={"verb": "classify"})
+@bp.post("/<model:name>/labels/<label:label>:classify", defaults={"verb": "classify"})
+@bp.post("/<model:name>:regress", defaults={"verb": "regress"})
+@bp.post("/<model:name>/versions/<int:number>:regress", defaults={"verb": "regress"})
+@bp.post("/<model:name>/labels/<label:label>:regress", defaults={"verb": "regress"})
+@require_scope("predict")
+def classify_or_regress(name: str, verb: str, number: int | None = None,
+                        label: str | None = None):
+    if label is None:
+        model, version = predict.resolve(name, number)
+    else:
+        model, version = predict.resolve(name, alias=label)
+    body = tfserving.parse_body(request.get_data(cache=False))
+    g.log_payload = body
+    rows = tfserving.examples_matrix(body, version.schema, predict.max_rows())
+    result = predict.run(model, version, rows)
+    shape = tfserving.classify_body if verb == "classify" else tfserving.regress_body
+    return jsonify(shape(result, version.schema))

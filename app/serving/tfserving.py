@@ -1,5 +1,7 @@
 """TensorFlow Serving REST shapes: predict bodies → the float matrix, predictions →
-``predictions``/``outputs``, and the model status and metadata documents."""
+``predictions``/``outputs``; classify and regress bodies (``examples`` with an
+optional ``context``) → the matrix, answers → ``results``; the model status and
+metadata documents."""
 
 from __future__ import annotations
 
@@ -110,6 +112,62 @@ def response_body(prediction: Prediction, layout: str, signature: str) -> dict:
     else:
         values = prediction.labels.tolist()
     return {"predictions": values} if layout == "row" else {"outputs": values}
+
+
+# --- classify and regress (tf.Example-style bodies)
+
+
+def examples_matrix(body: Any, schema: dict, max_rows: int) -> np.ndarray:
+    """``{"examples": [{feature: value}], "context": {feature: value}}`` → matrix.
+
+    As in TF Serving, ``context`` features are common to every example and an
+    example's own value wins; features the model does not take are ignored, as
+    ``tf.io.parse_example`` ignores them (a misspelt one still leaves a feature
+    missing, which is reported). A value is a number or a one-number list.
+    """
+    if not isinstance(body, dict):
+        raise APIError(400, "invalid_body", "the body must be a JSON object", "body")
+    if body.get("signature_name", DEFAULT_SIGNATURE) not in ("", DEFAULT_SIGNATURE):
+        raise APIError(400, "unknown_signature",
+                       f"signature_name must be '{DEFAULT_SIGNATURE}'", "signature_name")
+    examples, context = body.get("examples"), body.get("context", {})
+    if not isinstance(examples, list):
+        raise APIError(400, "invalid_examples",
+                       "send 'examples': a list of {feature: value} objects", "examples")
+    if not isinstance(context, dict):
+        raise APIError(400, "invalid_context",
+                       "'context' must be an object of features", "context")
+    _check_batch(len(examples), "examples", max_rows)
+    names = set(schema["feature_names"])
+    rows = []
+    for i, example in enumerate(examples):
+        if not isinstance(example, dict):
+            raise APIError(400, "invalid_row", "each example must be an object of "
+                           "features", f"examples[{i}]")
+        features = {k: v for k, v in {**context, **example}.items() if k in names}
+        rows.append(_row(features, schema, f"examples[{i}]"))
+    return matrix_from_rows(rows, schema, "examples", max_rows)
+
+
+def classify_body(prediction: Prediction, schema: dict) -> dict:
+    """``{"results": [[[label, score], ...] per example]}``, labels as strings."""
+    if schema["task"] != "classification" or prediction.probabilities is None:
+        raise APIError(400, "not_a_classifier",
+                       ":classify needs a classifier with class probabilities; "
+                       "use :predict for this model", "model")
+    labels = [str(c) for c in schema["classes"]]
+    return {"results": [[[label, score] for label, score in zip(labels, row,
+                                                                 strict=True)]
+                        for row in prediction.probabilities.tolist()]}
+
+
+def regress_body(prediction: Prediction, schema: dict) -> dict:
+    """``{"results": [value per example]}``."""
+    if schema["task"] != "regression" or prediction.labels.ndim != 1:
+        raise APIError(400, "not_a_regressor",
+                       ":regress needs a single-output regression model; "
+                       "use :predict for this model", "model")
+    return {"results": prediction.labels.astype(float).tolist()}
 
 
 # --- status and metadata
