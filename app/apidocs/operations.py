@@ -86,29 +86,28 @@ NATIVE_PREDICT = native(
     *PREDICT_ERRORS, request=body("NativePredictRequest"),
     description="Rows (`instances`, positional or by feature name) or columns "
                 "(`inputs`). Classifiers also answer `classes` and `probabilities`.")
-TF_PREDICT = op(
-    "tfserving", "Predict (TensorFlow Serving `:predict`)",
-    {"200": reply("`predictions` for the row format, `outputs` for the columnar one.",
-                  "TFPrediction"),
-     **errors("Plain", *AUTH, 404, 409, 413, 422, 503)},
-    request=body("TFPredictRequest"),
-    description="The body is read as JSON whatever its Content-Type, as TensorFlow "
-                "Serving does. Without a version or label the `stable` (active) "
-                "version answers; labels are ModelDock aliases.")
-TF_CLASSIFY = op(
-    "tfserving", "Classify (TensorFlow Serving `:classify`)",
-    {"200": reply("Every class with its probability, per example.",
-                  "TFClassification"),
-     **errors("Plain", *AUTH, 404, 409, 413, 422, 503)},
-    request=body("TFExamplesRequest"),
-    description="For classifiers with class probabilities; labels come back as "
-                "strings, as in TensorFlow Serving.")
-TF_REGRESS = op(
-    "tfserving", "Regress (TensorFlow Serving `:regress`)",
-    {"200": reply("One value per example.", "TFRegression"),
-     **errors("Plain", *AUTH, 404, 409, 413, 422, 503)},
-    request=body("TFExamplesRequest"),
-    description="For single-output regression models.")
+
+
+def tf_post(verb: str, answer: str, schema: str, request: str, description: str) -> dict:
+    """A TensorFlow Serving ``:<verb>`` operation: prediction errors in TF's shape."""
+    return op("tfserving", f"{verb.capitalize()} (TensorFlow Serving `:{verb}`)",
+              {"200": reply(answer, schema),
+               **errors("Plain", *AUTH, 404, 409, 413, 422, 503)},
+              request=body(request), description=description)
+
+
+TF_PREDICT = tf_post(
+    "predict", "`predictions` for the row format, `outputs` for the columnar one.",
+    "TFPrediction", "TFPredictRequest",
+    "The body is read as JSON whatever its Content-Type, as TensorFlow Serving does. "
+    "Without a version or label the `stable` (active) version answers; labels are "
+    "ModelDock aliases.")
+TF_CLASSIFY = tf_post(
+    "classify", "Every class with its probability, per example.", "TFClassification",
+    "TFExamplesRequest", "For classifiers with class probabilities; labels come back "
+    "as strings, as in TensorFlow Serving.")
+TF_REGRESS = tf_post("regress", "One value per example.", "TFRegression",
+                     "TFExamplesRequest", "For single-output regression models.")
 TF_STATUS = tf("Version status", "TFModelStatus")
 TF_METADATA = tf("Signature metadata", "TFMetadata", 409)
 INFER_HEADER = {"name": "Inference-Header-Content-Length", "in": "header",
