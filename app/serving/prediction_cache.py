@@ -2,26 +2,25 @@
 
 The key is the version's artifact sha256 plus a hash of the validated input matrix
 (dtype, shape and bytes), so two requests that differ only in JSON spelling (rows,
-named rows, columns) share an entry. Values are plain JSON, read back with a JSON
-parser only: someone who can write to Redis can at worst spoil an answer, never run
-code in the app. With ``REDIS_URL`` the cache is shared by every worker; without it
-each worker keeps a small LRU. A Redis that stops answering is skipped for a few
-seconds at a time and never fails a prediction.
+named rows, columns) share an entry. Storage is flask-caching: with ``REDIS_URL``
+its Redis backend with JSON values (app/jsoncache.py: read back with a JSON parser
+only, so someone who can write to Redis can at worst spoil an answer, never run
+code in the app), shared by every worker; without it a ``SimpleCache`` per worker.
+A Redis that stops answering is skipped for a few seconds at a time and never fails
+a prediction.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
-import orjson
 import redis
 from flask import Flask, current_app
+from flask_caching import Cache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -29,23 +28,17 @@ from app import metrics
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 1000  # larger batches are rarely repeated; not worth the memory
-LOCAL_CAPACITY = 4096
+LOCAL_CAPACITY = 4096  # entries per worker without Redis
 PAUSE_AFTER_ERROR = 2.0  # seconds without trying Redis after it failed
 
 
 class PredictionCache:
     """Get and put JSON answers by (sha256, input hash); counts hits and misses."""
 
-    def __init__(self, ttl: int, prefix: str, redis_url: str | None = None):
+    def __init__(self, ttl: int, store: Cache, shared: bool):
         self.ttl = ttl
-        self.prefix = prefix + "pred:"
-        self._redis = None
-        if redis_url:
-            self._redis = redis.Redis.from_url(
-                redis_url, socket_connect_timeout=0.25, socket_timeout=0.25,
-                retry=Retry(NoBackoff(), 0))
-        self._local: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._store = store  # a flask-caching Cache bound to this app
+        self._shared = shared  # Redis: errors pause the cache instead of failing
         self._paused_until = 0.0
 
     @property
@@ -59,65 +52,36 @@ class PredictionCache:
         digest = hashlib.blake2b(digest_size=16)
         digest.update(f"{rows.dtype.str}{rows.shape}".encode())
         digest.update(np.ascontiguousarray(rows).tobytes())
-        return f"{self.prefix}{sha256}:{digest.hexdigest()}"
+        return f"{sha256}:{digest.hexdigest()}"
 
     def get(self, key: str) -> dict[str, Any] | None:
         """Return the cached answer, counting a hit or a miss."""
-        raw = self._read(key)
-        value = _decode(raw) if raw is not None else None
+        value = _valid(self._call(self._store.get, key))
         (metrics.CACHE_HITS if value is not None else metrics.CACHE_MISSES).inc()
         return value
 
     def put(self, key: str, labels: list, probabilities: list | None) -> None:
         """Store an answer as JSON for ``ttl`` seconds."""
-        raw = orjson.dumps({"labels": labels, "probabilities": probabilities})
-        if self._redis is None:
-            with self._lock:
-                self._local[key] = (time.monotonic() + self.ttl, raw)
-                self._local.move_to_end(key)
-                while len(self._local) > LOCAL_CAPACITY:
-                    self._local.popitem(last=False)
-            return
-        if self._available():
-            try:
-                self._redis.set(key, raw, ex=self.ttl)
-            except redis.RedisError as exc:
-                self._failed(exc)
+        self._call(self._store.set, key,
+                   {"labels": labels, "probabilities": probabilities}, self.ttl)
 
-    def _read(self, key: str) -> bytes | None:
-        if self._redis is None:
-            with self._lock:
-                entry = self._local.get(key)
-                if entry is None or entry[0] < time.monotonic():
-                    self._local.pop(key, None)
-                    return None
-                self._local.move_to_end(key)
-                return entry[1]
-        if not self._available():
+    def _call(self, operation, *args):
+        if not self._shared:
+            return operation(*args)
+        if time.monotonic() < self._paused_until:
             return None
         try:
-            return self._redis.get(key)
+            return operation(*args)
         except redis.RedisError as exc:
-            self._failed(exc)
-            return None
-
-    def _available(self) -> bool:
-        return time.monotonic() >= self._paused_until
-
-    def _failed(self, exc: Exception) -> None:
-        metrics.CACHE_ERRORS.inc()
-        if self._available():
+            metrics.CACHE_ERRORS.inc()
             log.warning("prediction cache unavailable, predicting without it for "
                         "%.0f s: %s", PAUSE_AFTER_ERROR, exc)
-        self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR
+            self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR
+            return None
 
 
-def _decode(raw: bytes) -> dict[str, Any] | None:
-    """Parse a stored answer; anything but the expected JSON shape is a miss."""
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
+def _valid(value: Any) -> dict[str, Any] | None:
+    """A stored answer of the expected shape; anything else is a miss."""
     if not isinstance(value, dict) or not isinstance(value.get("labels"), list):
         return None
     if not isinstance(value.get("probabilities"), (list, type(None))):
@@ -126,9 +90,21 @@ def _decode(raw: bytes) -> dict[str, Any] | None:
 
 
 def init_app(app: Flask) -> None:
+    ttl = app.config["MODELDOCK_PREDICTION_CACHE_SECONDS"]
+    redis_url = app.config.get("REDIS_URL")
+    config = {"CACHE_KEY_PREFIX": app.config["MODELDOCK_REDIS_PREFIX"] + "pred:",
+              "CACHE_DEFAULT_TIMEOUT": ttl}
+    if redis_url:
+        config.update(CACHE_TYPE="app.jsoncache.JSONRedisCache",
+                      CACHE_REDIS_URL=redis_url, CACHE_OPTIONS={
+                          "socket_connect_timeout": 0.25, "socket_timeout": 0.25,
+                          "retry": Retry(NoBackoff(), 0)})
+    else:
+        config.update(CACHE_TYPE="SimpleCache", CACHE_THRESHOLD=LOCAL_CAPACITY)
+    store = Cache()
+    store.init_app(app, config=config)
     app.extensions["modeldock.prediction_cache"] = PredictionCache(
-        app.config["MODELDOCK_PREDICTION_CACHE_SECONDS"],
-        app.config["MODELDOCK_REDIS_PREFIX"], app.config.get("REDIS_URL"))
+        ttl, store, shared=bool(redis_url))
 
 
 def prediction_cache() -> PredictionCache:
