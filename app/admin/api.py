@@ -130,10 +130,11 @@ def set_canary(name: str):
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
-@api_bp.delete("/models/<name>/canary")
+@api_bp.delete("/models/<name>/canary", defaults={"alias": "canary"})
+@api_bp.delete("/models/<name>/shadow", defaults={"alias": "shadow"})
 @require_scope("admin")
-def clear_canary(name: str):
-    rollout.clear_alias(name, "canary", _reason())
+def clear_alias(name: str, alias: str):
+    rollout.clear_alias(name, alias, _reason())
     changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
@@ -152,14 +153,6 @@ def set_shadow(name: str):
     """Body: {"version": n, "reason": "..."}."""
     body = _json_body()
     rollout.set_shadow(name, _int_field(body, "version"), str(body.get("reason", "")))
-    changes.commit()
-    return jsonify(describe.model_dict(service.get_model(name)))
-
-
-@api_bp.delete("/models/<name>/shadow")
-@require_scope("admin")
-def clear_shadow(name: str):
-    rollout.clear_alias(name, "shadow", _reason())
     changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
