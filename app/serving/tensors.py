@@ -25,6 +25,12 @@ NUMPY_TYPES = {
 }
 DATATYPES = (*NUMPY_TYPES, "BYTES")
 INTEGER_TYPES = {name for name in NUMPY_TYPES if "INT" in name}
+# What JSON data of a datatype must hold (floats also take integers): (test, words).
+JSON_CHECKS = {
+    "BOOL": (lambda v: isinstance(v, bool), "true or false"),
+    "INT": (lambda v: isinstance(v, int) and not isinstance(v, bool), "integers"),
+    "BYTES": (lambda v: isinstance(v, str), "strings"),
+}
 
 
 def flatten(value: Any, limit: int) -> list:
@@ -88,20 +94,12 @@ def _from_json(data: Any, datatype: str, count: int, field: str) -> list:
         got = f"more than {count}" if len(values) > count else str(len(values))
         raise _error(f"shape holds {count} elements but data has {got}",
                      f"{field}.data", "shape_mismatch")
-    if datatype == "BOOL":
+    check = JSON_CHECKS.get("INT" if datatype in INTEGER_TYPES else datatype)
+    if check is not None:
+        accepts, wanted = check
         for i, value in enumerate(values):
-            if not isinstance(value, bool):
-                raise _error(f"BOOL data must be true or false, got {value!r}",
-                             f"{field}.data[{i}]", "datatype_mismatch")
-    elif datatype in INTEGER_TYPES:
-        for i, value in enumerate(values):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise _error(f"{datatype} data must be integers, got {value!r}",
-                             f"{field}.data[{i}]", "datatype_mismatch")
-    elif datatype == "BYTES":
-        for i, value in enumerate(values):
-            if not isinstance(value, str):
-                raise _error(f"BYTES data must be strings, got {value!r}",
+            if not accepts(value):
+                raise _error(f"{datatype} data must be {wanted}, got {value!r}",
                              f"{field}.data[{i}]", "datatype_mismatch")
     return values
 
