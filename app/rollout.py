@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime, timedelta
 
 from flask import g, has_request_context, request
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app import audit, changes
 from app.errors import APIError
@@ -139,12 +139,6 @@ def shadow_stats(name: str, hours: int = 24,
         out.append({k: entry[k] for k in ("hour", "stable_version", "shadow_version",
                                           "requests", "rows")} | stats)
     return out
-
-
-def shadow_count(name: str) -> int:
-    model = get_model(name)
-    return db.session.scalar(select(func.count(ShadowResult.id)).where(
-        ShadowResult.model_id == model.id)) or 0
 
 
 def history(name: str) -> list[dict]:
