@@ -20,12 +20,13 @@ test: install-test services chromium system-packages
 	$(PY) -m pytest
 
 ## bench: the serving benchmark (ModelDock vs tutorial app, framework-free app, HTTP ceiling),
-## then the CPU cost of each part of the request path
+## then the CPU cost of each part of the request path and the cost of isolation per call
 bench: install-test services
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/request_path.py
+	$(PY) benchmarks/isolation.py
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

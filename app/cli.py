@@ -185,6 +185,27 @@ def set_runtime(name: str, number: int, runtime: str, reason: str):
                f"(setting {runtime}, verdict {version.runtime_verdict})")
 
 
+@models.command("timeout")
+@click.argument("name")
+@click.argument("seconds", type=float, required=False)
+@click.option("--inherit", is_flag=True,
+              help="Drop the model's own deadline: the deployment's applies.")
+@click.option("--reason", default="")
+def set_timeout(name: str, seconds: float | None, inherit: bool, reason: str):
+    """Deadline in SECONDS of one prediction of NAME."""
+    from app.registry.runtime import set_timeout as apply
+
+    if seconds is None and not inherit:
+        raise click.UsageError("give SECONDS or --inherit")
+    try:
+        model = apply(service.get_model(name), None if inherit else seconds, reason)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"{name}: predictions stop after "
+               f"{describe.model_dict(model)['timeout']['effective']:g} s")
+
+
 @models.command("batching")
 @click.argument("name")
 @click.option("--max-rows", type=int, default=None,

@@ -65,6 +65,16 @@ SETTINGS: tuple[Setting, ...] = (
             "CPU-time limit of the validation process."),
     Setting("MODELDOCK_VALIDATION_TIMEOUT_SECONDS", 60, int,
             "Wall-clock limit of the validation process."),
+    Setting("MODELDOCK_PREDICT_TIMEOUT_SECONDS", 10.0, float,
+            "Deadline of one prediction, in seconds, for every runtime; a run past "
+            "it is stopped and answered 504 `prediction_timeout`. A model may set "
+            "its own (`PUT /api/v1/models/<name>/timeout`, `flask models timeout`)."),
+    Setting("MODELDOCK_ISOLATED_MEMORY_MB", 2048, int,
+            "Address-space limit of each inference process (the confined processes "
+            "that run scikit-learn estimators and uploaded ONNX graphs)."),
+    Setting("MODELDOCK_ISOLATED_PROCESSES", 1, int,
+            "Inference processes per loaded isolated version, per web worker: "
+            "concurrent requests to one version beyond this wait (or micro-batch)."),
     Setting("MODELDOCK_MODEL_CACHE_SIZE", 16, int,
             "Loaded models kept in memory per worker (LRU by sha256)."),
     Setting("MODELDOCK_MODEL_CACHE_MB", 512.0, float,

@@ -72,6 +72,7 @@ def running_app(backend, tmp_dir, **overrides):
         try:
             yield app
         finally:
+            app.extensions["modeldock"].close()  # stops its inference processes
             with app.app_context():
                 db.session.remove()
                 db.engine.dispose()

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 
 import numpy as np
 import onnx
@@ -21,10 +22,11 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import AuditEvent
-from app.registry.cache import ModelCache
 from app.registry.onnx_compile import disagreement, verification_rows
-from app.registry.onnx_runtime import references_external_data
 from app.registry.sandbox import _parse_report
+from app.registry.schema import derive_schema
+from app.runtimes.cache import ModelCache
+from app.runtimes.onnx import references_external_data
 from app.serving.batching import MicroBatcher
 from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
 
@@ -272,23 +274,31 @@ def test_sandbox_keeps_a_valid_model_when_its_conversion_dies():
 def test_model_cache_is_bounded_in_megabytes(iris, iris_v2, diabetes):
     blobs = [iris.as_skops(), iris_v2.as_skops(), diabetes.as_skops()]
     shas = [hashlib.sha256(b).hexdigest() for b in blobs]
+    schemas = [derive_schema(t.estimator) for t in (iris, iris_v2, diabetes)]
+    cases = list(zip(shas, blobs, schemas, strict=True))
     unbounded = ModelCache(capacity=100)
-    sizes = [unbounded.get(sha, {"classes": None}, "skops", lambda b=blob: b).footprint
-             for sha, blob in zip(shas, blobs, strict=True)]
+    sizes = [unbounded.get(sha, schema, "skops", lambda b=blob: b).footprint
+             for sha, blob, schema in cases]
+    unbounded.clear()
     assert all(size > 0 for size in sizes)
     budget = sum(sizes) - 1  # the three do not fit together; the last two do
     cache = ModelCache(capacity=100, max_bytes=budget)
-    for sha, blob in zip(shas, blobs, strict=True):
-        cache.get(sha, {"classes": None}, "skops", lambda b=blob: b)
+    for sha, blob, schema in cases:
+        cache.get(sha, schema, "skops", lambda b=blob: b)
         assert cache.bytes_used <= budget
     assert shas[0] not in cache and shas[1] in cache and shas[2] in cache
     assert cache.evictions == 1
+    processes = [p.proc for m in cache.loaded() for p in m._all]
+    assert all(p is not None and p.poll() is None for p in processes)
+    cache.clear()  # closing the cache stops its inference processes
+    assert all(p.poll() is not None for p in processes)
 
 
 def test_micro_batcher_answers_each_request_with_its_own_rows(cancer):
     forest = cancer.estimator
 
-    def predict(rows):
+    def predict(rows, deadline):
+        assert deadline > time.monotonic()
         if rows.shape[1] != 30:
             raise ValueError("wrong width")
         return forest.predict(rows), forest.predict_proba(rows)
@@ -299,7 +309,7 @@ def test_micro_batcher_answers_each_request_with_its_own_rows(cancer):
     def ask(i):
         rows = cancer.X[i:i + 1] if i != 5 else np.zeros((1, 3))
         try:
-            answers[i] = batcher.predict(rows)
+            answers[i] = batcher.predict(rows, time.monotonic() + 10)
         except ValueError as exc:
             answers[i] = exc
 
@@ -332,7 +342,7 @@ def eight_concurrent_predictions(app, keys, iris):
     for i in range(8):
         assert results[i] == iris.estimator.predict(iris.X[i * 10:i * 10 + 3]).tolist()
     [loaded] = [m for m in app.extensions["modeldock"].models.loaded()
-                if m.runtime == "sklearn"]
+                if m.kind == "isolated"]
     return loaded
 
 

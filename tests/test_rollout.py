@@ -201,4 +201,4 @@ def test_shadow_regression_error_and_shadow_failures_never_reach_the_caller(
     with app.app_context():
         failed = db.session.scalars(select(ShadowResult).where(
             ShadowResult.error.is_not(None))).all()
-    assert len(failed) == 1 and "sha256" in failed[0].error
+    assert len(failed) == 1 and failed[0].error == "artifact_corrupt"

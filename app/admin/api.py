@@ -89,6 +89,17 @@ def set_model_batching(name: str):
     return jsonify(describe.model_dict(model))
 
 
+@api_bp.put("/models/<name>/timeout")
+@require_scope("admin")
+def set_model_timeout(name: str):
+    """Body: {"seconds": x | null, "reason": "..."}."""
+    body = _json_body()
+    model = runtime.set_timeout(service.get_model(name), body.get("seconds"),
+                                _reason())
+    changes.commit()
+    return jsonify(describe.model_dict(model))
+
+
 @api_bp.post("/models/<name>/rollback")
 @require_scope("admin")
 def rollback(name: str):

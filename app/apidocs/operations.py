@@ -164,6 +164,9 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/v1/models/<name>/batching", "PUT"): admin(
         "Micro-batching of the model's versions served by scikit-learn",
         "Model", request=body("BatchingRequest")),
+    ("/api/v1/models/<name>/timeout", "PUT"): admin(
+        "Deadline of one prediction of this model (null: the deployment's)",
+        "Model", request=body("TimeoutRequest")),
     ("/api/v1/models/<name>/rollback", "POST"): admin(
         "Reactivate the previous active version", "Model", 409,
         request=body("Reason", required=False)),

@@ -46,7 +46,7 @@ SCHEMAS: dict[str, dict] = {
     "Alias": obj(["version", "weight"], version=INTEGER, weight=INTEGER),
     "Model": obj(
         ["name", "description", "task", "active_version", "aliases", "versions",
-         "batching", "created_at"],
+         "batching", "timeout", "created_at"],
         name=STRING, description=STRING,
         task={"enum": ["classification", "regression", "other"]},
         active_version=nullable(INTEGER),
@@ -56,6 +56,8 @@ SCHEMAS: dict[str, dict] = {
                      max_rows=nullable(INTEGER), max_wait_ms=nullable(NUMBER),
                      effective=nullable(obj(["max_rows", "max_wait_ms"],
                                             max_rows=INTEGER, max_wait_ms=NUMBER))),
+        timeout=obj(["seconds", "effective"], seconds=nullable(NUMBER),
+                    effective=NUMBER),
         created_at=TIMESTAMP),
     "ModelList": obj(["models"], models={"type": "array", "items": ref("Model")}),
     "Version": obj(
@@ -88,6 +90,10 @@ SCHEMAS: dict[str, dict] = {
     "BatchingRequest": obj(
         [], max_rows=nullable({"type": "integer", "minimum": 0, "maximum": 1024}),
         max_wait_ms=nullable({"type": "number", "minimum": 0, "maximum": 1000}),
+        reason=STRING),
+    "TimeoutRequest": obj(
+        [], seconds=nullable({"type": "number", "exclusiveMinimum": 0,
+                              "maximum": 600}),
         reason=STRING),
     "CanaryRequest": obj(["version", "weight"], version=INTEGER,
                          weight={"type": "integer", "minimum": 0, "maximum": 100},

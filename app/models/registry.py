@@ -33,6 +33,9 @@ class MLModel(db.Model):
     # NULL inherits MODELDOCK_MICROBATCH_MAX_ROWS / _MAX_WAIT_MS; 0 or 1 rows is off.
     batch_max_rows: Mapped[int | None]
     batch_max_wait_ms: Mapped[float | None] = mapped_column(Double)
+    # Deadline of one prediction of this model, in seconds (app/runtimes/);
+    # NULL inherits MODELDOCK_PREDICT_TIMEOUT_SECONDS.
+    predict_timeout_seconds: Mapped[float | None] = mapped_column(Double)
 
     versions: Mapped[list[ModelVersion]] = relationship(
         back_populates="model", order_by="ModelVersion.number"

@@ -94,6 +94,7 @@ def export_registry(path: Path) -> dict[str, int]:
                 "task": model.task, "created_at": _time(model.created_at),
                 "batch_max_rows": model.batch_max_rows,
                 "batch_max_wait_ms": model.batch_max_wait_ms,
+                "predict_timeout_seconds": model.predict_timeout_seconds,
                 "versions": versions,
                 "aliases": [{"alias": a.alias, "version": number[a.version_id],
                              "weight": a.weight, "updated_at": _time(a.updated_at)}
@@ -177,6 +178,7 @@ def _load(archive: zipfile.ZipFile, manifest: dict[str, Any],
                         task=entry["task"],
                         batch_max_rows=entry.get("batch_max_rows"),
                         batch_max_wait_ms=entry.get("batch_max_wait_ms"),
+                        predict_timeout_seconds=entry.get("predict_timeout_seconds"),
                         created_at=_parse_time(entry["created_at"]))
         db.session.add(model)
         db.session.flush()

@@ -71,6 +71,9 @@ def model_dict(model: MLModel) -> dict[str, Any]:
         "aliases": aliases,
         "versions": [v.number for v in model.versions],
         "batching": batching_dict(model),
+        "timeout": {"seconds": model.predict_timeout_seconds,
+                    "effective": model.predict_timeout_seconds or current_app.config[
+                        "MODELDOCK_PREDICT_TIMEOUT_SECONDS"]},
         "created_at": model.created_at.isoformat(),
     }
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from joblib.numpy_pickle import NumpyUnpickler, _validate_fileobject_and_memmap
 
 from app.registry.errors import ModelFileError
-from app.registry.onnx_runtime import OnnxModel
+from app.runtimes.onnx import OnnxModel
 from app.registry.policy import judge
 
 # File name suffix → format. Anything else is refused before it is read.
@@ -66,7 +66,8 @@ def load_bytes(data: bytes, file_format: str, trusted_modules: Iterable[str] = (
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
             IndexError, AttributeError, OSError, ImportError) as exc:
-        raise ModelFileError(f"cannot read the {file_format} file: {exc}") from exc
+        raise ModelFileError(f"cannot read the {file_format} file "
+                             f"({type(exc).__name__})") from exc
     raise ModelFileError(f"unsupported file format '{file_format}'")
 
 
@@ -91,4 +92,5 @@ def _load_skops(data: bytes, trusted: tuple[str, ...]):
     except ModelFileError:
         raise
     except Exception as exc:  # skops raises many kinds; none may escape as a 500
-        raise ModelFileError(f"cannot read the skops file: {exc}") from exc
+        raise ModelFileError("cannot read the skops file "
+                             f"({type(exc).__name__})") from exc

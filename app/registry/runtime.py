@@ -110,3 +110,23 @@ def set_batching(model: MLModel, max_rows: Any, max_wait_ms: Any,
                  reason)
     changes.bump()
     return model
+
+
+MAX_TIMEOUT_SECONDS = 600.0
+
+
+def set_timeout(model: MLModel, seconds: Any, reason: str = "") -> MLModel:
+    """Set a model's prediction deadline in seconds (None: the deployment's
+    ``MODELDOCK_PREDICT_TIMEOUT_SECONDS``)."""
+    if seconds is not None and (isinstance(seconds, bool) or
+                                not isinstance(seconds, (int, float)) or
+                                not 0 < seconds <= MAX_TIMEOUT_SECONDS):
+        raise APIError(400, "invalid_timeout",
+                       "seconds must be null (the deployment default) or a number "
+                       f"above 0 and at most {MAX_TIMEOUT_SECONDS:g}", "seconds")
+    previous = model.predict_timeout_seconds
+    model.predict_timeout_seconds = None if seconds is None else float(seconds)
+    audit.record("model.timeout", model.name,
+                 {"from": previous, "to": model.predict_timeout_seconds}, reason)
+    changes.bump()
+    return model

@@ -1,9 +1,12 @@
 """Validate an uploaded model file in a separate, resource-limited process.
 
 The parent runs ``python -m app.registry.sandbox`` with the file on stdin and
-settings in the environment; this process limits its own memory and CPU time
-before reading a byte, loads the file through the restricted loaders, derives
-the schema, predicts a sample, and prints one JSON line on stdout. Then, for
+settings in the environment (no secrets); this process confines itself like an
+inference process (``app.runtimes.confine``: limits, unprivileged user, Landlock)
+and limits its CPU time before reading a byte, loads the file through the
+restricted loaders, checks the estimator's state (``inspection``), derives the
+schema, predicts a sample and extreme rows (so that branches reachable only at
+extremes run here first), and prints one JSON line on stdout. Then, for
 scikit-learn models, it converts the estimator to ONNX, verifies and times it
 (``onnx_compile``) and prints a second line: if that step dies on a limit, the
 model is still accepted, served by scikit-learn, with the reason recorded.
@@ -40,6 +43,7 @@ def validate_in_subprocess(
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
         # One thread each: BLAS thread pools reserve memory the limit would count.
         "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "JOBLIB_MULTIPROCESSING": "0",
         "MODELDOCK_SANDBOX_FORMAT": file_format,
         "MODELDOCK_SANDBOX_TRUSTED": ",".join(trusted_modules),
         "MODELDOCK_SANDBOX_SAMPLE": json.dumps(sample_rows),
@@ -103,19 +107,20 @@ def _parse_report(stdout: bytes) -> tuple[dict | None, dict | None]:
 
 
 def _limit_resources() -> None:
-    memory = int(os.environ["MODELDOCK_SANDBOX_MEMORY_MB"]) * 1024 * 1024
+    from app.runtimes.confine import confine
+
     cpu = int(os.environ["MODELDOCK_SANDBOX_CPU_SECONDS"])
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    trusted = tuple(m for m in os.environ["MODELDOCK_SANDBOX_TRUSTED"].split(",") if m)
+    confine(int(os.environ["MODELDOCK_SANDBOX_MEMORY_MB"]), trusted)
 
 
 def main() -> int:
     """Entry point of the validation process."""
     _limit_resources()
+    from app.registry.inspection import inspect_estimator
     from app.registry.loading import load_bytes
-    from app.registry.schema import derive_schema, smoke_sample
+    from app.registry.schema import derive_schema, predict_extremes, smoke_sample
 
     data = sys.stdin.buffer.read()
     file_format = os.environ["MODELDOCK_SANDBOX_FORMAT"]
@@ -126,8 +131,12 @@ def main() -> int:
     estimator = None
     try:
         estimator = load_bytes(data, file_format, trusted)
+        if file_format != "onnx":
+            inspect_estimator(estimator)
         schema = estimator.schema if file_format == "onnx" else derive_schema(estimator)
         sample = smoke_sample(estimator, schema, sample_rows)
+        if file_format != "onnx":  # uploaded graphs always run isolated
+            predict_extremes(estimator, schema, sample["rows"])
         report = {"ok": True, "schema": schema, "sample": sample}
         status = 0
     except ModelFileError as exc:
@@ -137,6 +146,12 @@ def main() -> int:
     except MemoryError:
         report = {"ok": False, "code": "model_validation_failed",
                   "message": "the model needs more memory than the validation limit"}
+        status = EXIT_REFUSED
+    except Exception as exc:  # model code failed: our words to the client
+        print(f"validation failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        report = {"ok": False, "code": "invalid_model_file",
+                  "message": "the model could not be validated "
+                             f"({type(exc).__name__})"}
         status = EXIT_REFUSED
     real_stdout.write(json.dumps(report) + "\n")
     real_stdout.flush()
@@ -160,7 +175,7 @@ def _runtime_line(estimator, file_format: str, report: dict[str, Any]) -> dict:
         result = _not_compiled("the ONNX conversion needs more memory than the "
                                "validation limit")
     except Exception as exc:  # the model is valid; only its fast path is not
-        result = _not_compiled(f"the ONNX conversion failed: {exc}"[:300])
+        result = _not_compiled(f"the ONNX conversion failed ({type(exc).__name__})")
     if result["onnx"] is not None:
         result["onnx"] = base64.b64encode(result["onnx"]).decode("ascii")
     return result

@@ -1,4 +1,4 @@
-"""Micro-batching for versions served by scikit-learn (off by default).
+"""Micro-batching for versions served by inference processes (off by default).
 
 scikit-learn pays a large fixed cost per ``predict`` call (input checks, one pass
 over every tree), so one call on 8 rows costs little more than one call on 1 row.
@@ -21,13 +21,15 @@ from typing import Any
 
 import numpy as np
 
+from app.runtimes.base import PredictionTimeout
+
 IDLE_EXIT_SECONDS = 5.0  # the thread ends when its version gets no traffic
-JOB_TIMEOUT_SECONDS = 60.0
 
 
 @dataclass
 class _Job:
     rows: np.ndarray
+    deadline: float
     enqueued: float = field(default_factory=time.monotonic)
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
@@ -46,7 +48,7 @@ def batching(max_rows: int | None, max_wait_ms: float | None,
 class MicroBatcher:
     """Collects concurrent requests for one loaded version into single predict calls."""
 
-    def __init__(self, predict: Callable[[np.ndarray], tuple], max_rows: int,
+    def __init__(self, predict: Callable[[np.ndarray, float], tuple], max_rows: int,
                  max_wait_seconds: float):
         self.predict_many = predict
         self.max_rows = max_rows
@@ -57,15 +59,16 @@ class MicroBatcher:
         self.batches = 0
         self.batched_requests = 0
 
-    def predict(self, rows: np.ndarray):
-        """Return (labels, probabilities) for ``rows``, possibly batched with others."""
+    def predict(self, rows: np.ndarray, deadline: float):
+        """Return (labels, probabilities) for ``rows``, possibly batched with others;
+        the batch runs under the earliest deadline of the requests in it."""
         if len(rows) >= self.max_rows:
-            return self.predict_many(rows)
-        job = _Job(rows)
+            return self.predict_many(rows, deadline)
+        job = _Job(rows, deadline)
         self.queue.put(job)
         self._ensure_thread()
-        if not job.done.wait(timeout=JOB_TIMEOUT_SECONDS):
-            raise TimeoutError("the micro-batch thread did not answer")
+        if not job.done.wait(timeout=max(0.0, deadline - time.monotonic()) + 1.0):
+            raise PredictionTimeout()
         if job.error is not None:
             raise job.error
         return job.result
@@ -109,7 +112,13 @@ class MicroBatcher:
         self.batched_requests += len(jobs)
         if len(jobs) > 1:
             try:
-                labels, proba = self.predict_many(np.vstack([j.rows for j in jobs]))
+                labels, proba = self.predict_many(np.vstack([j.rows for j in jobs]),
+                                                  min(j.deadline for j in jobs))
+            except PredictionTimeout as exc:  # the whole batch ran out of time
+                for job in jobs:
+                    job.error = exc
+                    job.done.set()
+                return
             except Exception:
                 pass  # predict each alone below, so each request gets its own error
             else:
@@ -123,7 +132,7 @@ class MicroBatcher:
                 return
         for job in jobs:
             try:
-                job.result = self.predict_many(job.rows)
+                job.result = self.predict_many(job.rows, job.deadline)
             except Exception as exc:
                 job.error = exc
             job.done.set()

@@ -10,7 +10,7 @@ from flask import current_app, g
 
 from app import metrics, rollout
 from app.errors import APIError
-from app.registry.cache import LoadedModel
+from app.runtimes.base import Runtime
 from app.serving.prediction_cache import prediction_cache
 from app.serving.routing import ModelInfo, VersionInfo
 from app.serving.state import serving_state
@@ -74,7 +74,7 @@ def resolve(name: str, number: int | None = None,
     return model, version
 
 
-def load(version: VersionInfo) -> LoadedModel:
+def load(version: VersionInfo) -> Runtime:
     """Return the loaded model of ``version`` (reads its bytes only on a cache miss)."""
     return serving_state().load_version(version)
 
@@ -97,14 +97,10 @@ def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
         classes = version.schema.get("classes")
     else:
         state = serving_state()
+        deadline = state.deadline_for(model)
         loaded = state.load_version(version)
-        try:
-            labels, probabilities = state.predict(loaded, rows,
-                                                  state.batching_for(model))
-        except Exception as exc:  # a model that cannot handle these values
-            raise APIError(422, "prediction_failed",
-                           f"the model could not predict these rows: {exc}",
-                           "instances") from exc
+        labels, probabilities = state.predict(loaded, rows, state.batching_for(model),
+                                              deadline)
         labels, classes = np.asarray(labels), loaded.classes
         if key:
             cache.put(key, labels.tolist(), None if probabilities is None

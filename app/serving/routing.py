@@ -48,6 +48,8 @@ class ModelInfo:
     # The model's own micro-batching settings; None inherits the deployment's.
     batch_max_rows: int | None = None
     batch_max_wait_ms: float | None = None
+    # The model's own prediction deadline; None inherits the deployment's.
+    predict_timeout_seconds: float | None = None
 
     def alias_version(self, alias: str) -> VersionInfo | None:
         entry = self.aliases.get(alias)
@@ -153,7 +155,8 @@ def _load_snapshot(generation: int) -> Snapshot:
                                                        a.weight)
     models = {
         m.name: ModelInfo(m.id, m.name, m.task, versions.get(m.id, {}),
-                          aliases.get(m.id, {}), m.batch_max_rows, m.batch_max_wait_ms)
+                          aliases.get(m.id, {}), m.batch_max_rows, m.batch_max_wait_ms,
+                          m.predict_timeout_seconds)
         for m in db.session.scalars(select(MLModel))
     }
     return Snapshot(generation, models)

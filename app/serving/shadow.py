@@ -115,9 +115,9 @@ class ShadowRunner:
                "sq_error": None, "error": None}
         try:
             shadow = state.load_version(job.shadow)
-            labels, _ = shadow.predict(job.rows)
+            labels, _ = shadow.predict(job.rows, state.deadline_for(None))
         except Exception as exc:  # a failing shadow is data, not an outage
-            row["error"] = str(exc)[:500]
+            row["error"] = getattr(exc, "code", type(exc).__name__)
             return row
         labels = np.asarray(labels)
         row["shadow_predictions"] = labels[:KEEP_ROWS].tolist()

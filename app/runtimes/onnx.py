@@ -1,19 +1,24 @@
 """ONNX graphs served by onnxruntime: read from bytes only, checked, one thread each.
 
-Used in two places: the validation sandbox (converted graphs and uploaded ``.onnx``
-files) and the web workers' model cache. A graph is refused if any tensor in it
-points to external data (a path the server would read), and checked with
-``onnx.checker`` before onnxruntime sees it.
+``OnnxModel`` is used in the validation sandbox, in inference processes and, for
+graphs the server converted and verified itself whose operators are all on
+``INPROCESS_OPERATORS``, in the web worker (``InProcessOnnx``). A graph is refused
+if any tensor in it points to external data (a path the server would read), and
+checked with ``onnx.checker`` before onnxruntime sees it.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from app.registry.errors import ModelFileError
+from app.runtimes.base import PredictionFailed, PredictionTimeout, Runtime, log
 
 ONNX_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 LABEL_TYPES = {"tensor(int64)", "tensor(int32)", "tensor(string)", "tensor(bool)"}
@@ -66,7 +71,8 @@ def check_onnx_bytes(data: bytes):
     try:
         model = onnx.load_model_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"cannot read the ONNX file: {exc}") from exc
+        raise ModelFileError(f"cannot read the ONNX file ({type(exc).__name__})"
+                             ) from exc
     if references_external_data(model):
         raise ModelFileError(
             "the ONNX file references external data (tensors stored in other files); "
@@ -75,7 +81,8 @@ def check_onnx_bytes(data: bytes):
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"the ONNX graph is not valid: {exc}") from exc
+        raise ModelFileError("the ONNX graph is not valid (onnx.checker refused "
+                             "it)") from exc
     return model
 
 
@@ -121,11 +128,13 @@ class OnnxModel:
 
     def __init__(self, data: bytes, schema: dict[str, Any] | None = None):
         model = check_onnx_bytes(data)
+        self.proto = model
         self.graph_classes = class_labels(model)
         try:
             self.session = new_session(data)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelFileError(f"onnxruntime cannot load the graph: {exc}") from exc
+            raise ModelFileError("onnxruntime cannot load the graph "
+                                 f"({type(exc).__name__})") from exc
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].type not in ONNX_INPUT_TYPES or \
                 len(inputs[0].shape) != 2 or not isinstance(inputs[0].shape[1], int):
@@ -182,10 +191,11 @@ class OnnxModel:
         order = np.argsort(np.asarray(self.graph_classes))
         return np.asarray(self.graph_classes)[order], np.asarray(classes)[order]
 
-    def predict(self, rows: np.ndarray):
+    def predict(self, rows: np.ndarray, run_options=None):
         """Return (labels, probabilities or None) for a float matrix."""
         feed = rows if rows.dtype == self.dtype else rows.astype(self.dtype)
-        outputs = self.session.run(self.output_names, {self.input_name: feed})
+        outputs = self.session.run(self.output_names, {self.input_name: feed},
+                                   run_options)
         labels = outputs[self.label_index]
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels.ravel()
@@ -200,3 +210,119 @@ class OnnxModel:
                 probabilities = np.array([[row[c] for c in classes]
                                           for row in probabilities])
         return labels, probabilities
+
+
+# Operators a graph may use to run inside a web worker: what skl2onnx emits for
+# linear models, trees, scalers and pipelines. No control flow (Loop, Scan, If),
+# and no operator whose output size comes from input *values* (ConstantOfShape,
+# Range, Expand, Tile, Resize, Pad, OneHot, NonZero, TopK, ...): each output here is
+# bounded by the input's own size and the graph's constants.
+INPROCESS_OPERATORS = frozenset({
+    "Abs", "Add", "ArgMax", "ArgMin", "Cast", "Clip", "Concat", "Div", "Equal",
+    "Exp", "Flatten", "Gemm", "Greater", "Identity", "Less", "Log", "MatMul", "Max",
+    "Min", "Mul", "Neg", "Not", "Reciprocal", "ReduceLogSumExp", "ReduceMax",
+    "ReduceSum", "Relu", "Shape", "Sigmoid", "Softmax", "Sqrt", "Squeeze", "Sub",
+    "Sum", "Tanh", "Transpose", "Unsqueeze", "Where",
+    # ai.onnx.ml
+    "ArrayFeatureExtractor", "Binarizer", "Imputer", "LabelEncoder",
+    "LinearClassifier", "LinearRegressor", "Normalizer", "Scaler",
+    "TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble", "ZipMap",
+})
+# Operators allowed only when their shape input is a constant of the graph.
+SHAPED_BY_CONSTANT = {"Reshape": 1}
+
+
+def inprocess_refusal(model) -> str | None:
+    """Why ``model`` may not run in a web worker, or None when it may."""
+    constants = {t.name for t in model.graph.initializer}
+    constants.update(o for n in model.graph.node if n.op_type == "Constant"
+                     for o in n.output)
+    if model.functions:
+        return "the graph defines its own functions"
+    for node in model.graph.node:
+        if node.op_type in SHAPED_BY_CONSTANT:
+            index = SHAPED_BY_CONSTANT[node.op_type]
+            if len(node.input) > index and node.input[index] not in constants:
+                return f"{node.op_type} takes its shape from the input"
+        elif node.op_type not in INPROCESS_OPERATORS:
+            return f"operator {node.op_type} is not on the in-process allowlist"
+    return None
+
+
+class Watchdog:
+    """Terminates onnxruntime runs that pass their deadline (one thread a worker).
+
+    ``RunOptions.terminate`` is checked by onnxruntime between operators. The
+    thread wakes a few times a second only while runs are in flight.
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self._runs: dict[int, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid: int | None = None
+
+    def watch(self, options, deadline: float) -> None:
+        with self._lock:
+            self._runs[id(options)] = (deadline, options)
+            if self._pid != os.getpid():  # none yet, or this worker was forked
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop, name="onnx-deadlines",
+                                 daemon=True).start()
+        self._wake.set()
+
+    def done(self, options) -> None:
+        with self._lock:
+            self._runs.pop(id(options), None)
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            with self._lock:
+                now = time.monotonic()
+                for key, (deadline, options) in list(self._runs.items()):
+                    if now >= deadline:
+                        options.terminate = True
+                        del self._runs[key]
+                if not self._runs:
+                    self._wake.clear()
+            time.sleep(self.interval)
+
+
+WATCHDOG = Watchdog()
+
+
+class InProcessOnnx(Runtime):
+    """A verified, allowlisted graph run by onnxruntime inside the web worker."""
+
+    kind = "in-process onnxruntime"
+
+    def __init__(self, sha256: str, data: bytes, schema: dict[str, Any]):
+        super().__init__(sha256, schema, footprint=2 * len(data))
+        self.graph = OnnxModel(data, schema)
+        refusal = inprocess_refusal(self.graph.proto)
+        self.graph.proto = None  # checked; the session holds what it needs
+        if refusal:
+            raise ModelFileError(f"not for in-process serving: {refusal}")
+
+    def predict(self, rows: np.ndarray, deadline: float | None = None):
+        import onnxruntime
+
+        if deadline is None:
+            return self._run(rows, None)
+        options = onnxruntime.RunOptions()
+        WATCHDOG.watch(options, deadline)
+        try:
+            return self._run(rows, options)
+        finally:
+            WATCHDOG.done(options)
+
+    def _run(self, rows, options):
+        try:
+            return self.graph.predict(rows, options)
+        except Exception as exc:
+            if options is not None and options.terminate:
+                raise PredictionTimeout() from exc
+            log.warning("onnxruntime failed on %d rows: %s", len(rows), exc)
+            raise PredictionFailed() from exc
