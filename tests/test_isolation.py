@@ -17,6 +17,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import onnx
 import pytest
 import sqlalchemy as sa
 
@@ -251,3 +252,55 @@ def test_a_models_own_deadline_stops_its_runs(app, client, keys, runner):
     assert time.monotonic() - started < 5  # the default deadline is 10 s
     result = runner.invoke(args=["models", "timeout", "hang", "--inherit"])
     assert result.exit_code == 0 and "after 10 s" in result.output
+
+
+def _chain_of_matmuls(width: int = 256, depth: int = 400) -> bytes:
+    """An allowlisted graph (MatMul only) that takes seconds on a few thousand rows."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.eye(width, dtype=np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["X" if i == 0 else f"h{i}", "w"],
+                              [f"h{i + 1}"]) for i in range(depth)]
+    nodes.append(helper.make_node("ReduceSum", [f"h{depth}"], ["y"], axes=[1],
+                                  keepdims=0))
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                       [None, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_in_process_onnx_runs_are_terminated_at_their_deadline():
+    from app.runtimes.base import PredictionTimeout
+    from app.runtimes.onnx import InProcessOnnx
+
+    schema = {"estimator": "ONNX graph", "allow_nan": False, "n_features": 256,
+              "task": "regression", "classes": None, "has_proba": False}
+    runtime = InProcessOnnx("c" * 64, _chain_of_matmuls(), schema)
+    rows = np.ones((4000, 256))
+    started = time.monotonic()
+    with pytest.raises(PredictionTimeout):
+        runtime.predict(rows, time.monotonic() + 0.3)
+    assert time.monotonic() - started < 2.0
+    labels, _ = runtime.predict(rows[:2], time.monotonic() + 10)  # still serves
+    assert labels.tolist() == [256.0, 256.0]
+
+
+def test_only_allowlisted_graphs_run_in_process(app, client, keys, iris):
+    upload(client, keys.admin, "iris", iris.as_skops())
+    upload(client, keys.admin, "loop", hostile.onnx_loop(), filename="loop.onnx")
+    with app.test_request_context():
+        from app.serving.state import serving_state
+
+        state = serving_state()
+        snapshot = state.routing.snapshot()
+        kinds = {name: state.load_version(model.alias_version("stable")).kind
+                 for name, model in snapshot.models.items()}
+    assert kinds == {"iris": "in-process onnxruntime", "loop": "isolated"}
+    from app.runtimes.onnx import inprocess_refusal
+
+    assert "Loop" in inprocess_refusal(onnx.load_from_string(hostile.onnx_loop()))
+    assert "ConstantOfShape" in inprocess_refusal(
+        onnx.load_from_string(hostile.onnx_constant_of_shape()))

@@ -239,13 +239,16 @@ def inprocess_refusal(model) -> str | None:
                      for o in n.output)
     if model.functions:
         return "the graph defines its own functions"
+    refused = set()
     for node in model.graph.node:
         if node.op_type in SHAPED_BY_CONSTANT:
             index = SHAPED_BY_CONSTANT[node.op_type]
             if len(node.input) > index and node.input[index] not in constants:
-                return f"{node.op_type} takes its shape from the input"
+                refused.add(f"{node.op_type} (shape from the input)")
         elif node.op_type not in INPROCESS_OPERATORS:
-            return f"operator {node.op_type} is not on the in-process allowlist"
+            refused.add(node.op_type)
+    if refused:
+        return f"operators not on the in-process allowlist: {', '.join(sorted(refused))}"
     return None
 
 
