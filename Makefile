@@ -7,7 +7,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 5000
 FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
 
-.PHONY: run test bench install install-test services chromium system-packages
+.PHONY: run test docs bench install install-test services chromium system-packages
 
 ## run: install, migrate the database, register the demo model, serve on 127.0.0.1:5000
 run: install
@@ -15,9 +15,15 @@ run: install
 	$(FLASK) demo
 	$(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers 2 --no-control-socket --access-logfile - wsgi:app
 
-## test: install the test dependencies, make sure PostgreSQL and Redis run, run every test
+## test: install the test dependencies, make sure PostgreSQL and Redis run, build the
+## documentation (warnings are errors: a broken link fails), run every test
 test: install-test services chromium system-packages
+	$(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(PY) -m pytest
+
+## docs: serve the documentation pages on 127.0.0.1:8001
+docs: install-test
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8001
 
 ## bench: the serving benchmark (ModelDock vs tutorial app, framework-free app, HTTP ceiling),
 ## then the CPU cost of each part of the request path and the cost of isolation per call

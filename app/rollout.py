@@ -79,12 +79,19 @@ def set_canary(name: str, number: int, weight: int, reason: str = "") -> None:
         raise APIError(400, "invalid_weight", "weight must be an integer 0-100",
                        "weight")
     model = get_model(name)
+    version = _not_stable(model, number, "canary_is_stable")
+    set_alias(model, version, "canary", weight=weight, reason=reason)
+
+
+def _not_stable(model, number: int, code: str):
+    """Version ``number`` of ``model``; 409 ``code`` if it is the stable version
+    (a canary or shadow of the stable version would compare it with itself)."""
     version = get_version(model, number)
     stable = _alias_row(model.id, "stable")
     if stable is not None and stable.version_id == version.id:
-        raise APIError(409, "canary_is_stable",
+        raise APIError(409, code,
                        f"version {number} is already the stable version", "version")
-    set_alias(model, version, "canary", weight=weight, reason=reason)
+    return version
 
 
 def promote_canary(name: str, reason: str = "") -> int:
@@ -104,7 +111,8 @@ def promote_canary(name: str, reason: str = "") -> int:
 def set_shadow(name: str, number: int, reason: str = "") -> None:
     """Mirror stable traffic to version ``number`` after each response."""
     model = get_model(name)
-    set_alias(model, get_version(model, number), "shadow", reason=reason)
+    set_alias(model, _not_stable(model, number, "shadow_is_stable"), "shadow",
+              reason=reason)
 
 
 def shadow_stats(name: str, hours: int = 24,

@@ -103,6 +103,15 @@ def test_canary_validation(client, keys, two_versions):
     assert set_canary(client, keys, 2, 101).get_json()["error"]["code"] == \
         "invalid_weight"
     assert set_canary(client, keys, 9, 10).status_code == 404
+
+
+def test_a_shadow_of_the_stable_version_is_refused(client, keys, two_versions):
+    response = client.put("/api/v1/models/iris/shadow", headers=auth(keys.admin),
+                          json={"version": 1})
+    assert response.status_code == 409
+    assert response.get_json()["error"]["code"] == "shadow_is_stable"
+    assert client.get("/api/v1/models/iris", headers=auth(keys.admin)
+                      ).get_json()["aliases"].keys() == {"stable"}
     assert client.post("/api/v1/models/iris/canary/promote",
                        headers=auth(keys.admin)).get_json()["error"]["code"] == \
         "no_canary"

@@ -1,4 +1,4 @@
-"""The README's TensorFlow Serving curl session and tritonclient script, run as written
+"""The protocols page's TensorFlow Serving curl session and tritonclient script, run as written
 against a served demo setup (what `make run` serves), on a free port."""
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from tests.live_server import serve
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+PAGE = (ROOT / "docs" / "protocols.md").read_text()
 SCRIPT = ROOT / "examples" / "tritonclient_demo.py"
 
 
 def section_blocks(language: str) -> list[str]:
-    section = README.split("## Standard protocols", 1)[1].split("\n## ", 1)[0]
-    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+    return re.findall(rf"```{language}\n(.*?)```", PAGE, re.S)
 
 
 def same_answer(got, shown) -> bool:
