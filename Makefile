@@ -11,8 +11,11 @@ FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
 
 ## run: install, migrate the database, register the demo model, serve on 127.0.0.1:5000
 run: install
+	@$(PY) -c "import socket; s = socket.socket(); s.bind(('$(HOST)', $(PORT)))" \
+	  2>/dev/null || { echo "Port $(PORT) on $(HOST) is taken (another server answers" \
+	  "there). Start on another port: make run PORT=5001" >&2; exit 1; }
 	$(FLASK) db upgrade
-	$(FLASK) demo
+	$(FLASK) demo --url http://$(HOST):$(PORT)
 	$(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers 2 --no-control-socket --access-logfile - wsgi:app
 
 ## test: install the test dependencies, make sure PostgreSQL and Redis run, build the

@@ -265,12 +265,14 @@ def list_versions(name: str):
 
 
 @click.command("demo")
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True,
+              help="Where the server will answer (printed in the sign-in line).")
 @with_appcontext
-def demo():
+def demo(url: str):
     """Train a small iris classifier, register it as 'demo', print how to sign in."""
     from app.demo import ensure_demo
 
-    lines = ensure_demo(Path(current_app.instance_path))
+    lines = ensure_demo(Path(current_app.instance_path), url.rstrip("/"))
     db.session.commit()
     for line in lines:
         click.echo(line)

@@ -33,7 +33,7 @@ def train_demo_model() -> bytes:
     return buffer.getvalue()
 
 
-def ensure_demo(instance: Path) -> list[str]:
+def ensure_demo(instance: Path, url: str = "http://127.0.0.1:5000") -> list[str]:
     """Create what is missing (admin, key, demo model); return lines to print."""
     path = instance / CREDENTIALS
     saved = json.loads(path.read_text()) if path.exists() else {}
@@ -53,7 +53,7 @@ def ensure_demo(instance: Path) -> list[str]:
     lines = ["ModelDock demo is ready: model 'demo' (iris, 4 features)."]
     if saved:
         lines += [
-            f"Sign in at http://127.0.0.1:5000/auth/login as admin / {saved['password']}",
+            f"Sign in at {url}/auth/login as admin / {saved['password']}",
             f"API key (predict+admin): {saved['api_key']}",
             f"export MODELDOCK_KEY={saved['api_key']}",
             f"(kept in {path}; delete that file after noting them)",

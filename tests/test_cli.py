@@ -23,8 +23,11 @@ def test_demo_registers_a_model_and_prints_a_working_login(app, runner, client,
     response = client.post("/api/v1/models/demo/predict", headers=auth(key),
                            json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
     assert response.status_code == 200 and response.get_json()["predictions"] == [0]
-    again = runner.invoke(args=["demo"])  # idempotent: same credentials, no new model
+    assert "http://127.0.0.1:5000/auth/login" in result.output
+    # idempotent: same credentials, no new model; the port actually used is printed
+    again = runner.invoke(args=["demo", "--url", "http://127.0.0.1:5001"])
     assert again.exit_code == 0 and key in again.output
+    assert "http://127.0.0.1:5001/auth/login" in again.output
     assert client.get("/api/v1/models/demo", headers=auth(key)).get_json()[
         "versions"] == [1]
 
