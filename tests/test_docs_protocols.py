@@ -15,6 +15,7 @@ import pytest
 from app.demo import ensure_demo
 from app.extensions import db
 from tests.conftest import running_app
+from tests.documented import documented
 from tests.live_server import serve
 
 pytestmark = pytest.mark.slow
@@ -26,19 +27,6 @@ SCRIPT = ROOT / "examples" / "tritonclient_demo.py"
 
 def section_blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", PAGE, re.S)
-
-
-def same_answer(got, shown) -> bool:
-    """Equal JSON, floats to 12 significant digits: onnxruntime picks its kernels
-    by CPU, so the last bit of a probability can differ from machine to machine."""
-    if isinstance(shown, float) and isinstance(got, (int, float)):
-        return got == pytest.approx(shown, rel=1e-12, abs=1e-15)
-    if isinstance(shown, list) and isinstance(got, list):
-        return len(got) == len(shown) and all(map(same_answer, got, shown))
-    if isinstance(shown, dict) and isinstance(got, dict):
-        return got.keys() == shown.keys() and all(
-            same_answer(got[k], shown[k]) for k in shown)
-    return got == shown and type(got) is type(shown)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +58,7 @@ def test_readme_curl_session_answers_as_shown(demo_server):
         assert output.returncode == 0, (line, output.stderr)
         answer = json.loads(output.stdout)
         if i + 1 < len(lines) and lines[i + 1].startswith("# {"):
-            assert same_answer(answer, json.loads(lines[i + 1][2:])), (line, answer)
+            assert documented(answer, json.loads(lines[i + 1][2:])), (line, answer)
             checked += 1
         else:
             assert "error" not in answer, line

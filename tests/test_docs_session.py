@@ -17,6 +17,7 @@ import pytest
 from app.demo import ensure_demo
 from app.extensions import db
 from tests.conftest import running_app
+from tests.documented import documented
 from tests.live_server import serve
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", ROOT / "docs" / "api.md"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)
-WILDCARD = "…"
 
 
 def steps(page: Path) -> list[tuple[str, object | None]]:
@@ -53,22 +53,6 @@ def _commands(body: str) -> list[tuple[str, object | None]]:
         elif line.strip() and not line.startswith("#"):
             commands.append((line, None))
     return commands
-
-
-def documented(answer, shown) -> bool:
-    """``answer`` as the page shows it: "…" stands for any value, and a number
-    shown with k decimals is the answer rounded to k decimals."""
-    if shown == WILDCARD:
-        return True
-    if isinstance(shown, float) and isinstance(answer, (int, float)):
-        decimals = len(repr(shown).split(".")[1]) if "." in repr(shown) else 0
-        return round(answer, decimals) == shown
-    if isinstance(shown, list) and isinstance(answer, list):
-        return len(answer) == len(shown) and all(map(documented, answer, shown))
-    if isinstance(shown, dict) and isinstance(answer, dict):
-        return answer.keys() == shown.keys() and all(
-            documented(answer[k], shown[k]) for k in shown)
-    return answer == shown and type(answer) is type(shown)
 
 
 def json_documents(text: str) -> list:
