@@ -110,7 +110,7 @@ def test_an_isolated_runtime_cannot_open_the_secret_key(app, client, keys, tmp_p
     assert response.status_code == 422
     assert response.get_json()["error"]["code"] == "prediction_failed"
     assert SECRET not in response.get_data(as_text=True)
-    assert str(len(SECRET)) not in response.get_data(as_text=True)
+    assert "predictions" not in response.get_json()  # not even its length
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "PermissionError" in logged and SECRET not in logged
 
@@ -227,10 +227,15 @@ def test_hostile_models_fail_alone_while_healthy_traffic_answers(hostile_server)
     assert {c for _, c, _ in by_name["bomb"]} <= {"prediction_failed", "runtime_failed",
                                                  "prediction_timeout"}
     assert healthy and set(healthy) == {200}, healthy.count(200)
-    # A fresh process took over: the crashed and hung models answer ordinary rows.
+    # A fresh process takes over: the crashed and hung models answer ordinary rows
+    # again (as soon as the replacement has started: seconds on a busy machine).
     for name in ("crash", "hang", "loop", "bomb"):
         row = hostile.NORMAL_ROW if name in ("crash", "hang") else [0.0] * 4
+        give_up = time.monotonic() + 30
         status, body, _ = _post(port, key, name, row)
+        while status == 504 and time.monotonic() < give_up:
+            time.sleep(0.5)
+            status, body, _ = _post(port, key, name, row)
         assert status == 200, (name, body)
     text = log.read_text()
     assert "passed its deadline; killed" in text and "failed (exit status" in text
