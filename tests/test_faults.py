@@ -148,12 +148,12 @@ class Server:
                 and str(e.get("request_id", "")).startswith(prefix)}
 
 
-def _gunicorn(tmp: Path, url: str, **env: str) -> Server:
+def _gunicorn(tmp: Path, url: str, extra: tuple[str, ...] = (), **env: str) -> Server:
     port = free_port()
     log = tmp / f"gunicorn-{port}.log"
     process = start_logged(
         [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind",
-         f"127.0.0.1:{port}", "--workers", "2", "--graceful-timeout", "20", "wsgi:app"],
+         f"127.0.0.1:{port}", "--workers", "2", "--graceful-timeout", "20", *extra, "wsgi:app"],
         log, cwd=ROOT, env=env_with(
             DATABASE_URL=url, SECRET_KEY=uuid.uuid4().hex,
             PROMETHEUS_MULTIPROC_DIR=str(tmp / f"metrics-{port}"), **env))
@@ -359,3 +359,176 @@ def test_sqlite_hup_kill9_and_graceful_stop(tmp_path, iris, iris_v2):
         for a in native), line
     assert killed, line  # the victim had answered requests: their rows are lost
     assert written == len(answered) - len(killed), line
+
+
+# --- PostgreSQL of the test's own: outage, read-your-writes, the upload spool ---------
+
+@dataclass
+class PGStack:
+    tmp: Path
+    cluster: Cluster
+    spool: Path
+    server: Server
+    keys: dict[str, str]
+    X: list
+
+    def versions(self) -> int:
+        engine = sa.create_engine(self.cluster.url)
+        try:
+            with engine.connect() as conn:
+                return conn.execute(sa.text(
+                    "SELECT count(*) FROM model_versions")).scalar()
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_stack(tmp_path_factory, iris):
+    tmp = tmp_path_factory.mktemp("faults-pg")
+    spool = tmp / "spool"
+    spool.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=1777", "tmpfs",
+                    str(spool)], check=True, capture_output=True, timeout=30)
+    server = None
+    try:
+        with own_postgres() as cluster:
+            keys = _seed(cluster.url, iris)
+            # Refreshing routing every 30 s: only the re-check before a 404 can make
+            # a model uploaded through one worker known to the other at once.
+            # Heartbeat files elsewhere: open files would keep the spool writable.
+            server = _gunicorn(tmp, cluster.url, ("--worker-tmp-dir", str(tmp)),
+                               TMPDIR=str(spool),
+                               MODELDOCK_ROUTING_REFRESH_SECONDS="30",
+                               MODELDOCK_REQUEST_LOG_FLUSH_SECONDS="0.5")
+            yield PGStack(tmp, cluster, spool, server, keys, iris.X.tolist())
+    finally:
+        if server is not None:
+            stop(server.process, signal.SIGTERM, timeout=60)
+        subprocess.run(["umount", "-l", str(spool)], capture_output=True, timeout=30)
+
+
+def test_model_uploaded_through_one_worker_is_served_by_both(pg_stack, iris):
+    stack = pg_stack
+    with Load(stack.server.port, stack.keys["bulk"], stack.X, "ryw-load-") as load:
+        load.wait_more(20)
+        created = upload(stack.server.port, stack.keys["admin"], "fresh",
+                         iris.as_skops())
+        assert created.status == 201, created.body
+        answers: list[Answer] = []
+
+        def predict(n: int) -> None:
+            answers.append(call(stack.server.port, "POST",
+                                "/api/v1/models/fresh/predict",
+                                json.dumps({"instances": [stack.X[n]]}).encode(),
+                                {"Authorization": f"Bearer {stack.keys['bulk']}",
+                                 "Content-Type": "application/json"}, f"fresh-{n}"))
+
+        threads = [threading.Thread(target=predict, args=(n,)) for n in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    pids = wait_for(lambda: set(stack.server.pids_for("fresh-").values()) if len(
+        stack.server.pids_for("fresh-")) == 40 else None, 10, 0.1, "access log")
+    statuses = sorted(a.status for a in answers)
+    counts = {"sent": len(answers), "failed": sum(s != 200 for s in statuses),
+              "workers": len(pids), "background_sent": len(load.answers),
+              "background_failed": len(load.failed())}
+    line = _report(stack.tmp, "read_your_writes", counts)
+    assert len(pids) == 2, line  # both workers answered the new model
+    assert statuses == [200] * 40, line
+    assert load.failed() == [], line
+
+
+def _fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with suppress(OSError), open(filler, "wb", buffering=0) as handle:
+        while True:
+            handle.write(b"\0" * 65536)
+    return filler
+
+
+def test_full_or_read_only_upload_spool(pg_stack):
+    stack = pg_stack
+    junk = os.urandom(800 * 1024)  # over 500 kB: spooled to disk as it arrives
+    before = stack.versions()
+    with Load(stack.server.port, stack.keys["bulk"], stack.X, "disk-") as load:
+        load.wait_more(10)
+        filler = _fill(stack.spool)
+        try:
+            full = upload(stack.server.port, stack.keys["admin"], "iris", junk)
+        finally:
+            filler.unlink()
+        subprocess.run(["mount", "-o", "remount,ro", str(stack.spool)], check=True,
+                       capture_output=True, timeout=30)
+        try:
+            read_only = upload(stack.server.port, stack.keys["admin"], "iris", junk)
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(stack.spool)],
+                           check=True, capture_output=True, timeout=30)
+        # Control: with room on the disk the same body is spooled and then refused
+        # as what it is, not a model.
+        control = upload(stack.server.port, stack.keys["admin"], "iris", junk)
+        load.wait_more(10)
+    counts = {"uploads": 3, "statuses": [full.status, read_only.status,
+                                         control.status],
+              "versions_before": before, "versions_after": stack.versions(),
+              "background_sent": len(load.answers),
+              "background_failed": len(load.failed())}
+    line = _report(stack.tmp, "disk_full_read_only", counts)
+    assert full.status == 507, (line, full.body)
+    assert full.body["error"]["code"] == "insufficient_storage", line
+    assert read_only.status == 503, (line, read_only.body)
+    assert read_only.body["error"]["code"] == "storage_unavailable", line
+    assert int(read_only.headers["Retry-After"]) > 0
+    assert control.status == 422, (line, control.body)
+    assert control.body["error"]["code"] == "invalid_model_file", line
+    assert stack.versions() == before, line  # nothing half-stored
+    assert load.failed() == [], line
+
+
+def test_postgres_down_and_back_under_load(pg_stack, iris_v2):
+    stack = pg_stack
+    port, admin = stack.server.port, stack.keys["admin"]
+    with Load(port, stack.keys["bulk"], stack.X, "pg-") as load:
+        # Both workers have verified the key and loaded iris before the outage.
+        wait_for(lambda: len(set(stack.server.pids_for("pg-").values())) == 2, 30,
+                 0.1, "both workers serving")
+        stack.cluster.stop()
+        stopped_at = len(load.answers)
+        try:
+            load.wait_more(30)
+            refused_upload = upload(port, admin, "iris", iris_v2.as_skops())
+            refused_admin = call(port, "POST", "/api/v1/models/iris/rollback", b"{}",
+                                 {"Authorization": f"Bearer {admin}",
+                                  "Content-Type": "application/json"})
+            ready = call(port, "GET", "/readyz")
+            time.sleep(2)  # more traffic and at least three failed flushes
+            during = len(load.answers) - stopped_at
+        finally:
+            stack.cluster.start()
+        load.wait_more(30)
+        wait_for(lambda: call(port, "GET", "/readyz").status == 200, 30, 0.2,
+                 "ready again")
+    answered = [a for a in load.answers if a.status is not None]
+
+    def all_written():
+        return _count(stack.cluster.url, "WHERE request_id LIKE 'pg-%'") == \
+            len(answered)
+    with suppress(TimeoutError):
+        wait_for(all_written, 20, 0.25, "queued request logs written")
+    written = _count(stack.cluster.url, "WHERE request_id LIKE 'pg-%'")
+    counts = {"sent": len(load.answers), "failed": len(load.failed()),
+              "sent_during_outage": during,
+              "upload_during_outage": refused_upload.status,
+              "admin_during_outage": refused_admin.status,
+              "readyz_during_outage": ready.status,
+              "log_rows_expected": len(answered), "log_rows_written": written}
+    line = _report(stack.tmp, "postgres_down_and_back", counts)
+    assert load.failed() == [], line  # predictions kept answering 200
+    for refused in (refused_upload, refused_admin):
+        assert refused.status == 503, (line, refused.body)
+        assert refused.body["error"]["code"] == "database_unavailable", line
+        assert int(refused.headers["Retry-After"]) > 0, line
+    assert ready.status == 503, line
+    assert written == len(answered), line

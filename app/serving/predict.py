@@ -52,12 +52,13 @@ def resolve(name: str, number: int | None = None,
     alias just created through another worker is found (read-your-writes).
     """
     routing = serving_state().routing
+    snapshot = routing.snapshot()
     try:
-        return _resolve(routing.snapshot(), name, number, alias)
+        return _resolve(snapshot, name, number, alias)
     except APIError as error:
         if error.status != 404:
             raise
-        newer = routing.recheck()
+        newer = routing.recheck(snapshot)
         if newer is None:
             raise
         return _resolve(newer, name, number, alias)

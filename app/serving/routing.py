@@ -97,8 +97,8 @@ class Routing:
             self._ensure_watcher()
         return snap
 
-    def recheck(self) -> Snapshot | None:
-        """Check the change counter now; return a newer snapshot, or None.
+    def recheck(self, seen: Snapshot) -> Snapshot | None:
+        """Check the change counter now; return a snapshot newer than ``seen``, or None.
 
         For a name this worker does not know (yet): another worker may have just
         created it, and its caller should not get a 404 for up to
@@ -106,16 +106,15 @@ class Routing:
         """
         try:
             with self._lock:
-                current = self._snapshot
                 generation = changes.current()
-                if current is not None and current.generation == generation:
-                    return None
-                self._swap(_load_snapshot(generation))
-                return self._snapshot
+                if self._snapshot is None or self._snapshot.generation != generation:
+                    self._swap(_load_snapshot(generation))
+                current = self._snapshot
         except (OperationalError, InterfaceError) as error:
             log.info("routing recheck skipped, database unreachable: %s", error)
             _rollback()
             return None
+        return current if current.generation != seen.generation else None
 
     def invalidate(self) -> None:
         """Reload on next use (this worker just changed something itself)."""
