@@ -46,8 +46,16 @@ MAX_QUEUED = 100_000
 KEEP_REFUSED = 100
 
 
+# Rows written per transaction (a refused one is retried row by row).
+CHUNK = 5000
+
+
 class DatabaseAway(Exception):
     """The database could not be reached; the rows stay queued for the next flush."""
+
+    def __init__(self, message: str, done: int):
+        super().__init__(message)
+        self.done = done  # rows of the failing chunk already written or set aside
 
 
 class RequestLogWriter:
@@ -110,44 +118,45 @@ class RequestLogWriter:
             return 0
         for row in rows:  # here, not on the request path (idempotent on a retry)
             row["remote_addr"] = truncate_ip(row["remote_addr"])
+        written = 0
         with self.app.app_context():
             try:
-                try:
-                    _write(rows)
-                    return len(rows)
-                except Exception as error:
-                    _safe_rollback()
-                    if _unreachable(error):
-                        raise DatabaseAway(str(error)) from error
-                return self._one_by_one(rows)
-            except DatabaseAway:
+                while rows:
+                    chunk = rows[:CHUNK]
+                    written += self._write_chunk(chunk)
+                    del rows[:len(chunk)]
+            except DatabaseAway as away:
+                del rows[:away.done]  # written or set aside: not again
                 self._requeue(rows)
                 raise
             finally:
                 db.session.remove()
                 metrics.LOG_QUEUE.set(self.queue.qsize())
+        return written
 
-    def _one_by_one(self, rows: list[dict[str, Any]]) -> int:
-        """Retry a refused batch row by row; set aside only the rows still refused.
-
-        Written rows are removed from ``rows``, so that on ``DatabaseAway`` the
-        caller requeues only what is left.
-        """
+    def _write_chunk(self, rows: list[dict[str, Any]]) -> int:
+        """Write ``rows`` in one transaction; if refused, row by row, setting aside
+        only the rows the database still refuses. Return how many were written."""
+        try:
+            _write(rows)
+            return len(rows)
+        except Exception as error:
+            _safe_rollback()
+            if _unreachable(error):
+                raise DatabaseAway(str(error), 0) from error
         written = 0
-        while rows:
-            row = rows[0]
+        for done, row in enumerate(rows):
             try:
                 _write([row])
                 written += 1
             except Exception as error:
                 _safe_rollback()
                 if _unreachable(error):
-                    raise DatabaseAway(str(error)) from error
+                    raise DatabaseAway(str(error), done) from error
                 self.refused.append(row)
                 metrics.LOG_REFUSED.inc()
                 log.error("request log: the database refused row %s (set aside): %s",
                           row.get("request_id"), error)
-            rows.pop(0)
         return written
 
     def _requeue(self, rows: list[dict[str, Any]]) -> None:

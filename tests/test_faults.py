@@ -153,7 +153,8 @@ def _gunicorn(tmp: Path, url: str, extra: tuple[str, ...] = (), **env: str) -> S
     log = tmp / f"gunicorn-{port}.log"
     process = start_logged(
         [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind",
-         f"127.0.0.1:{port}", "--workers", "2", "--graceful-timeout", "20", *extra, "wsgi:app"],
+         f"127.0.0.1:{port}", "--workers", "2", "--graceful-timeout", "20", *extra,
+         "wsgi:app"],
         log, cwd=ROOT, env=env_with(
             DATABASE_URL=url, SECRET_KEY=uuid.uuid4().hex,
             PROMETHEUS_MULTIPROC_DIR=str(tmp / f"metrics-{port}"), **env))

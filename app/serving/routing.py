@@ -1,4 +1,5 @@
-"""A per-worker snapshot of what each model serves, refreshed when the change counter moves."""
+"""A per-worker snapshot of what each model serves, refreshed when the change
+counter moves (and re-checked before a 404)."""
 
 from __future__ import annotations
 
