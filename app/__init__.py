@@ -24,6 +24,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
     )
     load_config(app, config)
+    from app.outages import SpoolingRequest
+
+    app.request_class = SpoolingRequest
     jsonlog.configure(app.config["LOG_LEVEL"], app.config["MODELDOCK_LOG_FORMAT"])
     register_extensions(app)
     register_blueprints(app)

@@ -52,6 +52,9 @@ LOG_QUEUE = Gauge("modeldock_request_log_queue_depth",
 LOG_DROPPED = Counter("modeldock_request_log_dropped",
                       "Request-log rows dropped because the database stayed away "
                       "while the queue was full.")
+LOG_REFUSED = Counter("modeldock_request_log_refused",
+                      "Request-log rows the database refused even one by one; "
+                      "set aside (and logged) so that the others are written.")
 
 
 def observe_request(model: str | None, version: int | None, status: int,

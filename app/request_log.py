@@ -4,7 +4,15 @@ A blueprint logs its predictions with
 ``bp.after_request(record_response("<protocol>"))``; views leave what to log in
 ``g``: ``log_model``, ``log_version`` and ``log_rows`` (set by ``predict.resolve``
 and ``run``) and ``log_payload`` (the parsed body). The same hook counts the request
-in the Prometheus metrics, with or without logging.
+in the Prometheus metrics, with or without logging. Every row, whatever wrote it
+(the hook, a CSV job), is built by ``log_row``, so one batch always has one shape.
+
+What can be lost: a batch the database refuses is retried row by row and only the
+rows it still refuses are set aside (logged, counted in
+``modeldock_request_log_refused_total``); while the database is unreachable the
+rows stay queued (up to ``MAX_QUEUED``) and are written when it is back; a graceful
+stop or a HUP writes the queue before the worker exits. A worker killed with
+``kill -9`` loses the rows queued since its last flush.
 """
 
 from __future__ import annotations
@@ -16,12 +24,12 @@ import os
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app, g, request
-from sqlalchemy import delete, update
+from sqlalchemy import delete, exc, update
 
 from app import metrics
 from app.extensions import db
@@ -34,6 +42,20 @@ BATCH = 500
 # Rows kept while the database is away; beyond this the oldest are dropped (and
 # counted) so that an outage cannot exhaust a worker's memory.
 MAX_QUEUED = 100_000
+# Rows the database refused, kept for inspection (the newest ones).
+KEEP_REFUSED = 100
+
+
+# Rows written per transaction (a refused one is retried row by row).
+CHUNK = 5000
+
+
+class DatabaseAway(Exception):
+    """The database could not be reached; the rows stay queued for the next flush."""
+
+    def __init__(self, message: str, done: int):
+        super().__init__(message)
+        self.done = done  # rows of the failing chunk already written or set aside
 
 
 class RequestLogWriter:
@@ -47,6 +69,7 @@ class RequestLogWriter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.refused: deque[dict[str, Any]] = deque(maxlen=KEEP_REFUSED)
 
     def submit(self, row: dict[str, Any]) -> None:
         """Queue one row; start the writer thread in this process on first use."""
@@ -71,16 +94,20 @@ class RequestLogWriter:
             try:
                 self.flush()
                 failing = False
-            except Exception:  # keep logging alive if the database blips
+            except Exception as error:  # keep logging alive if the database blips
                 if not failing:
-                    log.warning("request log flush failed; will retry", exc_info=True)
+                    log.warning("request log flush failed (%d rows queued); will "
+                                "retry: %s", self.queue.qsize(), error)
                 failing = True
 
     def depth(self) -> int:
         return self.queue.qsize()
 
     def flush(self) -> int:
-        """Write everything queued so far; return the number of rows written."""
+        """Write everything queued so far; return the number of rows written.
+
+        Raises ``DatabaseAway`` (rows requeued) when the database is unreachable.
+        """
         rows: list[dict[str, Any]] = []
         while True:
             try:
@@ -91,19 +118,46 @@ class RequestLogWriter:
             return 0
         for row in rows:  # here, not on the request path (idempotent on a retry)
             row["remote_addr"] = truncate_ip(row["remote_addr"])
+        written = 0
         with self.app.app_context():
             try:
-                _insert(rows)
-                _update_key_usage(rows)
-                db.session.commit()
-            except Exception:
-                _safe_rollback()
+                while rows:
+                    chunk = rows[:CHUNK]
+                    written += self._write_chunk(chunk)
+                    del rows[:len(chunk)]
+            except DatabaseAway as away:
+                del rows[:away.done]  # written or set aside: not again
                 self._requeue(rows)
                 raise
             finally:
                 db.session.remove()
                 metrics.LOG_QUEUE.set(self.queue.qsize())
-        return len(rows)
+        return written
+
+    def _write_chunk(self, rows: list[dict[str, Any]]) -> int:
+        """Write ``rows`` in one transaction; if refused, row by row, setting aside
+        only the rows the database still refuses. Return how many were written."""
+        try:
+            _write(rows)
+            return len(rows)
+        except Exception as error:
+            _safe_rollback()
+            if _unreachable(error):
+                raise DatabaseAway(str(error), 0) from error
+        written = 0
+        for done, row in enumerate(rows):
+            try:
+                _write([row])
+                written += 1
+            except Exception as error:
+                _safe_rollback()
+                if _unreachable(error):
+                    raise DatabaseAway(str(error), done) from error
+                self.refused.append(row)
+                metrics.LOG_REFUSED.inc()
+                log.error("request log: the database refused row %s (set aside): %s",
+                          row.get("request_id"), error)
+        return written
 
     def _requeue(self, rows: list[dict[str, Any]]) -> None:
         """Put rows back for the next attempt, keeping the newest MAX_QUEUED."""
@@ -123,9 +177,9 @@ class RequestLogWriter:
             thread.join(timeout=10)
         try:
             written = self.flush()
-        except Exception:
-            log.warning("request log: %d rows could not be written at shutdown",
-                        self.queue.qsize(), exc_info=True)
+        except Exception as error:
+            log.warning("request log: %d rows could not be written at shutdown: %s",
+                        self.queue.qsize(), error)
             return
         if written:
             log.info("request log: wrote %d rows at shutdown", written)
@@ -134,6 +188,37 @@ class RequestLogWriter:
 COLUMNS = ("created_at", "request_id", "protocol", "model_name", "version",
            "api_key_id", "user_id", "status_code", "error_code", "rows", "latency_ms",
            "remote_addr", "payload")
+
+
+def log_row(*, request_id: str, protocol: str, model_name: str | None,
+            version: int | None, status_code: int, latency_ms: float,
+            remote_addr: str | None, rows: int = 0, error_code: str | None = None,
+            api_key_id: int | None = None, user_id: int | None = None,
+            payload: Any = None, created_at: datetime | None = None) -> dict[str, Any]:
+    """One request-log row with every column, the only shape the writer accepts."""
+    return {"created_at": created_at or utcnow(), "request_id": request_id,
+            "protocol": protocol, "model_name": model_name, "version": version,
+            "api_key_id": api_key_id, "user_id": user_id, "status_code": status_code,
+            "error_code": error_code, "rows": rows, "latency_ms": latency_ms,
+            "remote_addr": remote_addr, "payload": payload}
+
+
+def _write(rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``, count their API keys' use and commit, in one transaction."""
+    _insert(rows)
+    _update_key_usage(rows)
+    db.session.commit()
+
+
+def _unreachable(error: BaseException) -> bool:
+    """Whether ``error`` means the database is away (not that it refused the rows)."""
+    if isinstance(error, (exc.OperationalError, exc.InterfaceError)):
+        return True
+    if getattr(error, "connection_invalidated", False):
+        return True
+    dbapi = db.engine.dialect.dbapi  # COPY raises the driver's own errors
+    return dbapi is not None and isinstance(
+        error, (dbapi.OperationalError, dbapi.InterfaceError))
 
 
 def _insert(rows: list[dict[str, Any]]) -> None:
@@ -212,23 +297,17 @@ def record_response(protocol: str):
         if not config["MODELDOCK_REQUEST_LOG_ENABLED"]:
             return response
         principal = g.get("principal")
-        created: datetime = utcnow()
-        writer().submit({
-            "created_at": created,
-            "request_id": g.get("request_id", ""),
-            "protocol": g.get("log_protocol", protocol),
-            "model_name": model,
-            "version": version,
-            "api_key_id": principal.api_key_id if principal else None,
-            "user_id": principal.user_id if principal else None,
-            "status_code": response.status_code,
-            "error_code": g.get("log_error_code"),
-            "rows": g.get("log_rows", 0),
-            "latency_ms": seconds * 1000.0,
-            "remote_addr": request.remote_addr,  # truncated when written
-            "payload": _payload(model, version) if config["MODELDOCK_LOG_PAYLOADS"]
-            else None,
-        })
+        writer().submit(log_row(
+            request_id=g.get("request_id", ""),
+            protocol=g.get("log_protocol", protocol),
+            model_name=model, version=version,
+            api_key_id=principal.api_key_id if principal else None,
+            user_id=principal.user_id if principal else None,
+            status_code=response.status_code, error_code=g.get("log_error_code"),
+            rows=g.get("log_rows", 0), latency_ms=seconds * 1000.0,
+            remote_addr=request.remote_addr,  # truncated when written
+            payload=_payload(model, version) if config["MODELDOCK_LOG_PAYLOADS"]
+            else None))
         return response
 
     return after

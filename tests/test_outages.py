@@ -13,11 +13,11 @@ import time
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
 
 from app.accounts import create_api_key
 from app.extensions import db
 from app.models import RequestLog, User
+from app.request_log import DatabaseAway
 from tests.conftest import auth, build_app, database, make_keys, upload
 from tests.tcp_proxy import TCPProxy
 
@@ -70,7 +70,7 @@ def test_database_outage_keeps_loaded_models_serving_and_recovers(
         with client.get("/readyz") as ready:
             assert ready.status_code == 503 and "Retry-After" in ready.headers
         writer = app.extensions["modeldock.request_log"]
-        with pytest.raises(OperationalError):
+        with pytest.raises(DatabaseAway):
             writer.flush()
         assert writer.depth() == 2  # both predictions stay queued, not lost
 

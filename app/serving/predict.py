@@ -12,7 +12,7 @@ from app import metrics, rollout
 from app.errors import APIError
 from app.runtimes.base import Runtime
 from app.serving.prediction_cache import prediction_cache
-from app.serving.routing import ModelInfo, VersionInfo
+from app.serving.routing import ModelInfo, Snapshot, VersionInfo
 from app.serving.state import serving_state
 
 
@@ -48,8 +48,25 @@ def resolve(name: str, number: int | None = None,
 
     A pinned ``number`` always wins; a named ``alias`` (TF Serving labels) answers
     with that alias's version; otherwise sticky canary routing picks stable or canary.
+    Before a 404 the worker checks the change counter once: a model, version or
+    alias just created through another worker is found (read-your-writes).
     """
-    model = serving_state().routing.snapshot().models.get(name)
+    routing = serving_state().routing
+    snapshot = routing.snapshot()
+    try:
+        return _resolve(snapshot, name, number, alias)
+    except APIError as error:
+        if error.status != 404:
+            raise
+        newer = routing.recheck(snapshot)
+        if newer is None:
+            raise
+        return _resolve(newer, name, number, alias)
+
+
+def _resolve(snapshot: Snapshot, name: str, number: int | None,
+             alias: str | None) -> tuple[ModelInfo, VersionInfo]:
+    model = snapshot.models.get(name)
     if model is None:
         raise APIError(404, "model_not_found", f"no model named '{name}'", "model")
     g.route_alias = None

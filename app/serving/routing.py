@@ -1,4 +1,5 @@
-"""A per-worker snapshot of what each model serves, refreshed when the change counter moves."""
+"""A per-worker snapshot of what each model serves, refreshed when the change
+counter moves (and re-checked before a 404)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from flask import Flask
 
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app import changes
 from app.extensions import db
@@ -96,6 +98,25 @@ class Routing:
             self._ensure_watcher()
         return snap
 
+    def recheck(self, seen: Snapshot) -> Snapshot | None:
+        """Check the change counter now; return a snapshot newer than ``seen``, or None.
+
+        For a name this worker does not know (yet): another worker may have just
+        created it, and its caller should not get a 404 for up to
+        ``refresh_seconds`` (read-your-writes). With the database away, None.
+        """
+        try:
+            with self._lock:
+                generation = changes.current()
+                if self._snapshot is None or self._snapshot.generation != generation:
+                    self._swap(_load_snapshot(generation))
+                current = self._snapshot
+        except (OperationalError, InterfaceError) as error:
+            log.info("routing recheck skipped, database unreachable: %s", error)
+            _rollback()
+            return None
+        return current if current.generation != seen.generation else None
+
     def invalidate(self) -> None:
         """Reload on next use (this worker just changed something itself)."""
         with self._lock:
@@ -139,6 +160,13 @@ class Routing:
                     self._swap(snapshot)
         finally:
             db.session.remove()
+
+
+def _rollback() -> None:
+    try:
+        db.session.rollback()
+    except Exception:  # the connection is gone with the database
+        db.session.remove()
 
 
 def _load_snapshot(generation: int) -> Snapshot:

@@ -30,7 +30,7 @@ from app.errors import APIError
 from app.extensions import db
 from app.models import PredictionJob
 from app.models._time import utcnow
-from app.request_log import writer
+from app.request_log import log_row, writer
 from app.serving import csvio, predict
 
 log = logging.getLogger(__name__)
@@ -141,14 +141,11 @@ def _fail(job: PredictionJob, message: str) -> None:
 def _log_request(job: PredictionJob, status: int, error_code: str | None,
                  started: float, user_id: int | None, remote_addr: str | None) -> None:
     """One request-log row per CSV job, like any prediction request."""
-    writer().submit({
-        "created_at": utcnow(), "request_id": job.id,
-        "protocol": "web-csv", "model_name": job.model_name, "version": job.version,
-        "api_key_id": None, "user_id": user_id, "status_code": status,
-        "error_code": error_code, "rows": job.total_rows,
-        "latency_ms": (time.perf_counter() - started) * 1000.0,
-        "remote_addr": remote_addr,
-    })
+    writer().submit(log_row(
+        request_id=job.id, protocol="web-csv", model_name=job.model_name,
+        version=job.version, user_id=user_id, status_code=status,
+        error_code=error_code, rows=job.total_rows,
+        latency_ms=(time.perf_counter() - started) * 1000.0, remote_addr=remote_addr))
 
 
 def get_for(job_id: str, user_id: int) -> PredictionJob:
