@@ -89,6 +89,7 @@ def register_blueprints(app: Flask) -> None:
     from app.protocols.tfserving import bp as tfserving_bp
     from app.protocols.v2 import bp as v2_bp
     from app.apidocs import bp as apidocs_bp
+    from app.bounds import BoundedIntConverter, name_converters
 
     # Script-facing blueprints authenticate with API keys in headers only,
     # never cookies, so CSRF tokens do not apply to them.
@@ -97,9 +98,12 @@ def register_blueprints(app: Flask) -> None:
         limiter.limit(api_rate_limit)(blueprint)
     # TF Serving's `name:verb` URLs: names and labels never contain ':'.
     app.url_map.converters.update(model=ModelNameConverter, label=LabelConverter)
+    # Ids and version numbers in URLs stay within what the database columns hold.
+    app.url_map.converters["int"] = BoundedIntConverter
     for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, admin_pages_bp,
                       ops_bp, tfserving_bp, v2_bp, apidocs_bp):
         app.register_blueprint(blueprint)
+    name_converters(app.url_map)
 
 
 def register_errorhandlers(app: Flask) -> None:

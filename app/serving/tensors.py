@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import APIError
+from app.errors import APIError, quote
 from app.serving.inputs import _check_batch, matrix_from_columns, matrix_from_rows
 
 # The one input tensor a model declares; a lone tensor may carry any name.
@@ -99,7 +99,7 @@ def _from_json(data: Any, datatype: str, count: int, field: str) -> list:
         accepts, wanted = check
         for i, value in enumerate(values):
             if not accepts(value):
-                raise _error(f"{datatype} data must be {wanted}, got {value!r}",
+                raise _error(f"{datatype} data must be {wanted}, got {quote(value)}",
                              f"{field}.data[{i}]", "datatype_mismatch")
     return values
 
