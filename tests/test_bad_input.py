@@ -6,8 +6,10 @@ import json
 
 import pytest
 
+from app.errors import APIError
 from app.extensions import db
-from app.models import AuditEvent, MLModel
+from app.models import MLModel
+from app.serving import csvio
 from tests.conftest import auth, sign_in, upload
 
 HUGE = ("99999999999999999999", "2147483648", "9" * 400)
@@ -78,3 +80,41 @@ def test_cli_refuses_huge_version_numbers_with_a_message(app, runner):
     result = runner.invoke(args=["models", "activate", "demo", "99999999999999999999"])
     assert result.exit_code == 2 and "is not in the range" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# --- errors quote at most a short prefix of what the client sent ---------------------
+
+@pytest.fixture
+def iris_model(client, keys, iris):
+    assert upload(client, keys.admin, "iris", iris.as_skops()).status_code == 201
+    return "iris"
+
+
+def test_a_huge_string_is_not_echoed_back(client, keys, iris_model):
+    huge = "A" * 5_000_000
+    bodies = {
+        "/api/v1/models/iris/predict": [
+            {"instances": [[huge, 1, 2, 3]]}, {"instances": [{huge: 1}]},
+            {"inputs": {huge: [1]}}],
+        "/v1/models/iris:predict": [
+            {"instances": [[huge, 1, 2, 3]]}, {"instances": [{huge: [1, 2]}]}],
+        "/v2/models/iris/infer": [
+            {"inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4],
+                         "data": [huge, 1, 2, 3]}]},
+            {"inputs": [{"name": huge, "datatype": "BYTES", "shape": [1, 4],
+                         "data": [huge, "1", "2", "3"]}]}],
+    }
+    for path, cases in bodies.items():
+        for body in cases:
+            response = client.post(path, data=json.dumps(body),
+                                   content_type="application/json",
+                                   headers=auth(keys.predict))
+            assert response.status_code == 400, (path, response.data[:300])
+            assert len(response.data) < 2000, (path, response.data[:300])
+            assert "AAAAAAAAAA" in response.text  # a prefix still says which value
+    schema = {"feature_names": list("abcd"), "n_features": 4}
+    cell = huge[:100_000]  # the csv module's own limit is 131072 per field
+    parsed = csvio.read_csv(f"a,b,c,d\n{cell},1,2,3\n".encode(), schema, 10)
+    with pytest.raises(APIError) as error:
+        csvio.to_matrix(parsed, 0, 1, schema)
+    assert error.value.code == "non_numeric_value" and len(error.value.message) < 200
