@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config as settings
 from app import jsonlog
+from app.serving.output import FiniteJSONProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
     )
     load_config(app, config)
+    app.json = FiniteJSONProvider(app)  # NaN and ±inf are written as null
     jsonlog.configure(app.config["LOG_LEVEL"], app.config["MODELDOCK_LOG_FORMAT"])
     register_extensions(app)
     register_blueprints(app)

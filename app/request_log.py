@@ -10,7 +10,6 @@ in the Prometheus metrics, with or without logging.
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import queue
@@ -28,6 +27,7 @@ from app.extensions import db
 from app.models import ApiKey, RequestLog
 from app.models._time import utcnow
 from app.privacy import stored_payload, truncate_ip
+from app.serving.output import json_text
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -157,7 +157,7 @@ def _insert(rows: list[dict[str, Any]]) -> None:
             values = [row.get(name) for name in COLUMNS]
             values[0] = created_at(values[0], dialect)
             if values[-1] is not None:  # the JSON column, as JSON text
-                values[-1] = json.dumps(values[-1])
+                values[-1] = json_text(values[-1])
             copy.write_row(values)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from app.errors import APIError
@@ -118,3 +119,104 @@ def test_a_huge_string_is_not_echoed_back(client, keys, iris_model):
     with pytest.raises(APIError) as error:
         csvio.to_matrix(parsed, 0, 1, schema)
     assert error.value.code == "non_numeric_value" and len(error.value.message) < 200
+
+
+# --- non-finite outputs are null in every protocol ---------------------------------
+
+def strict_json(text: str):
+    """Parse like a strict JSON parser: NaN, Infinity and -Infinity are errors."""
+    def refuse(token):
+        raise ValueError(f"{token} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+# Rows whose prediction overflows: +inf, -inf, inf - inf (NaN or -inf, as the BLAS
+# sums it), then a finite one.
+OVERFLOWING = [[1e300, 0.0], [-1e300, 0.0], [1e300, -1e300], [1.0, 2.0]]
+
+
+@pytest.fixture
+def overflowing(client, keys):
+    """A LinearRegression with huge coefficients (only allowed names, skops)."""
+    import skops.io
+    from sklearn.linear_model import LinearRegression
+
+    model = LinearRegression().fit([[0, 0], [1, 0], [0, 1], [1, 1]], [0, 1, 2, 3])
+    model.coef_, model.intercept_ = np.array([1e300, 1e300]), 0.0
+    response = upload(client, keys.admin, "big", skops.io.dumps(model))
+    assert response.status_code == 201, response.data
+    return model
+
+
+def test_non_finite_predictions_are_null_in_every_protocol(app, client, keys,
+                                                           overflowing):
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = overflowing.predict(np.array(OVERFLOWING))
+    assert np.isposinf(expected[0]) and np.isneginf(expected[1])
+    assert not np.isfinite(expected[2]) and np.isfinite(expected[3])
+    want = [None, None, None, pytest.approx(expected[3])]
+    headers = auth(keys.predict)
+
+    native = client.post("/api/v1/models/big/predict", headers=headers,
+                         json={"instances": OVERFLOWING})
+    assert strict_json(native.text)["predictions"] == want
+    tf = client.post("/v1/models/big:predict", headers=headers,
+                     json={"instances": OVERFLOWING})
+    assert strict_json(tf.text)["predictions"] == want
+    regress = client.post("/v1/models/big:regress", headers=headers, json={
+        "examples": [{"x0": a, "x1": b} for a, b in OVERFLOWING]})
+    assert strict_json(regress.text)["results"] == want
+    v2 = client.post("/v2/models/big/infer", headers=headers, json={"inputs": [
+        {"name": "input", "datatype": "FP64", "shape": [4, 2],
+         "data": OVERFLOWING}]})
+    assert strict_json(v2.text)["outputs"][0]["data"] == want
+    app.config["MODELDOCK_DEFAULT_MODEL"] = "big"
+    tutorial = client.post("/predict", headers=headers,
+                           json={"features": OVERFLOWING})
+    assert strict_json(tutorial.text)["prediction"] == want
+
+
+def test_non_finite_predictions_are_empty_cells_in_csv_results(app, keys,
+                                                              overflowing):
+    from tests.test_ui_predict import client_for, download, finished, upload_csv
+
+    client, token = client_for(app, ("root", "correct horse battery"))
+    text = "x0,x1\n" + "".join(f"{a!r},{b!r}\n" for a, b in OVERFLOWING)
+    with upload_csv(client, token, "big", text) as response:
+        location = response.headers["Location"]
+    page, _ = finished(client, location)
+    assert "Histogram of predicted values" in page
+    table = download(client, location)
+    assert [row[2] for row in table[1:4]] == ["", "", ""]
+    assert float(table[4][2]) == pytest.approx(overflowing.predict([[1.0, 2.0]])[0])
+
+
+def test_flask_json_writes_nan_and_infinities_as_null(app):
+    with app.app_context():
+        text = app.json.dumps({"a": [float("nan"), 1.5, {"b": float("-inf")}],
+                               "c": (float("inf"),)})
+    assert strict_json(text) == {"a": [None, 1.5, {"b": None}], "c": [None]}
+
+
+# --- CSV results keep every row, whatever the cells hold ------------------------------
+
+def test_csv_results_round_trip_cells_with_cr_lf_quotes_and_commas(app, keys,
+                                                                  iris_model, iris):
+    import csv
+    import io
+
+    from tests.test_ui_predict import client_for, download, finished, upload_csv
+
+    notes = ["bare\rreturn", "new\nline", "both\r\nends", 'say "hi"', "a,b", "plain"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["note", "x0", "x1", "x2", "x3"])
+    writer.writerows([note, *iris.X[i]] for i, note in enumerate(notes))
+    client, token = client_for(app, ("root", "correct horse battery"))
+    with upload_csv(client, token, "iris", out.getvalue()) as response:
+        location = response.headers["Location"]
+    finished(client, location)
+    table = download(client, location)
+    assert [row[0] for row in table[1:]] == notes
+    assert [int(row[5]) for row in table[1:]] == \
+        iris.estimator.predict(iris.X[:len(notes)]).tolist()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -145,10 +146,17 @@ def result_rows(parsed: ParsedCSV, start: int, labels: np.ndarray,
     label_list = labels.tolist()
     proba_list = None if probabilities is None else probabilities.tolist()
     for i, label in enumerate(label_list):
-        row = [*parsed.rows[start + i], label]
+        row = [*parsed.rows[start + i], _cell(label)]
         if proba_list is not None:
-            row += proba_list[i]
+            row += [_cell(p) for p in proba_list[i]]
         yield row
+
+
+def _cell(value: object) -> object:
+    """NaN and ±infinity as an empty cell, as JSON answers write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return value
 
 
 def neutralise(cell: object) -> str:
