@@ -10,6 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config as settings
 from app import jsonlog
+from app.bodies import ChunkedBodyLimit
 from app.serving.output import FiniteJSONProvider
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +32,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
+    # A chunked body over the upload cap is a 413 like a sized one.
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, app.config)
     if app.config["MODELDOCK_PROXY_HOPS"]:
         hops = app.config["MODELDOCK_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,

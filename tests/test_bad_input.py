@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -220,3 +221,80 @@ def test_csv_results_round_trip_cells_with_cr_lf_quotes_and_commas(app, keys,
     assert [row[0] for row in table[1:]] == notes
     assert [int(row[5]) for row in table[1:]] == \
         iris.estimator.predict(iris.X[:len(notes)]).tolist()
+
+
+# --- chunked bodies over the cap are 413, through a real gunicorn ------------------
+
+@pytest.fixture(scope="module")
+def capped_server(tmp_path_factory, iris):
+    """gunicorn (2 gthread workers) on SQLite with a 1 MB upload cap and one model."""
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.accounts import create_api_key, create_user
+    from app.registry import service
+    from tests.live import gunicorn
+
+    folder = tmp_path_factory.mktemp("chunked")
+    env = {"DATABASE_URL": f"sqlite:///{folder / 'modeldock.db'}",
+           "SECRET_KEY": "chunked", "MODELDOCK_MAX_UPLOAD_MB": "1",
+           "MODELDOCK_REQUEST_LOG_ENABLED": "false"}
+    app = create_app(env)
+    with app.app_context():
+        upgrade()
+        admin = create_user("ops", "ops-password-1", "admin")
+        _, key = create_api_key(admin, "ops", ["predict", "admin"])
+        service.upload_version("iris", "iris.skops", iris.as_skops())
+        db.session.commit()
+        db.engine.dispose()
+    app.extensions["modeldock"].close()
+    with gunicorn(env, workers=2, extra=["--worker-class", "gthread", "--threads", "2"],
+                  log_path=folder / "gunicorn.log") as port:
+        yield port, key
+
+
+def send_chunked(port: int, path: str, body: bytes, headers: dict):
+    """POST ``body`` with Transfer-Encoding: chunked (no Content-Length)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
+        conn.request("POST", path, body=chunks, headers=headers, encode_chunked=True)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
+def test_chunked_bodies_over_the_cap_are_413_and_small_ones_work(capped_server, iris):
+    port, key = capped_server
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    small = json.dumps({"instances": iris.X[:3].tolist()}).encode()
+    status, body = send_chunked(port, "/api/v1/models/iris/predict", small, headers)
+    assert status == 200 and len(body["predictions"]) == 3
+    big = json.dumps({"instances": iris.X.tolist() * 400}).encode()
+    assert len(big) > 1024 * 1024
+    for path in ("/api/v1/models/iris/predict", "/v1/models/iris:predict",
+                 "/v2/models/iris/infer"):
+        status, body = send_chunked(port, path, big, headers)
+        assert status == 413, (path, body)
+    status, body = send_chunked(port, "/api/v1/models/iris/predict", big, headers)
+    assert body["error"]["code"] == "payload_too_large"
+
+
+def test_chunked_multipart_uploads_over_the_cap_are_413(capped_server, iris):
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    port, key = capped_server
+    for data, want in ((iris.as_skops(), 201), (b"\0" * (1024 * 1024 + 10), 413)):
+        boundary, body = encode_multipart({"file": FileStorage(
+            io.BytesIO(data), filename="iris.skops", name="file")})
+        status, answer = send_chunked(
+            port, "/api/v1/models/chunky/versions", body,
+            {"Authorization": f"Bearer {key}",
+             "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert status == want, answer
+        if want == 413:
+            assert answer["error"]["code"] == "payload_too_large"
