@@ -298,3 +298,30 @@ def test_chunked_multipart_uploads_over_the_cap_are_413(capped_server, iris):
         assert status == want, answer
         if want == 413:
             assert answer["error"]["code"] == "payload_too_large"
+
+
+# --- Open Inference typed tensors hold only what their datatype can -----------------
+
+OUT_OF_RANGE = [("UINT8", -1), ("UINT8", 300), ("INT8", 128), ("UINT64", -1),
+                ("INT64", 2**63), ("FP16", 65536), ("FP16", -1e6), ("FP32", 1e39)]
+
+
+def test_typed_tensors_refuse_values_out_of_their_range(client, keys, iris_model):
+    for datatype, value in OUT_OF_RANGE:
+        response = client.post("/v2/models/iris/infer", headers=auth(keys.predict),
+                               json={"inputs": [{"name": "flowers", "datatype": datatype,
+                                                 "shape": [1, 4],
+                                                 "data": [1, 1, 1, value]}]})
+        assert response.status_code == 400, (datatype, value)
+        message = response.get_json()["error"]
+        assert "inputs[0].data[3]" in message and "'flowers'" in message
+        assert f"{datatype} holds" in message
+
+
+def test_typed_tensors_in_range_still_predict(client, keys, iris_model):
+    for datatype, row in (("UINT8", [0, 255, 1, 2]), ("FP16", [65504, -65504, 1, 2]),
+                          ("INT8", [-128, 127, 0, 1])):
+        response = client.post("/v2/models/iris/infer", headers=auth(keys.predict),
+                               json={"inputs": [{"name": "input", "datatype": datatype,
+                                                 "shape": [1, 4], "data": row}]})
+        assert response.status_code == 200, (datatype, response.data)
