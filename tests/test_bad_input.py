@@ -325,3 +325,41 @@ def test_typed_tensors_in_range_still_predict(client, keys, iris_model):
                                json={"inputs": [{"name": "input", "datatype": datatype,
                                                  "shape": [1, 4], "data": row}]})
         assert response.status_code == 200, (datatype, response.data)
+
+
+# --- pickle protocols 0 and 1 of allowed models load; nothing else new does ----------
+
+def test_protocol_0_and_1_pickles_of_allowed_models_upload_and_predict(client, keys,
+                                                                      iris):
+    import pickle
+
+    want = iris.estimator.predict(iris.X[:5]).tolist()
+    for protocol in (0, 1):
+        data = pickle.dumps(iris.estimator, protocol=protocol)
+        assert b"_reconstructor" in data
+        response = upload(client, keys.admin, f"p{protocol}", data, "model.pkl")
+        assert response.status_code == 201, response.data
+        answer = client.post(f"/api/v1/models/p{protocol}/predict",
+                             headers=auth(keys.predict),
+                             json={"instances": iris.X[:5].tolist()})
+        assert answer.status_code == 200 and answer.get_json()["predictions"] == want
+
+
+def test_protocol_0_pickles_of_forbidden_classes_are_still_refused(client, keys):
+    import collections
+    import pickle
+
+    counter = pickle.dumps([collections.Counter(a=1)], protocol=0)
+    # _reconstructor with a base other than a builtin type, then with a class
+    # that is not allowed at all.
+    odd_base = (b"ccopy_reg\n_reconstructor\n(csklearn.linear_model._logistic\n"
+                b"LogisticRegression\ncnumpy\nndarray\nNtR.")
+    not_a_class = (b"ccopy_reg\n_reconstructor\n(c_codecs\nencode\n"
+                   b"c__builtin__\nobject\nNtR.")
+    for data, refused in ((counter, "collections.Counter"),
+                          (odd_base, "copyreg._reconstructor"),
+                          (not_a_class, "copyreg._reconstructor")):
+        response = upload(client, keys.admin, "bad", data, "model.pkl")
+        assert response.status_code == 422, response.data
+        error = response.get_json()["error"]
+        assert error["code"] == "unsafe_model_file" and refused in error["message"]
