@@ -110,7 +110,8 @@ def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days,
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     try:
         key, plaintext = people.create_key(people.user_by_name(username), name,
-                                           list(scopes), expires, _rate_limit(rate_limit))
+                                           list(scopes), expires,
+                                           _rate_limit(rate_limit))
     except APIError as error:
         _fail(error)
     db.session.commit()

@@ -309,8 +309,8 @@ OUT_OF_RANGE = [("UINT8", -1), ("UINT8", 300), ("INT8", 128), ("UINT64", -1),
 def test_typed_tensors_refuse_values_out_of_their_range(client, keys, iris_model):
     for datatype, value in OUT_OF_RANGE:
         response = client.post("/v2/models/iris/infer", headers=auth(keys.predict),
-                               json={"inputs": [{"name": "flowers", "datatype": datatype,
-                                                 "shape": [1, 4],
+                               json={"inputs": [{"name": "flowers",
+                                                 "datatype": datatype, "shape": [1, 4],
                                                  "data": [1, 1, 1, value]}]})
         assert response.status_code == 400, (datatype, value)
         message = response.get_json()["error"]

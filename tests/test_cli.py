@@ -91,7 +91,8 @@ def test_cli_changes_to_users_and_keys_are_audited(app, runner):
     assert runner.invoke(args=["keys", "create", "bob"]).exit_code == 0
     with app.app_context():
         prefix, bobs = db.session.scalars(select(ApiKey.prefix).order_by(ApiKey.id))
-    for args in (["keys", "set-limit", prefix, "none"], ["users", "role", "ops", "user"],
+    for args in (["keys", "set-limit", prefix, "none"],
+                 ["users", "role", "ops", "user"],
                  ["users", "disable", "bob"], ["users", "enable", "bob"],
                  ["keys", "revoke", bobs]):
         result = runner.invoke(args=args)

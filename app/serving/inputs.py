@@ -65,7 +65,8 @@ def _explain(rows: list, field: str, n_features: int) -> None:
         for j, value in enumerate(row):
             if _bad_cell(value):
                 raise APIError(400, "non_numeric_value",
-                               f"value {quote(value)} is not a number", f"{field}[{i}][{j}]")
+                               f"value {quote(value)} is not a number",
+                               f"{field}[{i}][{j}]")
     raise APIError(400, "invalid_rows", "rows could not be read as numbers", field)
 
 
