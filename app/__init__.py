@@ -10,6 +10,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config as settings
 from app import jsonlog
+from app.bodies import ChunkedBodyLimit
+from app.outages import SpoolingRequest
+from app.serving.output import FiniteJSONProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,14 +27,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
     )
     load_config(app, config)
-    from app.outages import SpoolingRequest
-
-    app.request_class = SpoolingRequest
+    app.request_class = SpoolingRequest  # uploads spooled where TMPDIR says
+    app.json = FiniteJSONProvider(app)  # NaN and ±inf are written as null
     jsonlog.configure(app.config["LOG_LEVEL"], app.config["MODELDOCK_LOG_FORMAT"])
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
+    # A chunked body over the upload cap is a 413 like a sized one.
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, app.config)
     if app.config["MODELDOCK_PROXY_HOPS"]:
         hops = app.config["MODELDOCK_PROXY_HOPS"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,
@@ -92,6 +96,7 @@ def register_blueprints(app: Flask) -> None:
     from app.protocols.tfserving import bp as tfserving_bp
     from app.protocols.v2 import bp as v2_bp
     from app.apidocs import bp as apidocs_bp
+    from app.bounds import BoundedIntConverter, name_converters
 
     # Script-facing blueprints authenticate with API keys in headers only,
     # never cookies, so CSRF tokens do not apply to them.
@@ -100,9 +105,12 @@ def register_blueprints(app: Flask) -> None:
         limiter.limit(api_rate_limit)(blueprint)
     # TF Serving's `name:verb` URLs: names and labels never contain ':'.
     app.url_map.converters.update(model=ModelNameConverter, label=LabelConverter)
+    # Ids and version numbers in URLs stay within what the database columns hold.
+    app.url_map.converters["int"] = BoundedIntConverter
     for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, admin_pages_bp,
                       ops_bp, tfserving_bp, v2_bp, apidocs_bp):
         app.register_blueprint(blueprint)
+    name_converters(app.url_map)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -10,10 +10,11 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from app import accounts, changes
+from app import people
+from app.bounds import MAX_ID
 from app.errors import APIError
 from app.extensions import db
-from app.models import ApiKey, MLModel, User
+from app.models import ApiKey, MLModel
 from app.models._time import utcnow
 from app.registry import describe, service
 
@@ -22,15 +23,12 @@ keys = AppGroup("keys", help="Manage API keys for scripts.")
 models = AppGroup("models", help="Manage models and versions.")
 
 
+# Version numbers as the database stores them (a larger one names nothing).
+VERSION_NUMBER = click.IntRange(1, MAX_ID)
+
+
 def _fail(error: APIError):
     raise click.ClickException(f"{error.code}: {error.message}")
-
-
-def _user(username: str) -> User:
-    user = db.session.scalar(select(User).where(User.username == username))
-    if user is None:
-        raise click.ClickException(f"no user named '{username}'")
-    return user
 
 
 @users.command("create")
@@ -40,7 +38,7 @@ def _user(username: str) -> User:
 def create_user(username: str, role: str, password: str):
     """Create a user (prompts for the password)."""
     try:
-        accounts.create_user(username, password, role)
+        people.create_user(username, password, role)
     except APIError as error:
         _fail(error)
     db.session.commit()
@@ -53,11 +51,48 @@ def create_user(username: str, role: str, password: str):
 def create_admin(username: str, password: str):
     """Create an administrator (prompts for the password)."""
     try:
-        accounts.create_user(username, password, "admin")
+        people.create_user(username, password, "admin")
     except APIError as error:
         _fail(error)
     db.session.commit()
     click.echo(f"created admin '{username}'")
+
+
+@users.command("role")
+@click.argument("username")
+@click.argument("role", type=click.Choice(["admin", "user"]))
+def set_role(username: str, role: str):
+    """Give USERNAME the ROLE (a demoted user's admin-scope keys are revoked)."""
+    try:
+        people.set_role(people.user_by_name(username), role, acting_user_id=None)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"'{username}' is now {role}")
+
+
+@users.command("disable")
+@click.argument("username")
+def disable_user(username: str):
+    """Stop USERNAME's sign-in, sessions and API keys at once."""
+    try:
+        people.set_enabled(people.user_by_name(username), False, acting_user_id=None)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"disabled '{username}'")
+
+
+@users.command("enable")
+@click.argument("username")
+def enable_user(username: str):
+    """Let USERNAME sign in and use API keys again."""
+    try:
+        people.set_enabled(people.user_by_name(username), True, acting_user_id=None)
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
+    click.echo(f"enabled '{username}'")
 
 
 @keys.command("create")
@@ -65,7 +100,7 @@ def create_admin(username: str, password: str):
 @click.option("--name", default="cli", help="A label to recognise the key.")
 @click.option("--scope", "scopes", multiple=True, default=["predict"],
               type=click.Choice(["predict", "admin"]), show_default=True)
-@click.option("--expires-days", type=int, default=None)
+@click.option("--expires-days", type=click.IntRange(1, 100 * 366), default=None)
 @click.option("--rate-limit", default=None,
               help='This key\'s own limit, e.g. "100 per minute" (default: '
                    'MODELDOCK_RATELIMIT_DEFAULT).')
@@ -74,8 +109,9 @@ def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days,
     """Create an API key for USERNAME and print it once."""
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     try:
-        key, plaintext = accounts.create_api_key(_user(username), name, list(scopes),
-                                                 expires, _rate_limit(rate_limit))
+        key, plaintext = people.create_key(people.user_by_name(username), name,
+                                           list(scopes), expires,
+                                           _rate_limit(rate_limit))
     except APIError as error:
         _fail(error)
     db.session.commit()
@@ -87,10 +123,10 @@ def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days,
 @click.argument("prefix")
 def revoke_key(prefix: str):
     """Revoke the key whose prefix is PREFIX."""
-    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    if key is None:
-        raise click.ClickException(f"no key with prefix '{prefix}'")
-    accounts.revoke_api_key(key)
+    try:
+        people.revoke_key(people.key_by_prefix(prefix))
+    except APIError as error:
+        _fail(error)
     db.session.commit()
     click.echo(f"revoked {prefix}")
 
@@ -114,11 +150,11 @@ def _rate_limit(text: str | None) -> str | None:
 @click.argument("limit")
 def set_key_limit(prefix: str, limit: str):
     """Give the key PREFIX its own rate LIMIT ("100 per minute"; "none": default)."""
-    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    if key is None:
-        raise click.ClickException(f"no key with prefix '{prefix}'")
-    key.rate_limit = _rate_limit(limit)
-    changes.bump()  # workers drop their cached copy of the key
+    try:
+        key = people.key_by_prefix(prefix)
+        people.set_key_limit(key, _rate_limit(limit))
+    except APIError as error:
+        _fail(error)
     db.session.commit()
     click.echo(f"{prefix}: {key.rate_limit or 'default limit'}")
 
@@ -153,7 +189,7 @@ def upload(name: str, path: Path, description, notes: str, activate: bool):
 
 @models.command("activate")
 @click.argument("name")
-@click.argument("number", type=int)
+@click.argument("number", type=VERSION_NUMBER)
 @click.option("--reason", default="")
 def activate(name: str, number: int, reason: str):
     """Make version NUMBER of NAME the active (stable) version."""
@@ -167,7 +203,7 @@ def activate(name: str, number: int, reason: str):
 
 @models.command("runtime")
 @click.argument("name")
-@click.argument("number", type=int)
+@click.argument("number", type=VERSION_NUMBER)
 @click.argument("runtime", type=click.Choice(["auto", "onnx", "sklearn"]))
 @click.option("--reason", default="")
 def set_runtime(name: str, number: int, runtime: str, reason: str):

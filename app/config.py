@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from app.ratelimit_storage import storage_uri
+from app.serving.output import json_text
 
 
 def _bool(raw: str) -> bool:
@@ -174,6 +175,8 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     config["SQLALCHEMY_DATABASE_URI"] = url
     engine_options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     engine_options.setdefault("pool_pre_ping", True)
+    # JSON columns: NaN and ±inf as null (PostgreSQL refuses the bare tokens).
+    engine_options.setdefault("json_serializer", json_text)
     config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options
     config["MAX_CONTENT_LENGTH"] = config["MODELDOCK_MAX_UPLOAD_MB"] * 1024 * 1024
     config["DEBUG"] = False if production else config.get("DEBUG", False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import reprlib
 
 from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -17,15 +18,36 @@ API_PREFIXES = ("/api/", "/v1/", "/v2", "/predict", "/metrics", "/healthz", "/re
 PLAIN_PREFIXES = ("/v1/", "/v2/")
 
 
+# What an error may quote of a client's input: a short prefix, never the whole value.
+_QUOTE = reprlib.Repr()
+_QUOTE.maxstring = _QUOTE.maxother = _QUOTE.maxlong = 40
+_QUOTE.maxlevel = 2
+# A backstop for messages and fields built from input without ``quote``.
+MAX_MESSAGE, MAX_FIELD = 1000, 200
+
+
+def quote(value) -> str:
+    """``repr`` of a value a client sent, shortened: 'abc...xyz' for long text."""
+    return _QUOTE.repr(value)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
 class APIError(Exception):
     """A client-visible error with a stable ``code`` and the offending ``field``."""
 
     def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        message = clip(message, MAX_MESSAGE)
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
-        self.field = field
+        self.field = None if field is None else clip(field, MAX_FIELD)
 
     def to_dict(self) -> dict:
         error = {"code": self.code, "message": self.message}
@@ -89,8 +111,10 @@ def register_errorhandlers(app: Flask) -> None:
             return plain_error(error.description or error.name, status,
                                error.get_headers())
         if wants_json():
-            code = HTTP_CODES.get(status, "http_error")
-            api_error = APIError(status, code, error.description or error.name)
+            code = getattr(error, "api_code", None) or HTTP_CODES.get(status,
+                                                                      "http_error")
+            api_error = APIError(status, code, error.description or error.name,
+                                 getattr(error, "field", None))
             response = jsonify(api_error.to_dict())
             response.status_code = status
             for name, value in error.get_headers():

@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Select, and_, case, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+from app.bounds import MAX_ID, whole_number
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, RequestLog, User
 from app.models._time import utcnow
@@ -82,10 +83,10 @@ class LogFilters:
                       key=args.get("key_prefix", "").strip())
         raw_version = args.get("version", "").strip()
         if raw_version:
-            if raw_version.isdigit():
-                filters.version = int(raw_version)
-            else:
-                filters.problems.append("version must be a whole number")
+            filters.version = whole_number(raw_version, 1)
+            if filters.version is None:
+                filters.problems.append(
+                    f"version must be a whole number from 1 to {MAX_ID}")
         for name in ("since", "until"):
             raw = args.get(name, "").strip()
             if raw:
@@ -98,7 +99,7 @@ class LogFilters:
                     value = value.replace(tzinfo=utcnow().tzinfo)
                 setattr(filters, name, value)
         if filters.status and filters.status not in {"ok", "error", "4xx", "5xx"} \
-                and not (filters.status.isdigit() and len(filters.status) == 3):
+                and whole_number(filters.status, 100, 599) is None:
             filters.problems.append("status must be ok, error, 4xx, 5xx or a code")
             filters.status = ""
         return filters

@@ -18,7 +18,6 @@ stop or a HUP writes the queue before the worker exits. A worker killed with
 from __future__ import annotations
 
 import atexit
-import json
 import logging
 import os
 import queue
@@ -36,6 +35,7 @@ from app.extensions import db
 from app.models import ApiKey, RequestLog
 from app.models._time import utcnow
 from app.privacy import stored_payload, truncate_ip
+from app.serving.output import json_text
 
 log = logging.getLogger(__name__)
 BATCH = 500
@@ -242,7 +242,7 @@ def _insert(rows: list[dict[str, Any]]) -> None:
             values = [row.get(name) for name in COLUMNS]
             values[0] = created_at(values[0], dialect)
             if values[-1] is not None:  # the JSON column, as JSON text
-                values[-1] = json.dumps(values[-1])
+                values[-1] = json_text(values[-1])
             copy.write_row(values)
 
 

@@ -7,7 +7,7 @@ import json
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import ApiKey, User
+from app.models import ApiKey, AuditEvent, User
 from tests.conftest import auth
 
 
@@ -76,3 +76,39 @@ def test_cli_errors_are_messages_not_tracebacks(app, runner, tmp_path):
     assert "weak_password" in weak.output
     with app.app_context():
         assert db.session.scalar(select(User).where(User.username == "bob")) is None
+
+
+def test_cli_changes_to_users_and_keys_are_audited(app, runner):
+    def events():
+        with app.app_context():
+            return [(e.actor, e.action, e.target) for e in db.session.scalars(
+                select(AuditEvent).order_by(AuditEvent.id))]
+
+    assert runner.invoke(args=["users", "create-admin", "ops"],
+                         input="s3cret-pass\ns3cret-pass\n").exit_code == 0
+    assert runner.invoke(args=["users", "create", "bob"],
+                         input="bob-password\nbob-password\n").exit_code == 0
+    result = runner.invoke(args=["keys", "create", "ops", "--scope", "admin",
+                                 "--rate-limit", "5 per minute"])
+    assert result.exit_code == 0, result.output
+    assert runner.invoke(args=["keys", "create", "bob"]).exit_code == 0
+    with app.app_context():
+        prefix, bobs = db.session.scalars(select(ApiKey.prefix).order_by(ApiKey.id))
+    for args in (["keys", "set-limit", prefix, "none"],
+                 ["users", "role", "ops", "user"],
+                 ["users", "disable", "bob"], ["users", "enable", "bob"],
+                 ["keys", "revoke", bobs]):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 0, (args, result.output)
+    assert events() == [
+        ("cli", "user.create", "user:ops"), ("cli", "user.create", "user:bob"),
+        ("cli", "key.create", f"key:{prefix}"), ("cli", "key.create", f"key:{bobs}"),
+        ("cli", "key.limit", f"key:{prefix}"),
+        # demoting revokes the admin-scope key: the role change is the audited act
+        ("cli", "user.role", "user:ops"), ("cli", "user.disable", "user:bob"),
+        ("cli", "user.enable", "user:bob"), ("cli", "key.revoke", f"key:{bobs}")]
+    # a no-op (already revoked) and a failed command add nothing
+    assert runner.invoke(args=["keys", "revoke", prefix]).exit_code == 0
+    missing = runner.invoke(args=["users", "disable", "nobody"])
+    assert missing.exit_code == 1 and "user_not_found" in missing.output
+    assert len(events()) == 9

@@ -6,6 +6,7 @@ import json
 
 from flask import g, jsonify, request
 
+from app.bounds import json_whole_number, whole_number
 from app.errors import APIError
 from app.admin import api_bp
 from app.permissions import require_scope
@@ -123,19 +124,13 @@ def _json_body() -> dict:
     return body
 
 
-def _int_field(body: dict, name: str) -> int:
-    value = body.get(name)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise APIError(400, f"invalid_{name}", f"'{name}' must be an integer", name)
-    return value
-
-
 @api_bp.put("/models/<name>/canary")
 @require_scope("admin")
 def set_canary(name: str):
     """Body: {"version": n, "weight": 0-100, "reason": "..."}."""
     body = _json_body()
-    rollout.set_canary(name, _int_field(body, "version"), _int_field(body, "weight"),
+    rollout.set_canary(name, json_whole_number(body, "version"),
+                       json_whole_number(body, "weight", 0, 100),
                        str(body.get("reason", "")))
     changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
@@ -163,7 +158,8 @@ def promote_canary(name: str):
 def set_shadow(name: str):
     """Body: {"version": n, "reason": "..."}."""
     body = _json_body()
-    rollout.set_shadow(name, _int_field(body, "version"), str(body.get("reason", "")))
+    rollout.set_shadow(name, json_whole_number(body, "version"),
+                       str(body.get("reason", "")))
     changes.commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
@@ -172,12 +168,12 @@ def set_shadow(name: str):
 @require_scope("admin")
 def shadow_report(name: str):
     """Hourly agreement (classification) or error (regression) of the shadow version."""
-    hours = request.args.get("hours", "24")
-    if not hours.isdigit() or not 1 <= int(hours) <= 24 * 31:
+    hours = whole_number(request.args.get("hours", "24"), 1, 24 * 31)
+    if hours is None:
         raise APIError(400, "invalid_hours", "hours must be 1-744", "hours")
     aliases = describe.aliases_of(service.get_model(name))
     return jsonify({"model": name, "shadow": aliases.get("shadow"),
-                    "hours": rollout.shadow_stats(name, int(hours))})
+                    "hours": rollout.shadow_stats(name, hours)})
 
 
 @api_bp.get("/models/<name>/history")

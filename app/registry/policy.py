@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 from collections.abc import Iterable
 from functools import lru_cache
@@ -48,6 +49,8 @@ def _approved_objects() -> tuple[frozenset[int], tuple[type, ...]]:
         importlib.import_module("_codecs").encode,
         np.ndarray, np.dtype, np.random.RandomState, np.random.Generator,
         bit_generator.SeedSequence,
+        # The base pickle protocols 0-1 name for plain classes; object() is inert.
+        object,
     ]
     bases: tuple[type, ...] = (
         BaseEstimator, BaseLoss, BaseLink, Interval, Tree, TreePredictor,
@@ -76,6 +79,26 @@ def _is_sklearn_reconstructor(obj: object) -> bool:
     )
 
 
+# What protocols 0-1 may name as the builtin base of a reconstructed class.
+RECONSTRUCTOR_BASES = (object, dict, list, tuple, set, frozenset, int, float, str,
+                       bytes)
+
+
+def checked_reconstructor(cls: type, base: type, state: object) -> object:
+    """``copyreg._reconstructor`` (pickle protocols 0-1) for allowed classes only.
+
+    ``cls`` already went through ``find_class`` and the policy; ``base`` must be
+    ``object`` or a plain builtin type ``cls`` derives from, so the call can only
+    make an instance of an allowed class, as protocol 2's NEWOBJ does.
+    """
+    if not isinstance(cls, type) or base not in RECONSTRUCTOR_BASES \
+            or not issubclass(cls, base):
+        raise UnsafeModelError("copyreg._reconstructor",
+                               f"it may only rebuild an allowed class from a builtin "
+                               f"base, not {cls!r} from {base!r}")
+    return copyreg._reconstructor(cls, base, state)
+
+
 def _resolve(module: str, name: str) -> object:
     """Import ``module`` (already known to be importable) and walk a dotted name."""
     obj: object = importlib.import_module(module)
@@ -93,6 +116,8 @@ def judge(module: str, name: str, trusted_modules: Iterable[str] = ()) -> object
     """
     module = PY2_MODULES.get(module, module)
     reference = f"{module}.{name}"
+    if reference == "copyreg._reconstructor":  # judged again when called
+        return checked_reconstructor
     trusted = frozenset(trusted_modules)
     root = module.split(".")[0]
     trusted_roots = {m.split(".")[0] for m in trusted}

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from app.errors import APIError
+from app.errors import APIError, quote
 from app.serving.inputs import check_finite, matrix_from_rows
 
 # A plain decimal number: a spreadsheet reads it as a value, never as a formula.
@@ -102,7 +103,7 @@ def to_matrix(parsed: ParsedCSV, start: int, stop: int, schema: dict) -> np.ndar
     except APIError as error:  # say where in the file, not where in the matrix
         i, j = (int(k) for k in _CELL.search(error.field or "").groups())
         value = parsed.rows[start + i][parsed.feature_columns[j]]
-        what = "an empty cell" if not value.strip() else f"{value!r}"
+        what = "an empty cell" if not value.strip() else quote(value)
         raise APIError(400, "non_finite_value",
                        f"line {parsed.lines[start + i]}, column "
                        f"'{parsed.feature_names[j]}': {what} is not allowed for this "
@@ -124,7 +125,7 @@ def _convert_slowly(cells: list[list[str]], parsed: ParsedCSV,
             except ValueError:
                 raise APIError(400, "non_numeric_value",
                                f"line {parsed.lines[start + i]}, column "
-                               f"'{parsed.feature_names[j]}': {value!r} is not a "
+                               f"'{parsed.feature_names[j]}': {quote(value)} is not a "
                                "number",
                                parsed.feature_names[j]) from None
     return out
@@ -145,10 +146,17 @@ def result_rows(parsed: ParsedCSV, start: int, labels: np.ndarray,
     label_list = labels.tolist()
     proba_list = None if probabilities is None else probabilities.tolist()
     for i, label in enumerate(label_list):
-        row = [*parsed.rows[start + i], label]
+        row = [*parsed.rows[start + i], _cell(label)]
         if proba_list is not None:
-            row += proba_list[i]
+            row += [_cell(p) for p in proba_list[i]]
         yield row
+
+
+def _cell(value: object) -> object:
+    """NaN and ±infinity as an empty cell, as JSON answers write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return value
 
 
 def neutralise(cell: object) -> str:
@@ -186,7 +194,7 @@ def row_from_text(values: list[str], schema: dict, max_rows: int) -> np.ndarray:
         try:
             row.append(float(text) if text else float("nan"))
         except ValueError:
-            raise APIError(400, "non_numeric_value", f"{text!r} is not a number",
+            raise APIError(400, "non_numeric_value", f"{quote(text)} is not a number",
                            f"form[0][{j}]") from None
     return matrix_from_rows([row], schema, "form", max_rows)
 

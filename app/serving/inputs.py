@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.errors import APIError
+from app.errors import APIError, quote
 
 
 def parse_json(raw: bytes, content_type: str | None) -> Any:
@@ -65,7 +65,8 @@ def _explain(rows: list, field: str, n_features: int) -> None:
         for j, value in enumerate(row):
             if _bad_cell(value):
                 raise APIError(400, "non_numeric_value",
-                               f"value {value!r} is not a number", f"{field}[{i}][{j}]")
+                               f"value {quote(value)} is not a number",
+                               f"{field}[{i}][{j}]")
     raise APIError(400, "invalid_rows", "rows could not be read as numbers", field)
 
 
@@ -89,7 +90,7 @@ def rows_by_name(records: list, names: list[str], field: str) -> list[list]:
             unknown = sorted(set(record) - known)
             if unknown:
                 raise APIError(400, "unknown_feature",
-                               f"unknown feature(s) {unknown}; expected {names}",
+                               f"unknown feature(s) {quote(unknown)}; expected {names}",
                                f"{field}[{i}].{unknown[0]}")
             missing = [n for n in names if n not in record]
             raise APIError(400, "missing_feature", f"missing feature(s) {missing}",
@@ -103,7 +104,7 @@ def columns_by_name(columns: dict, names: list[str], field: str) -> list[list]:
     unknown = sorted(set(columns) - set(names))
     if unknown:
         raise APIError(400, "unknown_feature",
-                       f"unknown feature(s) {unknown}; expected {names}",
+                       f"unknown feature(s) {quote(unknown)}; expected {names}",
                        f"{field}.{unknown[0]}")
     missing = [n for n in names if n not in columns]
     if missing:

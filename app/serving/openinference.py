@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.errors import APIError
+from app.errors import APIError, quote
 from app.serving import tensors
 from app.serving.inputs import parse_json
 from app.serving.predict import Prediction
@@ -70,8 +70,8 @@ def split_body(raw: bytes, header_length: str | None,
     """Return (JSON header, binary tensor data) of an infer body."""
     if content_encoding and content_encoding.strip().lower() != "identity":
         raise APIError(415, "unsupported_media_type",
-                       f"Content-Encoding '{content_encoding}' is not supported; send "
-                       "the body uncompressed", "Content-Encoding")
+                       f"Content-Encoding {quote(content_encoding)} is not supported; "
+                       "send the body uncompressed", "Content-Encoding")
     if header_length is None:
         return parse_json(raw, "application/json"), b""
     try:

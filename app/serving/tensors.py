@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import APIError
+from app.errors import APIError, quote
 from app.serving.inputs import _check_batch, matrix_from_columns, matrix_from_rows
 
 # The one input tensor a model declares; a lone tensor may carry any name.
@@ -85,7 +85,8 @@ def _shape(raw: Any, field: str, max_rows: int) -> list[int]:
     return raw
 
 
-def _from_json(data: Any, datatype: str, count: int, field: str) -> list:
+def _from_json(data: Any, datatype: str, count: int, field: str,
+               name: str = INPUT_NAME) -> list:
     if not isinstance(data, list):
         raise _error("data must be a list (nested or flattened in row-major order)",
                      f"{field}.data")
@@ -99,9 +100,28 @@ def _from_json(data: Any, datatype: str, count: int, field: str) -> list:
         accepts, wanted = check
         for i, value in enumerate(values):
             if not accepts(value):
-                raise _error(f"{datatype} data must be {wanted}, got {value!r}",
+                raise _error(f"{datatype} data must be {wanted}, got {quote(value)}",
                              f"{field}.data[{i}]", "datatype_mismatch")
+    _check_range(values, datatype, name, field)
     return values
+
+
+def _check_range(values: list, datatype: str, name: str, field: str) -> None:
+    """Refuse JSON numbers the datatype cannot hold (UINT8 300, FP16 65536)."""
+    if datatype in INTEGER_TYPES:
+        info = np.iinfo(NUMPY_TYPES[datatype])
+        low, high = int(info.min), int(info.max)
+    elif datatype in ("FP16", "FP32"):
+        high = float(np.finfo(NUMPY_TYPES[datatype]).max)
+        low = -high
+    else:
+        return
+    for i, value in enumerate(values):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value) and not low <= value <= high:
+            raise _error(f"input {quote(name)}: {datatype} holds {low} to {high}, "
+                         f"got {quote(value)}", f"{field}.data[{i}]",
+                         "value_out_of_range")
 
 
 def _bytes_elements(chunk: bytes, count: int, field: str) -> list[str]:
@@ -180,7 +200,7 @@ def decode_tensors(raw_inputs: Any, binary: bytes, max_rows: int) -> list[Tensor
             values = _from_binary(binary[offset:offset + size], datatype, count, field)
             offset += size
         else:
-            values = _from_json(raw.get("data"), datatype, count, field)
+            values = _from_json(raw.get("data"), datatype, count, field, name)
         tensors.append(Tensor(name, shape, datatype, _as_numbers(values, datatype),
                               field))
     if offset != len(binary):

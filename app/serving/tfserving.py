@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import APIError
+from app.errors import APIError, quote
 from app.serving.inputs import (
     _check_batch,
     matrix_from_columns,
@@ -59,7 +59,7 @@ def _row(instance: Any, schema: dict, field: str) -> Any:
             values = flatten(value, 1)
             if len(values) != 1:
                 raise APIError(400, "invalid_row",
-                               f"feature '{key}' takes one number per instance",
+                               f"feature {quote(key)} takes one number per instance",
                                f"{field}.{key}")
             named[key] = values[0]
         return named

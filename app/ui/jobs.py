@@ -94,7 +94,9 @@ def _predict_all(job: PredictionJob, parsed: csvio.ParsedCSV) -> None:
     with_proba = bool(schema.get("has_proba"))
     header = csvio.result_header(parsed, schema.get("classes"), with_proba)
     text = io.StringIO()
-    out = csv.writer(text, lineterminator="\n")
+    # "\r\n" lines make the writer quote cells holding a bare "\r" or "\n" too,
+    # so reading the table back gives the same rows.
+    out = csv.writer(text, lineterminator="\r\n")
     out.writerow(header)
     labels: list = []
     last_commit = time.monotonic()
@@ -126,7 +128,13 @@ def _chart_data(schema: dict, labels: list) -> dict:
         return {"kind": "counts", "labels": [str(c) for c in classes],
                 "values": [counts.get(c, 0) for c in classes]}
     values = np.asarray(labels, dtype=np.float64)
-    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
+    values = values[np.isfinite(values)]  # NaN/inf cells are empty in the table
+    try:
+        counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
+    except ValueError:  # one value too large for 20 bins around it: one bar
+        low, high = (float(values.min()), float(values.max())) if values.size \
+            else (0.0, 1.0)
+        counts, edges = np.array([values.size]), np.array([low, high])
     return {"kind": "histogram", "edges": edges.tolist(), "values": counts.tolist()}
 
 

@@ -8,13 +8,12 @@ from typing import Any
 
 from flask import request
 
+from app.bounds import whole_number
+
 
 def page_number(name: str = "page") -> int:
     """The requested page (1-based); anything odd means the first page."""
-    try:
-        return max(1, int(request.args.get(name, "1")))
-    except ValueError:
-        return 1
+    return whole_number(request.args.get(name, "1"), 1) or 1
 
 
 @dataclass
