@@ -309,7 +309,7 @@ def test_security_headers_once_each_and_static_files_from_nginx(stack):
     assert static.status == 200 and static.headers["Content-Type"] == "text/css"
     assert "X-Request-ID" not in static.headers  # gunicorn never saw it
     assert static.headers["Cache-Control"] == "max-age=3600"
-    # nginx's own answers carry the app's values (rendered from app/security_headers.py).
+    # nginx's own answers carry the app's values (app/security_headers.py).
     from app.security_headers import HEADERS
 
     for name, value in HEADERS.items():
@@ -530,7 +530,8 @@ def test_slow_body_client_ties_up_gunicorn_alone_but_not_behind_nginx(stack):
                         "--upstream", f"127.0.0.1:{app_port}", "--listen", "127.0.0.1",
                         "--http-port", str(http_port), "--https-port", str(https_port),
                         "--standalone", str(stack.tmp / "nginx-single")],
-                       check=True, timeout=60, env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"))
+                       check=True, timeout=60,
+                       env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"))
         nginx = start_logged(
             [NGINX, "-p", str(stack.tmp / "nginx-single"), "-c",
              str(stack.tmp / "nginx-single" / "nginx.conf"), "-g", "daemon off;"],
