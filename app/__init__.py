@@ -52,10 +52,18 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app import metrics, permissions, ratelimit, request_log, sessions
+    from app import (
+        metrics,
+        permissions,
+        ratelimit,
+        request_log,
+        security_headers,
+        sessions,
+    )
     from app.extensions import cache, cors, csrf, db, limiter, login_manager, migrate
     from app.serving import prediction_cache, state
 
+    security_headers.init_app(app)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     sessions.init_app(app)

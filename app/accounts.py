@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from werkzeug.security import generate_password_hash
 
-from app import changes
+from app import audit, changes
 from app.errors import APIError
 from app.extensions import db
 from app.models import ApiKey, User
@@ -20,6 +21,23 @@ from app.models._time import utcnow
 from app.models.users import ROLES, SCOPES
 
 KEY_PREFIX = "mdk_"
+
+# Failed sign-ins of one account that cost nothing; each further one makes the
+# account wait before the next try: 30 s, 60 s, 120 s … at most 15 minutes. The
+# count lives in the database, so it bounds guessing across every worker and address.
+FREE_LOGIN_FAILURES = 5
+LOGIN_BACKOFF_SECONDS = 30
+LOGIN_BACKOFF_MAX_SECONDS = 15 * 60
+
+
+class LoginBackoff(APIError):
+    """Sign-ins to this account wait: too many failed attempts in a row."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(429, "login_backoff",
+                         "Too many failed sign-ins for this account. Try again in "
+                         f"{retry_after} seconds.", "username")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -67,16 +85,49 @@ def create_user(username: str, password: str, role: str = "user") -> User:
     return user
 
 
-def authenticate_password(username: str, password: str) -> User | None:
-    """Return the enabled user with this password, else None."""
+def sign_in(username: str, password: str,
+            trusted_user_id: int | None = None) -> User:
+    """Check a sign-in; count failures per account; raise APIError 401 or LoginBackoff.
+
+    While an account waits after repeated failures, only a browser that signed in to
+    it before (``trusted_user_id``, from its signed device cookie) may still try: the
+    account's owner is not locked out by someone guessing from elsewhere.
+    """
     user = db.session.scalar(select(User).where(User.username == username.strip()))
+    wrong = APIError(401, "wrong_credentials", "Wrong username or password.",
+                     "password")
     if user is None:
         # Spend the same time as a real check so usernames cannot be probed.
         User(password_hash=_dummy_hash()).check_password(password)
-        return None
-    if not user.check_password(password) or not user.enabled:
-        return None
-    return user
+        raise wrong
+    now = utcnow()
+    waiting = user.login_locked_until is not None and user.login_locked_until > now
+    if waiting and trusted_user_id != user.id:
+        raise LoginBackoff(math.ceil((user.login_locked_until - now).total_seconds()))
+    if user.enabled and user.check_password(password):
+        if not waiting:  # the owner slipping past a wait leaves it for the guessers
+            user.failed_logins, user.login_locked_until = 0, None
+        user.last_login_at = now
+        return user
+    _count_failure(user, now)
+    raise wrong
+
+
+def _count_failure(user: User, now: datetime) -> None:
+    """Add one failure in the database (atomically, for concurrent workers)."""
+    db.session.execute(update(User).where(User.id == user.id)
+                       .values(failed_logins=User.failed_logins + 1)
+                       .execution_options(synchronize_session=False))
+    failures = db.session.scalar(select(User.failed_logins).where(User.id == user.id))
+    db.session.refresh(user)
+    if failures < FREE_LOGIN_FAILURES:
+        return
+    steps = min(failures - FREE_LOGIN_FAILURES, 10)
+    wait = min(LOGIN_BACKOFF_SECONDS * 2 ** steps, LOGIN_BACKOFF_MAX_SECONDS)
+    user.login_locked_until = now + timedelta(seconds=wait)
+    audit.record("user.login_backoff", f"user:{user.username}",
+                 {"failed_sign_ins": failures, "wait_seconds": wait})
+    db.session.flush()
 
 
 def create_api_key(

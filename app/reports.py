@@ -18,7 +18,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from app.bounds import MAX_ID, whole_number
 from app.extensions import db
-from app.models import ApiKey, AuditEvent, RequestLog, User
+from app.models import ApiKey, AuditEvent, ModelVersion, RequestLog, User
 from app.models._time import utcnow
 from app.ui.paging import Page
 
@@ -186,9 +186,58 @@ def audit_page(number: int, action: str = "", actor: str = "",
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
     page = Page([], number, per_page, total or 0)
     page.number = min(number, page.pages)
-    page.items = list(db.session.scalars(
+    events = list(db.session.scalars(
         query.order_by(AuditEvent.id.desc()).offset(page.offset).limit(per_page)))
+    numbers = _version_numbers(events)
+    page.items = [AuditRow(event, readable_details(event.details or {}, numbers))
+                  for event in events]
     return page
+
+
+@dataclass
+class AuditRow:
+    """An audit event with its details as (label, text) pairs for people."""
+
+    event: AuditEvent
+    details: list[tuple[str, str]]
+
+
+def _version_numbers(events: list[AuditEvent]) -> dict[int, int]:
+    """Version numbers of the version ids older events recorded (``*version_id``)."""
+    ids = {value for event in events for key, value in (event.details or {}).items()
+           if key.endswith("version_id") and isinstance(value, int)}
+    if not ids:
+        return {}
+    return dict(db.session.execute(select(ModelVersion.id, ModelVersion.number)
+                                   .where(ModelVersion.id.in_(ids))).all())
+
+
+def readable_details(details: dict, version_numbers: dict[int, int]) -> list[
+        tuple[str, str]]:
+    """Details as short labelled text: names and version numbers, not ids or dicts."""
+    pairs = []
+    for key, value in details.items():
+        if key.endswith("version_id"):
+            key = key.removesuffix("_id")
+            value = (f"v{version_numbers[value]}" if value in version_numbers
+                     else None if value is None else "a deleted version")
+        elif key == "sha256" and isinstance(value, str):
+            value = value[:12]
+        pairs.append((key.replace("_", " "), _text(value)))
+    return pairs
+
+
+def _text(value) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k.replace('_', ' ')} {_text(v)}"
+                         for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(_text(v) for v in value) or "none"
+    return str(value)
 
 
 # --- dashboard -----------------------------------------------------------------------

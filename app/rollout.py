@@ -11,7 +11,7 @@ from sqlalchemy import select
 from app import audit, changes
 from app.errors import APIError
 from app.extensions import db
-from app.models import Activation, ModelAlias, ShadowResult
+from app.models import Activation, ModelAlias, ModelVersion, ShadowResult
 from app.models._time import utcnow
 from app.registry.service import get_model, get_version, set_alias
 from app.serving.routing import ModelInfo, VersionInfo
@@ -69,7 +69,8 @@ def clear_alias(name: str, alias: str, reason: str = "") -> None:
                               from_version_id=row.version_id, to_version_id=None,
                               weight=0, actor=audit.actor_label(), reason=reason))
     db.session.delete(row)
-    audit.record(f"alias.{alias}.clear", name, {"version_id": row.version_id}, reason)
+    number = db.session.get(ModelVersion, row.version_id).number
+    audit.record(f"alias.{alias}.clear", name, {"version": number}, reason)
     changes.bump()
 
 

@@ -7,7 +7,8 @@
 ``--standalone DIR`` instead writes DIR/modeldock.conf and DIR/nginx.conf (with its
 own pid, logs and temp folders) for running nginx without touching /etc/nginx:
 ``nginx -p DIR -c DIR/nginx.conf``. The body-size cap is read from the app's
-configuration (MODELDOCK_MAX_UPLOAD_MB) so that nginx and the app agree.
+configuration (MODELDOCK_MAX_UPLOAD_MB) so that nginx and the app agree, and the
+security headers of nginx's own answers from the app's (app/security_headers.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NAME = re.compile(r"^[A-Za-z0-9.*_-]+$")
 VALUE = re.compile(r"^[^\s;{}'\"]+$")  # nothing that could end an nginx directive
+HSTS = "max-age=63072000"  # two years: only nginx, the TLS endpoint, sends it
 
 
 def upload_cap_mb() -> int:
@@ -31,6 +33,17 @@ def upload_cap_mb() -> int:
     from app.config import defaults, from_environment
 
     return {**defaults(), **from_environment()}["MODELDOCK_MAX_UPLOAD_MB"]
+
+
+def own_headers() -> str:
+    """add_header lines for the answers nginx makes itself: the app's security headers
+    (app/security_headers.py, their one source) and HSTS."""
+    sys.path.insert(0, str(ROOT))
+    from app.security_headers import HEADERS
+
+    headers = {"Strict-Transport-Security": HSTS, **HEADERS}
+    return "\n".join(f'        add_header {name} "{value}" always;'
+                     for name, value in headers.items())
 
 
 def fill(template: str, values: dict[str, str]) -> str:
@@ -60,6 +73,8 @@ def site_values(args: argparse.Namespace) -> dict[str, str]:
         "HTTPS_PORT": str(args.https_port),
         "HTTPS_PORT_SUFFIX": "" if args.https_port == 443 else f":{args.https_port}",
         "MAX_BODY_MB": str(args.max_upload_mb or upload_cap_mb()),
+        "HSTS": HSTS,
+        "OWN_HEADERS": own_headers(),
         "TLS_PROFILE": (HERE / "tls-profile.conf").read_text().rstrip("\n"),
     }
 

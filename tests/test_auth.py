@@ -16,7 +16,7 @@ from tests.conftest import auth
 
 # The explicit public list: health, login, static assets, API docs.
 PUBLIC = {"/healthz", "/readyz", "/auth/login", "/static/<path:filename>",
-          "/api/openapi.json", "/api/docs"}
+          "/favicon.ico", "/api/openapi.json", "/api/docs"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 

@@ -319,6 +319,8 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
     sync_api.expect(page.locator("#models .active-version")).to_have_text("1")
     shot(page, "08-admin-models")
     page.get_by_role("link", name="iris").click()
+    # One version, never replaced: nothing to roll back to, so no such button.
+    assert page.get_by_role("link", name=re.compile("Roll back")).count() == 0
     page.get_by_role("link", name="Upload a new version").click()
     junk = tmp_path / "junk.pkl"
     junk.write_bytes(b"definitely not a pickle")
@@ -339,6 +341,12 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
         "stronger regularisation")
     sync_api.expect(page.locator("#active-version")).to_have_text("1")
     shot(page, "10-admin-versions")
+    # Each row's Actions cell sits under the Actions heading (same column box).
+    heading = page.locator("#versions thead th").last.bounding_box()
+    for number in (1, 2):
+        cell = page.locator(f"#version-{number} td").last.bounding_box()
+        assert abs(cell["x"] - heading["x"]) < 1 and \
+            abs(cell["width"] - heading["width"]) < 1, (heading, cell)
 
     page.get_by_role("link", name="Activate version 2").click()
     sync_api.expect(page.locator("h1")).to_have_text("Activate version 2 of iris?")
@@ -365,7 +373,7 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
         str(iris_v2.estimator.predict(row.reshape(1, -1))[0]))
 
     page.goto("/admin/models/iris")
-    page.get_by_role("link", name="Roll back to the previous version").click()
+    page.get_by_role("link", name="Roll back to version 1").click()
     page.get_by_role("button", name="Roll back").click()
     sync_api.expect(page.locator(".flash-success")).to_contain_text(
         "serves version 1 again")
@@ -405,7 +413,7 @@ def test_admin_canary_promote_and_roll_back(admin, server):
     sync_api.expect(page.locator("#rollout")).to_contain_text("No canary")
     assert served() == 2
 
-    page.get_by_role("link", name="Roll back to the previous version").click()
+    page.get_by_role("link", name="Roll back to version 1").click()
     page.get_by_role("button", name="Roll back").click()
     sync_api.expect(page.locator("#active-version")).to_have_text("1")
     assert served() == 1

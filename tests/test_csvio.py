@@ -108,5 +108,10 @@ def test_form_rows_use_the_api_validation():
     assert csvio.field_index(error.value) == 1
     with pytest.raises(APIError) as error:
         csvio.row_from_text(["1", "2", ""], SCHEMA, 10)
-    assert error.value.code == "non_finite_value"
+    assert error.value.code == "missing_value" and error.value.message == "required"
     assert csvio.field_index(error.value) == 2
+    # Every bad field at once, each with its own message.
+    with pytest.raises(csvio.FormRowError) as error:
+        csvio.row_from_text(["", "x", "inf"], SCHEMA, 10)
+    assert error.value.messages == {0: "required", 1: "'x' is not a number",
+                                    2: "'inf' is not a finite number"}

@@ -309,6 +309,12 @@ def test_security_headers_once_each_and_static_files_from_nginx(stack):
     assert static.status == 200 and static.headers["Content-Type"] == "text/css"
     assert "X-Request-ID" not in static.headers  # gunicorn never saw it
     assert static.headers["Cache-Control"] == "max-age=3600"
+    # nginx's own answers carry the app's values (app/security_headers.py).
+    from app.security_headers import HEADERS
+
+    for name, value in HEADERS.items():
+        assert static.all(name) == [value] == page.all(name), name
+    assert static.all("Strict-Transport-Security") == ["max-age=63072000"]
 
 
 def test_cors_through_nginx_one_set_of_headers(stack):
@@ -477,6 +483,108 @@ def test_redis_outage_degrades_then_recovers(stack):
         store.close()
         with stack.lock:
             stack.reached_app += sent["n"]
+
+
+def _trickle(sock, seconds: float, stop: threading.Event) -> None:
+    """Send a body one byte every 0.1 s, like a client on a very slow link."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not stop.is_set():
+        sock.sendall(b"a")
+        time.sleep(0.1)
+
+
+def _slow_body(port: int, tls: bool, context=None):
+    """Open a POST that announces 1 kB of body and has sent none of it yet."""
+    import socket
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    if tls:
+        sock = context.wrap_socket(sock, server_hostname=HOST)
+    sock.sendall(f"POST /auth/login HTTP/1.1\r\nHost: {HOST}\r\n"
+                 "Content-Type: application/x-www-form-urlencoded\r\n"
+                 "Content-Length: 1000\r\n\r\n".encode())
+    return sock
+
+
+def test_slow_body_client_ties_up_gunicorn_alone_but_not_behind_nginx(stack):
+    """gunicorn with 1 worker x 1 thread: a client trickling a request body holds that
+    thread when it talks to gunicorn directly; through nginx (request buffering) the
+    body waits in nginx and other requests are served meanwhile."""
+    import ssl
+
+    app_port, https_port, http_port = free_port(), free_port(), free_port()
+    gunicorn = start_logged(
+        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind",
+         f"127.0.0.1:{app_port}", "--workers", "1", "--threads", "1", "wsgi:app"],
+        stack.tmp / "single.log", cwd=ROOT, env=env_with(
+            DATABASE_URL=stack.database_url, MODELDOCK_ENV="production",
+            SECRET_KEY=uuid.uuid4().hex, MODELDOCK_PROXY_HOPS="1",
+            MODELDOCK_TRUSTED_HOSTS=HOST, REDIS_URL=SHARED_REDIS,
+            MODELDOCK_REDIS_PREFIX=stack.prefix, MODELDOCK_MAX_UPLOAD_MB="1",
+            PROMETHEUS_MULTIPROC_DIR=str(stack.tmp / "metrics-single")))
+    nginx = None
+    try:
+        subprocess.run([str(BIN / "python"), str(ROOT / "nginx" / "render.py"),
+                        "--server-name", HOST, "--cert", str(stack.cert),
+                        "--key", str(stack.tmp / "certs" / f"{HOST}.key"),
+                        "--upstream", f"127.0.0.1:{app_port}", "--listen", "127.0.0.1",
+                        "--http-port", str(http_port), "--https-port", str(https_port),
+                        "--standalone", str(stack.tmp / "nginx-single")],
+                       check=True, timeout=60,
+                       env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"))
+        nginx = start_logged(
+            [NGINX, "-p", str(stack.tmp / "nginx-single"), "-c",
+             str(stack.tmp / "nginx-single" / "nginx.conf"), "-g", "daemon off;"],
+            stack.tmp / "nginx-single.log")
+        wait_for_port(https_port, 20, nginx)
+        _wait_warm(stack, gunicorn, "single.log", 1)
+        direct = Client(HOST)
+
+        def healthz(port, tls, timeout):
+            return (stack.client if tls else direct).request(
+                "GET", port, "/healthz", headers={"Host": HOST}, tls=tls,
+                timeout=timeout)
+
+        assert healthz(app_port, False, 10).status == 200
+
+        # Without nginx: while the body trickles in, the only thread waits for it.
+        stop_sending = threading.Event()
+        slow = _slow_body(app_port, tls=False)
+        sender = threading.Thread(target=_trickle, args=(slow, 8, stop_sending))
+        sender.start()
+        try:
+            time.sleep(0.5)
+            with pytest.raises(TimeoutError):
+                healthz(app_port, False, 3)
+        finally:
+            stop_sending.set()
+            sender.join()
+            slow.close()
+        wait_for(lambda: healthz(app_port, False, 10).status == 200, 20, 0.2,
+                 "gunicorn free again")
+
+        # Behind nginx: the same client, and every other request is answered.
+        context = ssl.create_default_context(cafile=str(stack.cert))
+        stop_sending = threading.Event()
+        slow = _slow_body(https_port, tls=True, context=context)
+        sender = threading.Thread(target=_trickle, args=(slow, 5, stop_sending))
+        sender.start()
+        answered = []
+        try:
+            time.sleep(0.5)
+            while sender.is_alive() and len(answered) < 20:
+                response = healthz(https_port, True, 3)
+                answered.append((response.status, response.elapsed))
+        finally:
+            stop_sending.set()
+            sender.join()
+            slow.close()
+        print(f"\nbehind nginx, during a slow body: {len(answered)} requests answered, "
+              f"slowest {max(e for _, e in answered):.3f} s")
+        assert len(answered) >= 5 and {status for status, _ in answered} == {200}
+    finally:
+        stop(nginx)
+        stop(gunicorn)
 
 
 def test_graceful_shutdown_writes_every_request_log(stack):

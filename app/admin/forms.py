@@ -23,7 +23,7 @@ class UploadForm(FlaskForm):
     name = StringField("Model name", validators=[DataRequired(), Length(max=64)],
                        description="Lowercase letters, digits, '_', '.', '-'. A new "
                        "name creates a new model.")
-    file = FileField("Model file (.skops, .joblib, .pkl)",
+    file = FileField("Model file (.skops, .joblib, .pkl, .onnx)",
                      validators=[FileRequired("Choose a model file.")])
     description = StringField("Model description", validators=[Optional(),
                                                                 Length(max=500)])

@@ -48,7 +48,7 @@ def versions(name: str):
     return render_template(
         "admin/versions.html", model=describe.model_dict(model), aliases=aliases,
         versions=[describe.version_dict(v, aliases) for v in reversed(model.versions)],
-        history=list(history),
+        history=list(history), rollback_to=service.rollback_target(model),
         shadow_hours=rollout.shadow_stats(name) if "shadow" in aliases else [])
 
 

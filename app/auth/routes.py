@@ -1,15 +1,23 @@
-"""Sign in and out; failed attempts (only those) are rate limited per address."""
+"""Sign in and out. Failed attempts (only those) are rate limited per address, and
+counted per account in the database (app/accounts.py: sign_in), which makes the account
+wait after several in a row, except for browsers that signed in to it before."""
 
 from urllib.parse import urlsplit
 
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import login_user, logout_user
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.accounts import authenticate_password
+from app.accounts import LoginBackoff, sign_in
 from app.auth import bp
 from app.auth.forms import LoginForm, LogoutForm
+from app.errors import APIError
 from app.extensions import db, limiter
-from app.models._time import utcnow
+
+# A browser that signed in to an account gets this signed cookie naming the account;
+# it keeps that browser out of the account's backoff (OWASP's "device cookie").
+DEVICE_COOKIE = "modeldock_device"
+DEVICE_DAYS = 90
 
 
 def _login_limit() -> str:
@@ -24,22 +32,47 @@ def _safe_next(target: str | None) -> str:
     return url_for("pages.index")
 
 
+def _devices() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="modeldock-device")
+
+
+def _trusted_user_id() -> int | None:
+    """The account this browser signed in to before, from its device cookie."""
+    value = request.cookies.get(DEVICE_COOKIE)
+    if not value:
+        return None
+    try:
+        return int(_devices().loads(value, max_age=DEVICE_DAYS * 86400))
+    except (BadSignature, TypeError, ValueError):
+        return None
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"],
                deduct_when=lambda response: response.status_code == 401)
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate_password(form.username.data, form.password.data)
-        if user is None:
-            flash("Wrong username or password.", "error")
-            return render_template("auth/login.html", form=form), 401
+        try:
+            user = sign_in(form.username.data, form.password.data, _trusted_user_id())
+        except LoginBackoff as error:
+            flash(error.message, "error")
+            return render_template("auth/login.html", form=form), 429, {
+                "Retry-After": str(error.retry_after)}
+        except APIError as error:
+            db.session.commit()  # the failure counts, in every worker
+            flash(error.message, "error")
+            return render_template("auth/login.html", form=form), error.status
         session.clear()  # a fresh session at login (no fixation)
         login_user(user)
-        user.last_login_at = utcnow()
         db.session.commit()
         flash(f"Signed in as {user.username}.", "success")
-        return redirect(_safe_next(request.args.get("next")))
+        response = redirect(_safe_next(request.args.get("next")))
+        response.set_cookie(
+            DEVICE_COOKIE, _devices().dumps(user.id), max_age=DEVICE_DAYS * 86400,
+            path=url_for("auth.login"), httponly=True, samesite="Lax",
+            secure=current_app.config["SESSION_COOKIE_SECURE"])
+        return response
     return render_template("auth/login.html", form=form)
 
 

@@ -39,6 +39,12 @@ def index():
                            models=[describe.model_dict(m) for m in models])
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico whatever a page links; pages link favicon.svg."""
+    return current_app.send_static_file("favicon.ico")
+
+
 @bp.get("/choose")
 @login_required
 def choose():
@@ -83,10 +89,12 @@ def predict_form(name: str):
         result = predict.run(model, version, matrix)
     except APIError as error:
         g.log_error_code = error.code
-        index = csvio.field_index(error)
-        target = form[f"f{index}"] if index is not None else form.submit
-        target.errors = [*target.errors, error.message]
-        flash("The row could not be predicted; see the marked field.", "error")
+        messages = getattr(error, "messages", {csvio.field_index(error): error.message})
+        for index, message in messages.items():
+            target = form[f"f{index}"] if index is not None else form.submit
+            target.errors = [*target.errors, message]
+        flash("The row could not be predicted; see the marked "
+              f"{'fields' if len(messages) > 1 else 'field'}.", "error")
         return _page(name, form=form, status=error.status)
     probabilities = None
     chart = None

@@ -125,9 +125,17 @@ def set_alias(model: MLModel, version: ModelVersion, alias: str = "stable", *,
     db.session.add(activation)
     db.session.flush()
     audit.record(f"alias.{alias}", f"{model.name}/v{version.number}",
-                 {"from_version_id": previous, "weight": weight}, reason)
+                 {"from_version": _number(previous), "weight": weight}, reason)
     changes.bump()
     return activation
+
+
+def _number(version_id: int | None) -> int | None:
+    """The number of a version given by id (audit details name versions by number)."""
+    if version_id is None:
+        return None
+    return db.session.scalar(select(ModelVersion.number).where(
+        ModelVersion.id == version_id))
 
 
 def activate_version(name: str, number: int, reason: str = "") -> ModelVersion:
@@ -138,9 +146,8 @@ def activate_version(name: str, number: int, reason: str = "") -> ModelVersion:
     return version
 
 
-def rollback(name: str, reason: str = "") -> ModelVersion:
-    """Make the version that was stable before the current one stable again."""
-    model = get_model(name)
+def rollback_target(model: MLModel) -> ModelVersion | None:
+    """The version that was stable before the current one, if it can serve again."""
     current = alias_version(model)
     last = db.session.scalar(
         select(Activation).where(Activation.model_id == model.id,
@@ -148,11 +155,22 @@ def rollback(name: str, reason: str = "") -> ModelVersion:
                                  Activation.to_version_id == (current.id if current
                                                               else None))
         .order_by(Activation.id.desc()).limit(1))
-    if last is None or last.from_version is None:
-        raise APIError(409, "nothing_to_roll_back",
-                       f"model '{name}' has no previous stable version", "model")
-    set_alias(model, last.from_version, "stable", reason=reason or "rollback")
+    if last is None or last.from_version is None \
+            or last.from_version.status != "ready":
+        return None
     return last.from_version
+
+
+def rollback(name: str, reason: str = "") -> ModelVersion:
+    """Make the version that was stable before the current one stable again."""
+    model = get_model(name)
+    target = rollback_target(model)
+    if target is None:
+        raise APIError(409, "nothing_to_roll_back",
+                       f"model '{name}' has no previous stable version that can "
+                       "serve", "model")
+    set_alias(model, target, "stable", reason=reason or "rollback")
+    return target
 
 
 def archive_version(name: str, number: int, reason: str = "") -> ModelVersion:

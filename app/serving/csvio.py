@@ -182,20 +182,41 @@ def export_lines(rows: Iterable[Iterable[object]]) -> Iterator[str]:
         buffer.truncate()
 
 
+class FormRowError(APIError):
+    """Every bad field of a row typed into the form: ``messages`` by feature index."""
+
+    def __init__(self, errors: dict[int, APIError]):
+        first = errors[min(errors)]
+        super().__init__(first.status, first.code, first.message, first.field)
+        self.messages = {index: error.message for index, error in errors.items()}
+
+
 def row_from_text(values: list[str], schema: dict, max_rows: int) -> np.ndarray:
     """One row typed into a form (text per feature) as a validated 1-row matrix.
 
-    An empty field is a missing value (NaN), which only models that handle missing
-    values accept; the row then goes through the API's own validation.
+    An empty field is a missing value (NaN) for models that handle missing values,
+    and "required" for the others. Every bad field is reported at once
+    (FormRowError); a good row then goes through the API's own validation.
     """
     row: list[float] = []
+    errors: dict[int, APIError] = {}
     for j, value in enumerate(values):
         text = (value or "").strip()
+        field = f"form[0][{j}]"
         try:
-            row.append(float(text) if text else float("nan"))
+            number = float(text) if text else float("nan")
         except ValueError:
-            raise APIError(400, "non_numeric_value", f"{quote(text)} is not a number",
-                           f"form[0][{j}]") from None
+            errors[j] = APIError(400, "non_numeric_value",
+                                 f"{quote(text)} is not a number", field)
+            continue
+        if not text and not schema.get("allow_nan"):
+            errors[j] = APIError(400, "missing_value", "required", field)
+        elif text and not np.isfinite(number):
+            errors[j] = APIError(400, "non_finite_value",
+                                 f"{quote(text)} is not a finite number", field)
+        row.append(number)
+    if errors:
+        raise FormRowError(errors)
     return matrix_from_rows([row], schema, "form", max_rows)
 
 
