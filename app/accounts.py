@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import math
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -15,7 +16,7 @@ from werkzeug.security import generate_password_hash
 
 from app import audit, changes
 from app.errors import APIError
-from app.extensions import db
+from app.extensions import cache, db
 from app.models import ApiKey, User
 from app.models._time import utcnow
 from app.models.users import ROLES, SCOPES
@@ -97,8 +98,12 @@ def sign_in(username: str, password: str,
     wrong = APIError(401, "wrong_credentials", "Wrong username or password.",
                      "password")
     if user is None:
-        # Spend the same time as a real check so usernames cannot be probed.
+        # Spend the same time as a real check, and wait like an account does, so
+        # that neither timing nor a 429 tells which usernames exist.
         User(password_hash=_dummy_hash()).check_password(password)
+        wait = _unknown_name_wait(username.strip())
+        if wait:
+            raise LoginBackoff(wait)
         raise wrong
     now = utcnow()
     waiting = user.login_locked_until is not None and user.login_locked_until > now
@@ -113,6 +118,30 @@ def sign_in(username: str, password: str,
     raise wrong
 
 
+def _backoff_seconds(failures: int) -> int:
+    """The wait after ``failures`` failed sign-ins in a row (0 while still free)."""
+    if failures < FREE_LOGIN_FAILURES:
+        return 0
+    steps = min(failures - FREE_LOGIN_FAILURES, 10)
+    return min(LOGIN_BACKOFF_SECONDS * 2 ** steps, LOGIN_BACKOFF_MAX_SECONDS)
+
+
+def _unknown_name_wait(username: str) -> int:
+    """Seconds left to wait for a name no account has, counting this failure as an
+    account would (kept in the cache: Redis in production, else per worker)."""
+    key = "login-unknown:" + hashlib.sha256(username.encode()).hexdigest()
+    state = cache.get(key) or {"failures": 0, "until": 0.0}
+    now = time.time()
+    if state["until"] > now:
+        return math.ceil(state["until"] - now)
+    state["failures"] += 1
+    wait = _backoff_seconds(state["failures"])
+    if wait:
+        state["until"] = now + wait
+    cache.set(key, state, timeout=2 * LOGIN_BACKOFF_MAX_SECONDS)
+    return 0
+
+
 def _count_failure(user: User, now: datetime) -> None:
     """Add one failure in the database (atomically, for concurrent workers)."""
     db.session.execute(update(User).where(User.id == user.id)
@@ -120,10 +149,9 @@ def _count_failure(user: User, now: datetime) -> None:
                        .execution_options(synchronize_session=False))
     failures = db.session.scalar(select(User.failed_logins).where(User.id == user.id))
     db.session.refresh(user)
-    if failures < FREE_LOGIN_FAILURES:
+    wait = _backoff_seconds(failures)
+    if not wait:
         return
-    steps = min(failures - FREE_LOGIN_FAILURES, 10)
-    wait = min(LOGIN_BACKOFF_SECONDS * 2 ** steps, LOGIN_BACKOFF_MAX_SECONDS)
     user.login_locked_until = now + timedelta(seconds=wait)
     audit.record("user.login_backoff", f"user:{user.username}",
                  {"failed_sign_ins": failures, "wait_seconds": wait})

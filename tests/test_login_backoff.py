@@ -129,3 +129,19 @@ def test_owner_signs_in_while_others_hammer_the_account(app, keys):
     # A forged or foreign device cookie does not.
     stranger.set_cookie("modeldock_device", "1.forged.signature", path="/auth/login")
     assert attempt(stranger, "alice password 1").status_code == 429
+
+
+def test_a_name_no_account_has_waits_like_an_account(app, keys):
+    """A 429 must not tell which usernames exist: unknown names wait the same way."""
+    client = from_address(app, "192.0.2.9")
+    answers = {}
+    for name in ("alice", "nobody-has-this-name"):
+        statuses = [attempt(client, "wrong", name).status_code
+                    for _ in range(FREE_LOGIN_FAILURES + 1)]
+        answers[name] = statuses
+    assert answers["alice"] == answers["nobody-has-this-name"] == \
+        [401] * FREE_LOGIN_FAILURES + [429]
+    waited = attempt(client, "wrong", "nobody-has-this-name")
+    assert waited.status_code == 429
+    assert "Too many failed sign-ins for this account" in waited.text
+    assert 0 < int(waited.headers["Retry-After"]) <= LOGIN_BACKOFF_SECONDS
