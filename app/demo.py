@@ -18,17 +18,25 @@ from app.registry import service
 CREDENTIALS = "demo-credentials.json"
 
 
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+
+
 def train_demo_model() -> bytes:
-    """A StandardScaler + LogisticRegression on iris (shipped with scikit-learn), as skops."""
+    """A StandardScaler + LogisticRegression on iris (shipped with scikit-learn), as
+    skops: its features named after the flower's measurements (in cm), its classes
+    the species."""
+    import numpy as np
     import skops.io
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    features, target = load_iris(return_X_y=True)
+    iris = load_iris()
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
-    model.fit(features, target)
+    model.fit(iris.data, iris.target_names[iris.target])
+    # What fitting on a data frame with these columns records (no pandas needed).
+    model.steps[0][1].feature_names_in_ = np.asarray(FEATURES, dtype=object)
     buffer = io.BytesIO(skops.io.dumps(model))
     return buffer.getvalue()
 

@@ -30,7 +30,8 @@ try:
         outputs=[httpclient.InferRequestedOutput("predict"),
                  httpclient.InferRequestedOutput("predict_proba")])
     print("id:", result.get_response()["id"])
-    print("labels:", result.as_numpy("predict").tolist())
+    # Text labels arrive as a BYTES tensor: numpy bytes, one per row.
+    print("labels:", [label.decode() for label in result.as_numpy("predict")])
     print("probabilities:", result.as_numpy("predict_proba").round(2).tolist())
     # True once the worker that answers has loaded the active version.
     print("model ready here:", client.is_model_ready("demo", headers=headers()))

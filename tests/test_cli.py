@@ -22,7 +22,7 @@ def test_demo_registers_a_model_and_prints_a_working_login(app, runner, client,
     assert f"admin / {password}" in result.output
     response = client.post("/api/v1/models/demo/predict", headers=auth(key),
                            json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
-    assert response.status_code == 200 and response.get_json()["predictions"] == [0]
+    assert response.status_code == 200 and response.get_json()["predictions"] == ["setosa"]
     assert "http://127.0.0.1:5000/auth/login" in result.output
     # idempotent: same credentials, no new model; the port actually used is printed
     again = runner.invoke(args=["demo", "--url", "http://127.0.0.1:5001"])

@@ -74,6 +74,6 @@ def test_tritonclient_script_runs_against_the_server(demo_server):
     printed = output.stdout.splitlines()
     assert "live: True ready: True" in printed
     assert "id: readme-1" in printed
-    assert "labels: [0, 2]" in printed
+    assert "labels: ['setosa', 'virginica']" in printed
     assert "probabilities: [[0.98, 0.02, 0.0], [0.0, 0.04, 0.96]]" in printed
     assert "model ready here: True" in printed  # one worker here, and it predicted
