@@ -325,6 +325,7 @@ def test_sqlite_hup_kill9_and_graceful_stop(tmp_path, iris, iris_v2):
             time.sleep(1.5)  # past the routing refresh of the other worker
             before_kill = len(load.answers)
             victim = min(children(master))
+            killed_at = time.monotonic()
             os.kill(victim, signal.SIGKILL)
             wait_for(lambda: len(children(master)) == 2
                      and victim not in children(master), 60, 0.05, "a replacement")
@@ -336,14 +337,21 @@ def test_sqlite_hup_kill9_and_graceful_stop(tmp_path, iris, iris_v2):
     finally:
         stop(server.process)
     answered = [a for a in load.answers if a.status is not None]
-    killed = {rid for rid, pid in server.pids_for("sq-").items() if pid == victim}
+    pids = server.pids_for("sq-")
+    killed = {rid for rid, pid in pids.items() if pid == victim}
+    # A request the victim answered in the instant before SIGKILL may lack its
+    # access-log line (gunicorn writes it after the response): such a row may or
+    # may not exist, so it is not counted either way.
+    unsure = {a.request_id for a in answered if a.request_id not in pids
+              and killed_at - 1.0 <= a.started <= killed_at}
     written = _count(url, "WHERE request_id LIKE 'sq-%'")
     kill_failed = load.failed(load.answers[before_kill:])
     after = [a for a in load.answers if a.started > replaced_at and a.status == 200]
     counts = {"sent": len(load.answers), "failed": len(load.failed()),
               "failed_on_hup": len(hup_failed), "failed_on_kill9": len(kill_failed),
               "answered_by_killed_worker": len(killed),
-              "log_rows_expected": len(answered) - len(killed),
+              "answered_at_the_kill_without_access_log": len(unsure),
+              "log_rows_expected": len(answered) - len(killed) - len(unsure),
               "log_rows_written": written}
     line = _report(tmp_path, "sqlite_hup_kill9_sigterm", counts)
     assert hup_failed == [], line
@@ -359,7 +367,9 @@ def test_sqlite_hup_kill9_and_graceful_stop(tmp_path, iris, iris_v2):
         [iris.X[int(a.request_id.rsplit("-", 1)[1]) % len(iris.X)]]).tolist()
         for a in native), line
     assert killed, line  # the victim had answered requests: their rows are lost
-    assert written == len(answered) - len(killed), line
+    assert len(unsure) <= THREADS, line
+    expected = len(answered) - len(killed) - len(unsure)
+    assert expected <= written <= expected + len(unsure), line
 
 
 # --- PostgreSQL of the test's own: outage, read-your-writes, the upload spool ---------
