@@ -53,7 +53,10 @@ chromium:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
 # PostgreSQL and Redis are local services on this machine; start them if they are down.
+# As root, also let a killed worker's queued connections move to the other workers
+# (gunicorn.conf.py's reuse_port; docs/production.md), as production is told to.
 services:
+	@[ "$$(id -u)" != 0 ] || sysctl -q -w net.ipv4.tcp_migrate_req=1 2>/dev/null || true
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL or Redis did not start" >&2; exit 1

@@ -44,8 +44,20 @@ bind = os.environ.get("MODELDOCK_BIND", "127.0.0.1:8000")
 # (gthread) so that a request waiting on PostgreSQL, Redis or a slow upload does
 # not idle its core; numpy releases the GIL for much of the arithmetic.
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-worker_class = "gthread"
+worker_class = "app.workers.ReusePortThreadWorker"  # gthread, see reuse_port
 threads = int(os.environ.get("MODELDOCK_THREADS", "4"))
+
+# Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads
+# connections over them by a hash of each connection. With one shared socket,
+# keep-alive clients stuck to whichever worker won the accept race: at 32
+# connections one worker served them all while the other idled (829 req/s; about
+# 2,500-3,000 with reuse_port, split 51:49). A worker that stops closes its socket
+# at once (app/workers.py); set net.ipv4.tcp_migrate_req=1 so that a worker killed
+# with -9 hands the connections queued on its socket to the others.
+# MODELDOCK_REUSE_PORT=0 goes back to one shared socket (always so for a unix socket,
+# which the kernel does not balance).
+reuse_port = os.environ.get("MODELDOCK_REUSE_PORT", "1") != "0" and \
+    not bind.startswith("unix:")
 
 # A worker that stops answering its heartbeat for `timeout` seconds is replaced.
 # With gthread the heartbeat runs beside the requests, so a long prediction does
