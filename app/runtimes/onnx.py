@@ -255,42 +255,55 @@ def inprocess_refusal(model) -> str | None:
 class Watchdog:
     """Terminates onnxruntime runs that pass their deadline (one thread a worker).
 
-    ``RunOptions.terminate`` is checked by onnxruntime between operators. The
-    thread wakes a few times a second only while runs are in flight.
+    ``RunOptions.terminate`` is checked by onnxruntime between operators. Each
+    request thread keeps one ``RunOptions`` and posts its deadline in a dict (plain
+    assignments, atomic under the GIL: no lock on the request path); the thread
+    scans the dict a few times a second and sleeps on an event when nothing runs.
     """
 
     def __init__(self, interval: float = 0.05):
         self.interval = interval
         self._runs: dict[int, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
+        self._local = threading.local()
         self._wake = threading.Event()
+        self._sleeping = True
         self._pid: int | None = None
 
+    def options(self):
+        """This thread's RunOptions, ready for a new run."""
+        options = getattr(self._local, "options", None)
+        if options is None:
+            import onnxruntime
+
+            options = self._local.options = onnxruntime.RunOptions()
+        options.terminate = False
+        return options
+
     def watch(self, options, deadline: float) -> None:
-        with self._lock:
-            self._runs[id(options)] = (deadline, options)
+        self._runs[threading.get_ident()] = (deadline, options)
+        if self._sleeping:
             if self._pid != os.getpid():  # none yet, or this worker was forked
                 self._pid = os.getpid()
                 threading.Thread(target=self._loop, name="onnx-deadlines",
                                  daemon=True).start()
-        self._wake.set()
+            self._wake.set()
 
-    def done(self, options) -> None:
-        with self._lock:
-            self._runs.pop(id(options), None)
+    def done(self) -> None:
+        self._runs.pop(threading.get_ident(), None)
 
     def _loop(self) -> None:
         while True:
+            self._sleeping = True
             self._wake.wait()
-            with self._lock:
+            self._wake.clear()
+            self._sleeping = False
+            while self._runs:
                 now = time.monotonic()
                 for key, (deadline, options) in list(self._runs.items()):
                     if now >= deadline:
                         options.terminate = True
-                        del self._runs[key]
-                if not self._runs:
-                    self._wake.clear()
-            time.sleep(self.interval)
+                        self._runs.pop(key, None)
+                time.sleep(self.interval)
 
 
 WATCHDOG = Watchdog()
@@ -310,16 +323,14 @@ class InProcessOnnx(Runtime):
             raise ModelFileError(f"not for in-process serving: {refusal}")
 
     def predict(self, rows: np.ndarray, deadline: float | None = None):
-        import onnxruntime
-
         if deadline is None:
             return self._run(rows, None)
-        options = onnxruntime.RunOptions()
+        options = WATCHDOG.options()
         WATCHDOG.watch(options, deadline)
         try:
             return self._run(rows, options)
         finally:
-            WATCHDOG.done(options)
+            WATCHDOG.done()
 
     def _run(self, rows, options):
         try:
