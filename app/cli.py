@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,6 +30,16 @@ VERSION_NUMBER = click.IntRange(1, MAX_ID)
 
 def _fail(error: APIError):
     raise click.ClickException(f"{error.code}: {error.message}")
+
+
+@contextmanager
+def _committed():
+    """Run one change: an APIError ends the command with its message; else commit."""
+    try:
+        yield
+    except APIError as error:
+        _fail(error)
+    db.session.commit()
 
 
 @users.command("create")
@@ -63,11 +74,8 @@ def create_admin(username: str, password: str):
 @click.argument("role", type=click.Choice(["admin", "user"]))
 def set_role(username: str, role: str):
     """Give USERNAME the ROLE (a demoted user's admin-scope keys are revoked)."""
-    try:
+    with _committed():
         people.set_role(people.user_by_name(username), role, acting_user_id=None)
-    except APIError as error:
-        _fail(error)
-    db.session.commit()
     click.echo(f"'{username}' is now {role}")
 
 
@@ -75,11 +83,8 @@ def set_role(username: str, role: str):
 @click.argument("username")
 def disable_user(username: str):
     """Stop USERNAME's sign-in, sessions and API keys at once."""
-    try:
+    with _committed():
         people.set_enabled(people.user_by_name(username), False, acting_user_id=None)
-    except APIError as error:
-        _fail(error)
-    db.session.commit()
     click.echo(f"disabled '{username}'")
 
 
@@ -87,11 +92,8 @@ def disable_user(username: str):
 @click.argument("username")
 def enable_user(username: str):
     """Let USERNAME sign in and use API keys again."""
-    try:
+    with _committed():
         people.set_enabled(people.user_by_name(username), True, acting_user_id=None)
-    except APIError as error:
-        _fail(error)
-    db.session.commit()
     click.echo(f"enabled '{username}'")
 
 
@@ -233,11 +235,8 @@ def set_timeout(name: str, seconds: float | None, inherit: bool, reason: str):
 
     if seconds is None and not inherit:
         raise click.UsageError("give SECONDS or --inherit")
-    try:
+    with _committed():
         model = apply(service.get_model(name), None if inherit else seconds, reason)
-    except APIError as error:
-        _fail(error)
-    db.session.commit()
     click.echo(f"{name}: predictions stop after "
                f"{describe.model_dict(model)['timeout']['effective']:g} s")
 
