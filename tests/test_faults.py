@@ -110,7 +110,8 @@ def _seed(url: str, iris) -> dict[str, str]:
     from app.registry import service
 
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": "seed",
-                      "RATELIMIT_ENABLED": False, "MODELDOCK_LOG_FORMAT": "text"})
+                      "RATELIMIT_ENABLED": False, "MODELDOCK_LOG_FORMAT": "text",
+                      "MODELDOCK_ROUTING_REFRESH_SECONDS": 0})  # no thread left behind
     with app.app_context():
         upgrade()
         ops = create_user("ops", "a long password", "admin")

@@ -141,14 +141,22 @@ class Routing:
                              daemon=True).start()
 
     def _watch(self) -> None:
+        failing = False
         while True:
             time.sleep(self.refresh_seconds)
             try:
                 with self.app.app_context():
                     self._poll()
-            except Exception:  # database away: keep serving the last snapshot
-                log.warning("routing refresh failed; serving the last snapshot",
-                            exc_info=True)
+            except Exception as error:  # database away: keep the last snapshot
+                if not failing:  # once per outage, not every refresh_seconds
+                    log.warning("routing refresh failed (%s: %s); serving the last "
+                                "snapshot until it works again",
+                                type(error).__name__, str(error).splitlines()[0])
+                failing = True
+            else:
+                if failing:
+                    log.warning("routing refresh works again")
+                failing = False
 
     def _poll(self) -> None:
         try:
