@@ -36,6 +36,7 @@ bench: install-test services
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/request_path.py
 	$(PY) benchmarks/isolation.py
+	$(PY) benchmarks/balance.py
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
