@@ -294,7 +294,8 @@ class Watchdog:
     def _loop(self) -> None:
         while True:
             self._sleeping = True
-            self._wake.wait()
+            if not self._runs:  # a run posted while we were still awake is seen here
+                self._wake.wait()
             self._wake.clear()
             self._sleeping = False
             while self._runs:
