@@ -44,7 +44,7 @@ bind = os.environ.get("MODELDOCK_BIND", "127.0.0.1:8000")
 # (gthread) so that a request waiting on PostgreSQL, Redis or a slow upload does
 # not idle its core; numpy releases the GIL for much of the arithmetic.
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-worker_class = "app.workers.ReusePortThreadWorker"  # gthread, see reuse_port
+worker_class = "app.web.gunicorn_worker.ReusePortThreadWorker"  # gthread, see reuse_port
 threads = int(os.environ.get("MODELDOCK_THREADS", "4"))
 
 # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads
@@ -84,7 +84,7 @@ preload_app = False
 control_socket_disable = True
 
 # Logs: JSON lines on stderr (errors) and stdout (access, with the request id).
-logger_class = "app.jsonlog.GunicornLogger"
+logger_class = "app.observability.jsonlog.GunicornLogger"
 accesslog = "-"
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()

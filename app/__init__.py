@@ -9,10 +9,10 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import config as settings
-from app import jsonlog
-from app.bodies import ChunkedBodyLimit
-from app.outages import SpoolingRequest
-from app.serving.output import FiniteJSONProvider
+from app.observability import jsonlog
+from app.web.bodies import ChunkedBodyLimit
+from app.web.outages import SpoolingRequest
+from app.web.finite_json import FiniteJSONProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,14 +52,10 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app import (
-        metrics,
-        permissions,
-        ratelimit,
-        request_log,
-        security_headers,
-        sessions,
-    )
+    from app.auth import permissions, sessions
+    from app.extensions import ratelimit
+    from app.observability import metrics, request_log
+    from app.web import security_headers
     from app.extensions import cache, cors, csrf, db, limiter, login_manager, migrate
     from app.serving import prediction_cache, state
 
@@ -92,19 +88,19 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.ratelimit import api_rate_limit
+    from app.extensions.ratelimit import api_rate_limit
     from app.admin import api_bp as admin_api_bp
     from app.admin import pages_bp as admin_pages_bp
     from app.auth import bp as auth_bp
     from app.extensions import csrf, limiter
     from app.ops import bp as ops_bp
     from app.pages import bp as pages_bp
-    from app.predict import bp as predict_bp
-    from app.protocols import LabelConverter, ModelNameConverter
-    from app.protocols.tfserving import bp as tfserving_bp
-    from app.protocols.v2 import bp as v2_bp
+    from app.protocols.native.routes import bp as predict_bp
+    from app.protocols.common import LabelConverter, ModelNameConverter
+    from app.protocols.tfserving.routes import bp as tfserving_bp
+    from app.protocols.openinference.routes import bp as v2_bp
     from app.apidocs import bp as apidocs_bp
-    from app.bounds import BoundedIntConverter, name_converters
+    from app.web.bounds import BoundedIntConverter, name_converters
 
     # Script-facing blueprints authenticate with API keys in headers only,
     # never cookies, so CSRF tokens do not apply to them.
@@ -122,8 +118,8 @@ def register_blueprints(app: Flask) -> None:
 
 
 def register_errorhandlers(app: Flask) -> None:
-    from app import outages
-    from app.errors import register_errorhandlers as install
+    from app.web import outages
+    from app.web.errors import register_errorhandlers as install
 
     install(app)
     outages.register(app)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from app.ratelimit_storage import storage_uri
-from app.serving.output import json_text
+from app.extensions.ratelimit_storage import storage_uri
+from app.web.finite_json import json_text
 
 
 def _bool(raw: str) -> bool:
@@ -199,7 +199,7 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
             "socket_connect_timeout": 0.5, "socket_timeout": 0.5})
         config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED",
                           config["MODELDOCK_REDIS_OUTAGE"] != "refuse")
-        config.setdefault("CACHE_TYPE", "app.jsoncache.JSONRedisCache")
+        config.setdefault("CACHE_TYPE", "app.extensions.jsoncache.JSONRedisCache")
         config.setdefault("CACHE_REDIS_URL", redis_url)
     else:
         config.setdefault("CACHE_TYPE", "SimpleCache")

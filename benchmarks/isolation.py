@@ -22,9 +22,9 @@ sys.path.insert(0, str(ROOT))
 
 from app.registry.onnx_compile import convert  # noqa: E402
 from app.registry.schema import derive_schema  # noqa: E402
-from app.runtimes.isolated import IsolatedRuntime  # noqa: E402
-from app.runtimes.onnx import InProcessOnnx  # noqa: E402
-from app.runtimes.predictor import Predictor  # noqa: E402
+from app.serving.runtimes.isolated import IsolatedRuntime  # noqa: E402
+from app.serving.runtimes.onnx import InProcessOnnx  # noqa: E402
+from app.serving.runtimes.predictor import Predictor  # noqa: E402
 from benchmarks.serving import train  # noqa: E402
 
 ROUNDS, CALLS = 5, 400

@@ -82,7 +82,7 @@ def build(url: str, overrides: dict, model: bytes, sample: list):
     from flask_migrate import upgrade
 
     from app import create_app
-    from app.accounts import create_api_key, create_user
+    from app.auth.credentials import create_api_key, create_user
     from app.extensions import db
     from app.registry import service
 

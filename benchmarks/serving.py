@@ -93,7 +93,7 @@ class Registry:
     def setup(self) -> str:
         from flask_migrate import upgrade
 
-        from app.accounts import create_api_key, create_user
+        from app.auth.credentials import create_api_key, create_user
         from app.extensions import db
 
         with self.app.app_context():

@@ -39,7 +39,7 @@ def own_headers() -> str:
     """add_header lines for the answers nginx makes itself: the app's security headers
     (app/security_headers.py, their one source) and HSTS."""
     sys.path.insert(0, str(ROOT))
-    from app.security_headers import HEADERS
+    from app.web.security_headers import HEADERS
 
     headers = {"Strict-Transport-Security": HSTS, **HEADERS}
     return "\n".join(f'        add_header {name} "{value}" always;'

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from app import create_app
-from app.accounts import create_api_key, create_user
+from app.auth.credentials import create_api_key, create_user
 from app.extensions import db
 
 POSTGRES_URL = os.environ.get(

@@ -201,7 +201,7 @@ def test_unexpected_failure_is_a_json_500_without_traceback(served, monkeypatch,
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(predict_module, "native_matrix", explode, raising=False)
-    monkeypatch.setattr("app.predict.routes.native_matrix", explode)
+    monkeypatch.setattr("app.protocols.native.routes.native_matrix", explode)
     response = post(client, keys.predict, "/api/v1/models/iris/predict",
                     {"instances": iris.X[:1].tolist()})
     assert response.status_code == 500

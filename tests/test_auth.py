@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from app.accounts import create_api_key, revoke_api_key
+from app.auth.credentials import create_api_key, revoke_api_key
 from app.extensions import db
 from app.models import ApiKey, User
 from app.models._time import utcnow
@@ -115,7 +115,7 @@ def test_disabled_user_keys_stop_working(app, client, keys):
     with app.app_context():
         user = db.session.get(User, keys.user_id)
         user.enabled = False
-        from app import changes
+        from app.registry import changes
 
         changes.bump()
         db.session.commit()

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from app.errors import APIError
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import MLModel
-from app.serving import csvio
+from app.ui import csvio
 from tests.conftest import auth, sign_in, upload
 
 HUGE = ("99999999999999999999", "2147483648", "9" * 400)
@@ -231,7 +231,7 @@ def capped_server(tmp_path_factory, iris):
     from flask_migrate import upgrade
 
     from app import create_app
-    from app.accounts import create_api_key, create_user
+    from app.auth.credentials import create_api_key, create_user
     from app.registry import service
     from tests.live import gunicorn
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from app.demo import ensure_demo
+from app.cli.demo import ensure_demo
 from app.extensions import db
 from tests.conftest import running_app
 from tests.documented import documented

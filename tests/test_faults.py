@@ -105,7 +105,7 @@ def _seed(url: str, iris) -> dict[str, str]:
     from flask_migrate import upgrade
 
     from app import create_app
-    from app.accounts import create_api_key, create_user
+    from app.auth.credentials import create_api_key, create_user
     from app.extensions import db
     from app.registry import service
 

@@ -21,11 +21,12 @@ import onnx
 import pytest
 import sqlalchemy as sa
 
-from app import changes, create_app
+from app import create_app
+from app.registry import changes
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelArtifact, ModelVersion
-from app.runtimes.isolated import IsolatedRuntime
-from app.runtimes.predictor import Predictor
+from app.serving.runtimes.isolated import IsolatedRuntime
+from app.serving.runtimes.predictor import Predictor
 from tests import hostile_state as hostile
 from tests.conftest import auth, upload
 from tests.live import gunicorn
@@ -150,7 +151,7 @@ def hostile_server(tmp_path_factory, iris):
     with app.app_context():
         from flask_migrate import upgrade
 
-        from app.accounts import create_api_key, create_user
+        from app.auth.credentials import create_api_key, create_user
         from app.registry import service
 
         upgrade()
@@ -278,8 +279,8 @@ def _chain_of_matmuls(width: int = 256, depth: int = 400) -> bytes:
 
 
 def test_in_process_onnx_runs_are_terminated_at_their_deadline():
-    from app.runtimes.base import PredictionTimeout
-    from app.runtimes.onnx import InProcessOnnx
+    from app.serving.runtimes.base import PredictionTimeout
+    from app.serving.runtimes.onnx import InProcessOnnx
 
     schema = {"estimator": "ONNX graph", "allow_nan": False, "n_features": 256,
               "task": "regression", "classes": None, "has_proba": False}
@@ -304,7 +305,7 @@ def test_only_allowlisted_graphs_run_in_process(app, client, keys, iris):
         kinds = {name: state.load_version(model.alias_version("stable")).kind
                  for name, model in snapshot.models.items()}
     assert kinds == {"iris": "in-process onnxruntime", "loop": "isolated"}
-    from app.runtimes.onnx import inprocess_refusal
+    from app.serving.runtimes.onnx import inprocess_refusal
 
     assert "Loop" in inprocess_refusal(onnx.load_from_string(hostile.onnx_loop()))
     assert "ConstantOfShape" in inprocess_refusal(

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from app.accounts import FREE_LOGIN_FAILURES, LOGIN_BACKOFF_SECONDS
+from app.auth.credentials import FREE_LOGIN_FAILURES, LOGIN_BACKOFF_SECONDS
 from app.extensions import db
 from app.models import AuditEvent, User
 from app.models._time import utcnow

@@ -14,10 +14,10 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app.accounts import create_api_key
+from app.auth.credentials import create_api_key
 from app.extensions import db
 from app.models import RequestLog, User
-from app.request_log import DatabaseAway
+from app.observability.request_log import DatabaseAway
 from tests.conftest import auth, build_app, database, make_keys, upload
 from tests.tcp_proxy import TCPProxy
 
@@ -97,7 +97,7 @@ def test_redis_outage_policy_refuse_answers_503(tmp_path):
     script = textwrap.dedent(f"""
         import json
         from app import create_app
-        from app.accounts import create_api_key, create_user
+        from app.auth.credentials import create_api_key, create_user
         from app.extensions import db
 
         outcome = {{}}

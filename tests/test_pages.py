@@ -11,7 +11,7 @@ from html.parser import HTMLParser
 import pytest
 
 from app.extensions import db
-from app.security_headers import HEADERS
+from app.web.security_headers import HEADERS
 from tests.conftest import auth, sign_in, upload
 
 ALICE = ("alice", "alice password 1")
@@ -146,7 +146,7 @@ def test_audit_log_shows_names_and_numbers_not_dicts_or_ids(site, keys, iris_v2)
                       json={"max_rows": 8, "max_wait_ms": 2}).status_code == 200
     with site.app_context():
         # An event written before details named versions by number (by id, then).
-        from app import audit
+        from app.observability import audit
         from app.models import ModelVersion
 
         version = db.session.scalar(db.select(ModelVersion).where(

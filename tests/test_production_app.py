@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from app.extensions import db
-from app.jsonlog import JSONFormatter
+from app.observability.jsonlog import JSONFormatter
 from app.models import RequestLog
 from app.models._time import utcnow
 from tests.conftest import auth, build_app, database, make_keys, running_app, upload

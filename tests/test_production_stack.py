@@ -196,7 +196,7 @@ def _seed(stack: Stack, iris) -> None:
     from flask_migrate import upgrade
 
     from app import create_app
-    from app.accounts import create_api_key, create_user
+    from app.auth.credentials import create_api_key, create_user
     from app.extensions import db
     from app.registry import service
 
@@ -310,7 +310,7 @@ def test_security_headers_once_each_and_static_files_from_nginx(stack):
     assert "X-Request-ID" not in static.headers  # gunicorn never saw it
     assert static.headers["Cache-Control"] == "max-age=3600"
     # nginx's own answers carry the app's values (app/security_headers.py).
-    from app.security_headers import HEADERS
+    from app.web.security_headers import HEADERS
 
     for name, value in HEADERS.items():
         assert static.all(name) == [value] == page.all(name), name

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from app import rollout
-from app.accounts import create_api_key
+from app.rollout import aliases as rollout
+from app.auth.credentials import create_api_key
 from app.extensions import db
 from app.models import RequestLog, User
 from app.serving.state import serving_state

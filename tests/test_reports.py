@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert
 
-from app import reports
+from app.observability import reports
 from app.extensions import db
 from app.models import ApiKey, RequestLog
 from app.models._time import utcnow

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from app import create_app
-from app.accounts import create_api_key, create_user
+from app.auth.credentials import create_api_key, create_user
 from app.extensions import db
 from app.registry import service
 from tests.live import ROOT, gunicorn

@@ -2,7 +2,7 @@
 
 from flask import Blueprint
 
-from app.permissions import require_admin_user
+from app.auth.permissions import require_admin_user
 
 api_bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
 
@@ -10,4 +10,4 @@ api_bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
 pages_bp = Blueprint("admin_pages", __name__, url_prefix="/admin")
 pages_bp.before_request(require_admin_user)
 
-from app.admin import api, logs, pages, rollouts, users  # noqa: E402,F401  (routes attach)
+from app.admin import api, logs, rollouts, users, versions  # noqa: E402,F401  (routes attach)

@@ -6,11 +6,12 @@ import json
 
 from flask import g, jsonify, request
 
-from app.bounds import json_whole_number, whole_number
-from app.errors import APIError
+from app.web.bounds import json_whole_number, whole_number
+from app.web.errors import APIError
 from app.admin import api_bp
-from app.permissions import require_scope
-from app import changes, rollout
+from app.auth.permissions import require_scope
+from app.registry import changes
+from app.rollout import aliases as rollout
 from app.registry import describe, runtime, service
 
 

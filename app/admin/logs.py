@@ -11,11 +11,11 @@ from flask import (
     url_for,
 )
 
-from app import reports
+from app.observability import reports
 from app.admin import pages_bp as bp
-from app.serving.csvio import export_lines
+from app.ui.csvio import export_lines
 from app.ui import charts
-from app.ui.paging import page_number
+from app.web.paging import page_number
 
 MAX_SERIES = 6  # the busiest model versions get their own line
 

@@ -2,7 +2,7 @@
 the runtime (onnxruntime or scikit-learn) that serves a version and a model's
 micro-batching.
 
-Every action calls ``app.rollout``, which records history and the audit event; the
+Every action calls ``app.rollout.aliases``, which records history and the audit event; the
 view confirms, commits and reports, like the other registry pages.
 """
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from flask import flash, redirect, render_template, request
 
-from app import changes, rollout
+from app.registry import changes
+from app.rollout import aliases as rollout
 from app.admin import pages_bp as bp
 from app.admin.forms import BatchingForm, CanaryForm, RuntimeForm
-from app.admin.pages import _back, _refused, confirm_action
-from app.errors import APIError
+from app.admin.versions import _back, _refused, confirm_action
+from app.web.errors import APIError
 from app.registry import describe, runtime as runtimes, service
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from app import people
+from app.auth import accounts
 from app.admin import pages_bp as bp
 from app.admin.forms import RoleForm, UserForm
-from app.errors import APIError
+from app.web.errors import APIError
 from app.extensions import db
 from app.pages.forms import ConfirmForm
 
 
 def _users_page(form: UserForm | None = None, status: int = 200):
-    users = people.all_users()
+    users = accounts.all_users()
     role_forms = {u.id: RoleForm(formdata=None, role=u.role) for u in users}
     return render_template("admin/users.html", users=users, form=form or UserForm(),
                            role_forms=role_forms), status
@@ -31,7 +31,7 @@ def create_user():
     if not form.validate_on_submit():
         return _users_page(form, 400)
     try:
-        user = people.create_user(form.username.data, form.password.data,
+        user = accounts.create_user(form.username.data, form.password.data,
                                   form.role.data)
     except APIError as error:
         db.session.rollback()
@@ -45,11 +45,11 @@ def create_user():
 
 @bp.post("/users/<int:user_id>/role")
 def change_role(user_id: int):
-    user = people.get_user(user_id)
+    user = accounts.get_user(user_id)
     form = RoleForm()
     if form.validate_on_submit():
         try:
-            people.set_role(user, form.role.data, current_user.id)
+            accounts.set_role(user, form.role.data, current_user.id)
         except APIError as error:
             db.session.rollback()
             flash(f"Refused: {error.message}", "error")
@@ -67,12 +67,12 @@ def change_role(user_id: int):
           defaults={"action": "enable"})
 def set_enabled(user_id: int, action: str):
     """Confirm, then disable (or re-enable) a user."""
-    user = people.get_user(user_id)
+    user = accounts.get_user(user_id)
     form = ConfirmForm()
     back = url_for("admin_pages.users")
     if form.validate_on_submit():
         try:
-            people.set_enabled(user, action == "enable", current_user.id)
+            accounts.set_enabled(user, action == "enable", current_user.id)
         except APIError as error:
             db.session.rollback()
             flash(f"Refused: {error.message}", "error")
@@ -90,16 +90,16 @@ def set_enabled(user_id: int, action: str):
 
 @bp.get("/keys")
 def keys():
-    return render_template("admin/keys.html", keys=people.all_keys())
+    return render_template("admin/keys.html", keys=accounts.all_keys())
 
 
 @bp.route("/keys/<int:key_id>/revoke", methods=["GET", "POST"])
 def revoke_key(key_id: int):
-    key = people.get_key(key_id)
+    key = accounts.get_key(key_id)
     form = ConfirmForm()
     back = url_for("admin_pages.keys")
     if form.validate_on_submit():
-        people.revoke_key(key)
+        accounts.revoke_key(key)
         db.session.commit()
         flash(f"Key {key.prefix} of '{key.user.username}' revoked.", "success")
         return redirect(back)

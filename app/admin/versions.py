@@ -16,14 +16,15 @@ from sqlalchemy import select
 
 from app.admin import pages_bp as bp
 from app.admin.forms import UploadForm
-from app.errors import APIError
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import Activation, MLModel
 from app.models._time import utcnow
 from app.pages.forms import ConfirmForm
-from app import changes, rollout
+from app.registry import changes
+from app.rollout import aliases as rollout
 from app.registry import describe, service
-from app.reports import model_traffic
+from app.observability.reports import model_traffic
 
 UPLOAD_FIELDS = {"name", "file", "description", "notes", "metrics"}
 

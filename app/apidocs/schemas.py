@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.protocols import LABEL_PATTERN
+from app.protocols.common import LABEL_PATTERN
 from app.registry.service import NAME_PATTERN
 
 

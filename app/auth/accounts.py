@@ -2,7 +2,7 @@
 
 Every entry point (admin pages, account pages, ``flask users``/``flask keys``,
 ``flask demo``) changes users and keys through this module only, so every change
-is audited. Credentials themselves are made and checked in ``app.accounts``; this
+is audited. Credentials themselves are made and checked in ``app.auth.credentials``; this
 module adds what an administrator's action needs on top: the audit event, and
 moving the change counter so that every worker drops the API keys it has cached.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app import accounts, audit, changes
-from app.errors import APIError, quote
+from app.auth import credentials
+from app.observability import audit
+from app.registry import changes
+from app.web.errors import APIError, quote
 from app.extensions import db
 from app.models import ApiKey, User
 from app.models.users import ROLES
@@ -54,7 +56,7 @@ def key_by_prefix(prefix: str) -> ApiKey:
 
 def create_user(username: str, password: str, role: str) -> User:
     """Add a user (password stored hashed) and audit it."""
-    user = accounts.create_user(username, password, role)
+    user = credentials.create_user(username, password, role)
     audit.record("user.create", f"user:{user.username}", {"role": role})
     return user
 
@@ -72,7 +74,7 @@ def set_role(user: User, role: str, acting_user_id: int | None) -> None:
         if role != "admin":  # admin-scope keys lose their power with the role
             for key in user.api_keys:
                 if "admin" in key.scope_set:
-                    accounts.revoke_api_key(key)
+                    credentials.revoke_api_key(key)
         changes.bump()
 
 
@@ -91,7 +93,7 @@ def set_enabled(user: User, enabled: bool, acting_user_id: int | None) -> None:
 def create_key(user: User, name: str, scopes: list[str], expires_at=None,
                rate_limit: str | None = None) -> tuple[ApiKey, str]:
     """Create a key for ``user``, audit it, return it with its plaintext."""
-    key, plaintext = accounts.create_api_key(user, name, scopes, expires_at,
+    key, plaintext = credentials.create_api_key(user, name, scopes, expires_at,
                                              rate_limit)
     details = {"user": user.username, "scopes": key.scopes}
     if expires_at is not None:
@@ -112,9 +114,9 @@ def set_key_limit(key: ApiKey, rate_limit: str | None) -> None:
 
 
 def revoke_key(key: ApiKey) -> None:
-    """Revoke a key (``accounts.revoke_api_key`` moves the change counter)."""
+    """Revoke a key (``credentials.revoke_api_key`` moves the change counter)."""
     if key.revoked_at is None:
-        accounts.revoke_api_key(key)
+        credentials.revoke_api_key(key)
         audit.record("key.revoke", f"key:{key.prefix}", {"user": key.user.username})
 
 

@@ -14,8 +14,9 @@ from functools import lru_cache
 from sqlalchemy import select, update
 from werkzeug.security import generate_password_hash
 
-from app import audit, changes
-from app.errors import APIError
+from app.observability import audit
+from app.registry import changes
+from app.web.errors import APIError
 from app.extensions import cache, db
 from app.models import ApiKey, User
 from app.models._time import utcnow

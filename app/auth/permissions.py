@@ -10,8 +10,8 @@ from functools import wraps
 from flask import Flask, abort, current_app, g, request
 from flask_login import current_user
 
-from app.accounts import Principal, hash_key, lookup_api_key
-from app.errors import APIError
+from app.auth.credentials import Principal, hash_key, lookup_api_key
+from app.web.errors import APIError
 from app.models._time import utcnow
 from app.serving.state import serving_state
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
-from app.errors import API_PREFIXES
+from app.web.errors import API_PREFIXES
 
 
 class BrowserOnlySessionInterface(SecureCookieSessionInterface):

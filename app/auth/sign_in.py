@@ -8,10 +8,10 @@ from flask import current_app, flash, redirect, render_template, request, sessio
 from flask_login import login_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.accounts import LoginBackoff, sign_in
+from app.auth.credentials import LoginBackoff, sign_in
 from app.auth import bp
 from app.auth.forms import LoginForm, LogoutForm
-from app.errors import APIError
+from app.web.errors import APIError
 from app.extensions import db, limiter
 
 # A browser that signed in to an account gets this signed cookie naming the account;

@@ -11,9 +11,9 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from app import people
-from app.bounds import MAX_ID
-from app.errors import APIError
+from app.auth import accounts
+from app.web.bounds import MAX_ID
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import ApiKey, MLModel
 from app.models._time import utcnow
@@ -49,7 +49,7 @@ def _committed():
 def create_user(username: str, role: str, password: str):
     """Create a user (prompts for the password)."""
     try:
-        people.create_user(username, password, role)
+        accounts.create_user(username, password, role)
     except APIError as error:
         _fail(error)
     db.session.commit()
@@ -62,7 +62,7 @@ def create_user(username: str, role: str, password: str):
 def create_admin(username: str, password: str):
     """Create an administrator (prompts for the password)."""
     try:
-        people.create_user(username, password, "admin")
+        accounts.create_user(username, password, "admin")
     except APIError as error:
         _fail(error)
     db.session.commit()
@@ -75,7 +75,7 @@ def create_admin(username: str, password: str):
 def set_role(username: str, role: str):
     """Give USERNAME the ROLE (a demoted user's admin-scope keys are revoked)."""
     with _committed():
-        people.set_role(people.user_by_name(username), role, acting_user_id=None)
+        accounts.set_role(accounts.user_by_name(username), role, acting_user_id=None)
     click.echo(f"'{username}' is now {role}")
 
 
@@ -84,7 +84,7 @@ def set_role(username: str, role: str):
 def disable_user(username: str):
     """Stop USERNAME's sign-in, sessions and API keys at once."""
     with _committed():
-        people.set_enabled(people.user_by_name(username), False, acting_user_id=None)
+        accounts.set_enabled(accounts.user_by_name(username), False, acting_user_id=None)
     click.echo(f"disabled '{username}'")
 
 
@@ -93,7 +93,7 @@ def disable_user(username: str):
 def enable_user(username: str):
     """Let USERNAME sign in and use API keys again."""
     with _committed():
-        people.set_enabled(people.user_by_name(username), True, acting_user_id=None)
+        accounts.set_enabled(accounts.user_by_name(username), True, acting_user_id=None)
     click.echo(f"enabled '{username}'")
 
 
@@ -111,7 +111,7 @@ def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days,
     """Create an API key for USERNAME and print it once."""
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     try:
-        key, plaintext = people.create_key(people.user_by_name(username), name,
+        key, plaintext = accounts.create_key(accounts.user_by_name(username), name,
                                            list(scopes), expires,
                                            _rate_limit(rate_limit))
     except APIError as error:
@@ -126,7 +126,7 @@ def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days,
 def revoke_key(prefix: str):
     """Revoke the key whose prefix is PREFIX."""
     try:
-        people.revoke_key(people.key_by_prefix(prefix))
+        accounts.revoke_key(accounts.key_by_prefix(prefix))
     except APIError as error:
         _fail(error)
     db.session.commit()
@@ -153,8 +153,8 @@ def _rate_limit(text: str | None) -> str | None:
 def set_key_limit(prefix: str, limit: str):
     """Give the key PREFIX its own rate LIMIT ("100 per minute"; "none": default)."""
     try:
-        key = people.key_by_prefix(prefix)
-        people.set_key_limit(key, _rate_limit(limit))
+        key = accounts.key_by_prefix(prefix)
+        accounts.set_key_limit(key, _rate_limit(limit))
     except APIError as error:
         _fail(error)
     db.session.commit()
@@ -305,7 +305,7 @@ def list_versions(name: str):
 @with_appcontext
 def demo(url: str):
     """Train a small iris classifier, register it as 'demo', print how to sign in."""
-    from app.demo import ensure_demo
+    from app.cli.demo import ensure_demo
 
     lines = ensure_demo(Path(current_app.instance_path), url.rstrip("/"))
     db.session.commit()
@@ -349,7 +349,7 @@ def import_registry(path: Path):
               help="Keep this many days of request logs.")
 def prune_logs(days: int):
     """Delete request logs older than --days days."""
-    from app.request_log import prune
+    from app.observability.request_log import prune
 
     deleted = prune(days)
     db.session.commit()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from app import people
+from app.auth import accounts
 from app.extensions import db
 from app.models import MLModel, User
 from app.registry import service
@@ -48,8 +48,8 @@ def ensure_demo(instance: Path, url: str = "http://127.0.0.1:5000") -> list[str]
     admin = db.session.scalar(select(User).where(User.username == "admin"))
     if admin is None:
         saved["password"] = secrets.token_urlsafe(12)
-        admin = people.create_user("admin", saved["password"], "admin")
-        _, saved["api_key"] = people.create_key(admin, "demo", ["predict", "admin"])
+        admin = accounts.create_user("admin", saved["password"], "admin")
+        _, saved["api_key"] = accounts.create_key(admin, "demo", ["predict", "admin"])
         instance.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

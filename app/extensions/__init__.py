@@ -10,7 +10,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
-from app.ratelimit import is_preflight, rate_limit_key
+from app.extensions.ratelimit import is_preflight, rate_limit_key
 
 # Stable constraint names, so Alembic migrations are identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {

@@ -23,6 +23,6 @@ class MissTolerantJSONSerializer(JSONSerializer):
 
 
 class JSONRedisCache(RedisCache):
-    """``CACHE_TYPE = "app.jsoncache.JSONRedisCache"`` (set by config.finalize)."""
+    """``CACHE_TYPE = "app.extensions.jsoncache.JSONRedisCache"`` (set by config.finalize)."""
 
     serializer = MissTolerantJSONSerializer()

@@ -30,12 +30,12 @@ from typing import Any
 from flask import Flask, current_app, g, request
 from sqlalchemy import delete, exc, update
 
-from app import metrics
+from app.observability import metrics
 from app.extensions import db
 from app.models import ApiKey, RequestLog
 from app.models._time import utcnow
-from app.privacy import stored_payload, truncate_ip
-from app.serving.output import json_text
+from app.observability.privacy import stored_payload, truncate_ip
+from app.web.finite_json import json_text
 
 log = logging.getLogger(__name__)
 BATCH = 500

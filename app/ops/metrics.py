@@ -2,8 +2,8 @@
 
 from flask import current_app, request
 
-from app import metrics
-from app.errors import APIError
+from app.observability import metrics
+from app.web.errors import APIError
 from app.extensions import limiter
 from app.ops import bp
 

@@ -7,4 +7,4 @@ from app.ui import formatting
 bp = Blueprint("pages", __name__)
 bp.record_once(lambda state: formatting.install(state.app))
 
-from app.pages import account, routes  # noqa: E402,F401
+from app.pages import account, predict  # noqa: E402,F401

@@ -7,8 +7,8 @@ from datetime import timedelta
 from flask import flash, redirect, render_template, url_for
 from flask_login import current_user, login_required
 
-from app import people
-from app.errors import APIError
+from app.auth import accounts
+from app.web.errors import APIError
 from app.extensions import db
 from app.models._time import utcnow
 from app.pages import bp
@@ -42,7 +42,7 @@ def create_key():
     expires = utcnow() + timedelta(days=form.expires_days.data) \
         if form.expires_days.data else None
     try:
-        key, plaintext = people.create_key(current_user, form.name.data, scopes,
+        key, plaintext = accounts.create_key(current_user, form.name.data, scopes,
                                            expires)
     except APIError as error:
         db.session.rollback()
@@ -57,10 +57,10 @@ def create_key():
 @login_required
 def revoke_key(key_id: int):
     """Confirm, then revoke one of your own keys."""
-    key = people.get_key(key_id, owner_id=current_user.id)
+    key = accounts.get_key(key_id, owner_id=current_user.id)
     form = ConfirmForm()
     if form.validate_on_submit():
-        people.revoke_key(key)
+        accounts.revoke_key(key)
         db.session.commit()
         flash(f"Key {key.prefix} revoked.", "success")
         return redirect(url_for("pages.account"))

@@ -26,12 +26,13 @@ import numpy as np
 from flask import Flask, current_app
 from sqlalchemy import delete
 
-from app.errors import APIError
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import PredictionJob
 from app.models._time import utcnow
-from app.request_log import log_row, writer
-from app.serving import csvio, predict
+from app.observability.request_log import log_row, writer
+from app.serving import predict
+from app.ui import csvio
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
-from app.errors import APIError, plain_error
+from app.web.errors import APIError, plain_error
 from app.registry.service import NAME_PATTERN
 
 LABEL_PATTERN = "[a-z][a-z0-9_-]{0,15}"  # aliases are at most 16 characters

@@ -2,7 +2,7 @@
 
 from sqlalchemy import select
 
-from app.errors import APIError
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import ModelArtifact
 

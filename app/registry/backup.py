@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app import audit, changes
-from app.errors import APIError
+from app.observability import audit
+from app.registry import changes
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import (
     Activation,

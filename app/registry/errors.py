@@ -1,6 +1,6 @@
 """Errors raised while reading, validating or storing model artifacts."""
 
-from app.errors import APIError
+from app.web.errors import APIError
 
 
 class ModelFileError(APIError):

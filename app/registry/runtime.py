@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app import audit, changes
-from app.errors import APIError
+from app.observability import audit
+from app.registry import changes
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelArtifact, ModelVersion
 from app.models.registry import RUNTIME_SETTINGS
@@ -46,7 +47,7 @@ def set_runtime(version: ModelVersion, runtime: str, reason: str = "") -> ModelV
     A version that serves traffic must still reproduce its sample with the new
     runtime before the change is kept (409 ``smoke_test_failed`` otherwise).
     """
-    from app.registry.smoke import smoke_test
+    from app.serving.smoke import smoke_test
 
     if runtime not in RUNTIME_SETTINGS:
         raise APIError(400, "invalid_runtime",

@@ -2,7 +2,7 @@
 
 The parent runs ``python -m app.registry.sandbox`` with the file on stdin and
 settings in the environment (no secrets); this process confines itself like an
-inference process (``app.runtimes.confine``: limits, unprivileged user, Landlock)
+inference process (``app.registry.confine``: limits, unprivileged user, Landlock)
 and limits its CPU time before reading a byte, loads the file through the
 restricted loaders, checks the estimator's state (``inspection``), derives the
 schema, predicts a sample and extreme rows (so that branches reachable only at
@@ -107,7 +107,7 @@ def _parse_report(stdout: bytes) -> tuple[dict | None, dict | None]:
 
 
 def _limit_resources() -> None:
-    from app.runtimes.confine import confine
+    from app.registry.confine import confine
 
     cpu = int(os.environ["MODELDOCK_SANDBOX_CPU_SECONDS"])
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from app.registry.errors import ModelFileError
-from app.runtimes.onnx import OnnxModel
+from app.serving.runtimes.onnx import OnnxModel
 
 
 def _plain(values) -> list:

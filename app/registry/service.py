@@ -9,11 +9,12 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select
 
-from app import audit, changes
-from app.errors import APIError
+from app.observability import audit
+from app.registry import changes
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import Activation, MLModel, ModelAlias, ModelArtifact, ModelVersion
-from app.registry.smoke import smoke_test
+from app.serving.smoke import smoke_test
 from app.models._time import utcnow
 from app.registry.loading import format_for_filename
 from app.registry.runtime import record_compilation

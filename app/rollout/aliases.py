@@ -8,13 +8,14 @@ from datetime import datetime, timedelta
 from flask import g, has_request_context, request
 from sqlalchemy import select
 
-from app import audit, changes
-from app.errors import APIError
+from app.observability import audit
+from app.registry import changes
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import Activation, ModelAlias, ModelVersion, ShadowResult
 from app.models._time import utcnow
 from app.registry.service import get_model, get_version, set_alias
-from app.serving.routing import ModelInfo, VersionInfo
+from app.serving.snapshot import ModelInfo, VersionInfo
 
 ALIASES = ("stable", "canary", "shadow")
 CLIENT_ID_HEADER = "X-Client-Id"

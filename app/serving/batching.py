@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.runtimes.base import PredictionTimeout
+from app.serving.runtimes.base import PredictionTimeout
 
 IDLE_EXIT_SECONDS = 5.0  # the thread ends when its version gets no traffic
 

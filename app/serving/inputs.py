@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.errors import APIError, quote
+from app.web.errors import APIError, quote
 
 
 def parse_json(raw: bytes, content_type: str | None) -> Any:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.errors import APIError
-from app.serving.routing import ModelInfo, VersionInfo
+from app.web.errors import APIError
+from app.serving.snapshot import ModelInfo, VersionInfo
 from app.serving.state import serving_state
 
 

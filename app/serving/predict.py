@@ -8,11 +8,12 @@ from typing import Any
 import numpy as np
 from flask import current_app, g
 
-from app import metrics, rollout
-from app.errors import APIError
-from app.runtimes.base import Runtime
+from app.observability import metrics
+from app.rollout import aliases as rollout
+from app.web.errors import APIError
+from app.serving.runtimes.base import Runtime
 from app.serving.prediction_cache import prediction_cache
-from app.serving.routing import ModelInfo, Snapshot, VersionInfo
+from app.serving.snapshot import ModelInfo, Snapshot, VersionInfo
 from app.serving.state import serving_state
 
 

@@ -24,7 +24,7 @@ from flask_caching import Cache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app import metrics
+from app.observability import metrics
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 1000  # larger batches are rarely repeated; not worth the memory
@@ -95,7 +95,7 @@ def init_app(app: Flask) -> None:
     config = {"CACHE_KEY_PREFIX": app.config["MODELDOCK_REDIS_PREFIX"] + "pred:",
               "CACHE_DEFAULT_TIMEOUT": ttl}
     if redis_url:
-        config.update(CACHE_TYPE="app.jsoncache.JSONRedisCache",
+        config.update(CACHE_TYPE="app.extensions.jsoncache.JSONRedisCache",
                       CACHE_REDIS_URL=redis_url, CACHE_OPTIONS={
                           "socket_connect_timeout": 0.25, "socket_timeout": 0.25,
                           "retry": Retry(NoBackoff(), 0)})

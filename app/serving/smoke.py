@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.errors import APIError
+from app.web.errors import APIError
 from app.models import ModelVersion
 from app.registry.onnx_compile import PROBA_ATOL, REGRESSION_ATOL, REGRESSION_RTOL
 from app.registry.runtime import effective_runtime

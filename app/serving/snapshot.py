@@ -16,7 +16,7 @@ from flask import Flask
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app import changes
+from app.registry import changes
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelVersion
 from app.registry.runtime import effective_runtime

@@ -11,10 +11,10 @@ import numpy as np
 from flask import Flask, current_app
 
 from app.registry.artifacts import artifact_bytes, onnx_bytes
-from app.runtimes.base import Runtime
-from app.runtimes.cache import Isolation, ModelCache
+from app.serving.runtimes.base import Runtime
+from app.serving.runtimes.cache import Isolation, ModelCache
 from app.serving.batching import MicroBatcher, batching
-from app.serving.routing import ModelInfo, Routing, Snapshot, VersionInfo
+from app.serving.snapshot import ModelInfo, Routing, Snapshot, VersionInfo
 from app.serving.shadow import ShadowRunner
 
 log = logging.getLogger(__name__)

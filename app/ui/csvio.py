@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.errors import APIError, quote
+from app.web.errors import APIError, quote
 from app.serving.inputs import check_finite, matrix_from_rows
 
 # A plain decimal number: a spreadsheet reads it as a value, never as a formula.

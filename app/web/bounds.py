@@ -12,7 +12,7 @@ from typing import Any
 from werkzeug.exceptions import NotFound
 from werkzeug.routing import IntegerConverter, ValidationError
 
-from app.errors import APIError
+from app.web.errors import APIError
 
 MAX_ID = 2**31 - 1  # the largest INTEGER on PostgreSQL
 

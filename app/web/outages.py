@@ -26,7 +26,7 @@ from flask import Flask, Request, g, jsonify, make_response
 from limits.errors import StorageError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.errors import APIError, render_error, wants_json
+from app.web.errors import APIError, render_error, wants_json
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5

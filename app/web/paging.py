@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import request
 
-from app.bounds import whole_number
+from app.web.bounds import whole_number
 
 
 def page_number(name: str = "page") -> int:

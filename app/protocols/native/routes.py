@@ -1,20 +1,20 @@
 """Thin views: parse the request, call the serving or registry service, answer JSON."""
 
-from flask import current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 
-from app.errors import APIError
+from app.web.errors import APIError
 from app.extensions import db
 from app.models import MLModel
-from app.permissions import require_scope
-from app.predict import bp
+from app.auth.permissions import require_scope
 from app.registry import describe
 from app.registry.service import get_model, get_version
-from app.request_log import record_response
+from app.observability.request_log import record_response
 from app.serving import predict
 from app.serving.inputs import matrix_from_rows, native_matrix, parse_json
-from app.serving.output import json_response
+from app.web.finite_json import json_response
 
+bp = Blueprint("predict", __name__)
 bp.after_request(record_response("native"))
 
 

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.errors import APIError, quote
-from app.serving import tensors
+from app.web.errors import APIError, quote
+from app.protocols.openinference import tensors
 from app.serving.inputs import parse_json
 from app.serving.predict import Prediction
-from app.serving.routing import ModelInfo, VersionInfo
+from app.serving.snapshot import ModelInfo, VersionInfo
 from app.serving.state import serving_state
 
 EXTENSIONS = ["binary_tensor_data", "classification"]

@@ -7,11 +7,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db
-from app.permissions import require_scope
-from app.protocols import plain_errors
-from app.request_log import record_response
-from app.serving import openinference, predict
-from app.serving.metadata import find_model, find_version
+from app.auth.permissions import require_scope
+from app.protocols.common import plain_errors
+from app.observability.request_log import record_response
+from app.protocols.openinference import codec as openinference
+from app.serving import predict
+from app.serving.lookups import find_model, find_version
 
 bp = Blueprint("v2", __name__, url_prefix="/v2")
 bp.after_request(record_response("v2"))

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import APIError, quote
+from app.web.errors import APIError, quote
 from app.serving.inputs import _check_batch, matrix_from_columns, matrix_from_rows
 
 # The one input tensor a model declares; a lone tensor may carry any name.

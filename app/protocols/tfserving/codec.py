@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import APIError, quote
+from app.web.errors import APIError, quote
 from app.serving.inputs import (
     _check_batch,
     matrix_from_columns,
@@ -17,8 +17,8 @@ from app.serving.inputs import (
     parse_json,
 )
 from app.serving.predict import Prediction
-from app.serving.routing import ModelInfo, VersionInfo
-from app.serving.tensors import INPUT_NAME, flatten, label_datatype
+from app.serving.snapshot import ModelInfo, VersionInfo
+from app.protocols.openinference.tensors import INPUT_NAME, flatten, label_datatype
 
 # Signature name → what it answers. TF Serving's default signature gives the labels.
 DEFAULT_SIGNATURE = "serving_default"

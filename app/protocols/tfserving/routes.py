@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, g, jsonify, request
 
-from app.permissions import require_scope
-from app.protocols import plain_errors
-from app.request_log import record_response
-from app.serving import predict, tfserving
-from app.serving.metadata import find_model, find_version
+from app.auth.permissions import require_scope
+from app.protocols.common import plain_errors
+from app.observability.request_log import record_response
+from app.protocols.tfserving import codec as tfserving
+from app.serving import predict
+from app.serving.lookups import find_model, find_version
 
 bp = Blueprint("tfserving", __name__, url_prefix="/v1/models")
 bp.after_request(record_response("tfserving"))

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import APIError
+from app.web.errors import APIError
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app import metrics
-from app.errors import APIError
+from app.observability import metrics
+from app.web.errors import APIError
 from app.registry.errors import ModelFileError
-from app.runtimes.base import Runtime
-from app.runtimes.isolated import IsolatedRuntime
-from app.runtimes.onnx import InProcessOnnx
+from app.serving.runtimes.base import Runtime
+from app.serving.runtimes.isolated import IsolatedRuntime
+from app.serving.runtimes.onnx import InProcessOnnx
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Models run in confined inference processes, supervised by the web worker.
 
 Each loaded version gets its own small pool of processes (``python -m
-app.runtimes.worker``), started from a clean interpreter with an environment that
+app.serving.runtimes.worker``), started from a clean interpreter with an environment that
 holds no secrets, confined before they read the model (``confine``). Rows go in
 and answers come out as raw array buffers (``wire``). Every call has a deadline:
 a process that overruns it, dies or answers nonsense is killed, only that request
@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.runtimes import wire
-from app.runtimes.base import (PredictionFailed, PredictionTimeout, Runtime,
+from app.serving.runtimes import wire
+from app.serving.runtimes.base import (PredictionFailed, PredictionTimeout, Runtime,
                                RuntimeFailed)
 from app.registry.errors import ModelFileError
 
@@ -63,7 +63,7 @@ class InferenceProcess:
         """Start the process and load the model; raise if it cannot."""
         self.kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.runtimes.worker"],
+            [sys.executable, "-m", "app.serving.runtimes.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.environment,
             cwd="/", close_fds=True)
         try:

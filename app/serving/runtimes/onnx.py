@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.registry.errors import ModelFileError
-from app.runtimes.base import PredictionFailed, PredictionTimeout, Runtime, log
+from app.serving.runtimes.base import PredictionFailed, PredictionTimeout, Runtime, log
 
 ONNX_INPUT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 LABEL_TYPES = {"tensor(int64)", "tensor(int32)", "tensor(string)", "tensor(bool)"}

@@ -1,4 +1,4 @@
-"""An inference process: ``python -m app.runtimes.worker``, started by a web worker.
+"""An inference process: ``python -m app.serving.runtimes.worker``, started by a web worker.
 
 It confines itself before reading a byte of the model (``confine``), then answers
 frames on its stdin/stdout (``wire``): first ``load`` (the model's bytes), then any
@@ -28,13 +28,13 @@ def main() -> int:
     proto_in, proto_out = os.dup(0), os.dup(1)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
     os.dup2(2, 1)  # model code that prints must not corrupt the protocol
-    from app.runtimes.confine import confine
+    from app.registry.confine import confine
 
     trusted = tuple(m for m in os.environ["MODELDOCK_RUNTIME_TRUSTED"].split(",") if m)
     layers = confine(int(os.environ["MODELDOCK_RUNTIME_MEMORY_MB"]), trusted)
     # Imported after confinement: threads these libraries start are confined too.
-    from app.runtimes import wire
-    from app.runtimes.predictor import Predictor
+    from app.serving.runtimes import wire
+    from app.serving.runtimes.predictor import Predictor
 
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     log = logging.getLogger("modeldock.inference")

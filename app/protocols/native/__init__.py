@@ -1,0 +1,1 @@
+"""ModelDock's own JSON API and the tutorial-compatible ``POST /predict``."""

@@ -1,0 +1,1 @@
+"""TensorFlow Serving REST API: routes and request/response shapes."""
