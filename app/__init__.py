@@ -58,6 +58,7 @@ def register_extensions(app: Flask) -> None:
     from app.web import security_headers
     from app.extensions import cache, cors, csrf, db, limiter, login_manager, migrate
     from app.serving import prediction_cache, state
+    from app.web.paths import cors_resources
 
     security_headers.init_app(app)
     db.init_app(app)
@@ -68,9 +69,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.session_protection = "strong"
     csrf.init_app(app)
     cache.init_app(app)
-    cors.init_app(app, resources={r"/api/*": {"origins": app.config[
-        "MODELDOCK_CORS_ORIGINS"]}, r"/v[12]/*": {"origins": app.config[
-            "MODELDOCK_CORS_ORIGINS"]}})
+    cors.init_app(app, resources=cors_resources(app.config["MODELDOCK_CORS_ORIGINS"]))
     state.init_app(app)
     prediction_cache.init_app(app)
     request_log.init_app(app)

@@ -8,7 +8,8 @@
 own pid, logs and temp folders) for running nginx without touching /etc/nginx:
 ``nginx -p DIR -c DIR/nginx.conf``. The body-size cap is read from the app's
 configuration (MODELDOCK_MAX_UPLOAD_MB) so that nginx and the app agree, and the
-security headers of nginx's own answers from the app's (app/security_headers.py).
+security headers of nginx's own answers from the app's (app/web/security_headers.py),
+and the API paths refused over plain HTTP from the app's (app/web/paths.py).
 """
 
 from __future__ import annotations
@@ -37,13 +38,21 @@ def upload_cap_mb() -> int:
 
 def own_headers() -> str:
     """add_header lines for the answers nginx makes itself: the app's security headers
-    (app/security_headers.py, their one source) and HSTS."""
+    (app/web/security_headers.py, their one source) and HSTS."""
     sys.path.insert(0, str(ROOT))
     from app.web.security_headers import HEADERS
 
     headers = {"Strict-Transport-Security": HSTS, **HEADERS}
     return "\n".join(f'        add_header {name} "{value}" always;'
                      for name, value in headers.items())
+
+
+def api_paths() -> str:
+    """The app's API paths (app/web/paths.py, their one source) as a location regex."""
+    sys.path.insert(0, str(ROOT))
+    from app.web.paths import nginx_location_pattern
+
+    return nginx_location_pattern()
 
 
 def fill(template: str, values: dict[str, str]) -> str:
@@ -69,6 +78,7 @@ def site_values(args: argparse.Namespace) -> dict[str, str]:
         "UPSTREAM": args.upstream,
         "STATIC_ROOT": str(Path(args.static).resolve()),
         "LISTEN": args.listen,
+        "API_PATHS": api_paths(),
         "HTTP_PORT": str(args.http_port),
         "HTTPS_PORT": str(args.https_port),
         "HTTPS_PORT_SUFFIX": "" if args.https_port == 443 else f":{args.https_port}",

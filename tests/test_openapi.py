@@ -13,7 +13,8 @@ from schemathesis import checks as st_checks
 
 from app import create_app
 from app.apidocs.document import build_document, openapi_path
-from app.apidocs.operations import OPERATIONS, PAGE_BLUEPRINTS
+from app.apidocs.operations import OPERATIONS
+from app.web.paths import PAGE_BLUEPRINTS
 from tests.conftest import auth, make_keys, running_app, upload
 from tests.live_server import serve
 

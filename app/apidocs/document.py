@@ -8,8 +8,9 @@ from importlib import metadata
 
 from flask import Flask
 
-from app.apidocs.operations import OPERATIONS, PAGE_BLUEPRINTS, page_operation
+from app.apidocs.operations import OPERATIONS, page_operation
 from app.apidocs.schemas import PATH_PARAMETERS, SCHEMAS, ref
+from app.web.paths import is_api_path
 
 _VARIABLE = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 
@@ -64,10 +65,11 @@ def path_parameters(rule: str) -> list[dict]:
 
 
 def page_operations(app: Flask) -> dict[tuple[str, str], dict]:
-    """Browser pages, documented from the URL map and the views' docstrings."""
+    """Browser pages (every route outside the API paths of ``app.web.paths``),
+    documented from the URL map and the views' docstrings."""
     out = {}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint.split(".")[0] not in PAGE_BLUEPRINTS:
+        if is_api_path(rule.rule):
             continue
         view = app.view_functions[rule.endpoint]
         doc = (view.__doc__ or "").strip().splitlines()

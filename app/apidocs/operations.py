@@ -2,7 +2,8 @@
 
 tests/test_openapi.py fails when an API route of ``app.url_map`` is missing here or
 an entry here names no route, so add an entry with each new API route. Browser pages
-(``PAGE_BLUEPRINTS``) are documented from the URL map by ``page_operation``.
+(routes outside the API paths of ``app.web.paths``) are documented from the URL map
+by ``page_operation``.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ def errors(family: str, *statuses: int) -> dict:
 
 
 HTML_PAGE = {"content": {HTML: {"schema": {"type": "string"}}}}
-# Blueprints whose routes are pages for people (session sign-in, forms with CSRF
-# tokens): their operations are generated from the URL map.
-PAGE_BLUEPRINTS = {"pages", "admin_pages", "auth", "static"}
 HTML_OR_JSON_ERROR = {"description": "Error page (JSON when the client asks for it).",
                       "content": {HTML: {"schema": {"type": "string"}},
                                   JSON: {"schema": ref("Error")}}}

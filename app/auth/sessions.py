@@ -1,7 +1,7 @@
 """Cookie sessions for the browser pages only; the JSON API is cookie-less.
 
 API paths authenticate with API keys in headers, never with the session cookie
-(app/permissions.py), so opening and saving a signed cookie session there is pure
+(app/auth/permissions.py), so opening and saving a signed cookie session there is pure
 cost: about 28 µs of a prediction's 330 (``benchmarks/request_path.py``), and a
 ``Vary: Cookie`` header that keeps shared caches from storing API answers. On API
 paths the session is an empty dict that is never saved.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Flask, Request, Response
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
-from app.web.errors import API_PREFIXES
+from app.web.paths import API_PREFIXES
 
 
 class BrowserOnlySessionInterface(SecureCookieSessionInterface):

@@ -9,13 +9,10 @@ from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-log = logging.getLogger(__name__)
+from app.extensions import db
+from app.web.paths import API_PREFIXES, is_plain_error_path
 
-# Paths whose clients are scripts: errors there are JSON, never HTML.
-API_PREFIXES = ("/api/", "/v1/", "/v2", "/predict", "/metrics", "/healthz", "/readyz")
-# TensorFlow Serving and Open Inference paths answer {"error": "..."}. Their
-# blueprints do that for matched routes; this covers unmatched URLs there.
-PLAIN_PREFIXES = ("/v1/", "/v2/")
+log = logging.getLogger(__name__)
 
 
 # What an error may quote of a client's input: a short prefix, never the whole value.
@@ -61,7 +58,8 @@ class APIError(Exception):
 
 
 def wants_json() -> bool:
-    """True when the request came to an API path or asked for JSON."""
+    """True when the request came to an API path (``app.web.paths``) or asked for
+    JSON."""
     if request.path.startswith(API_PREFIXES):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
@@ -70,9 +68,9 @@ def wants_json() -> bool:
 
 
 def unmatched_protocol_path() -> bool:
-    """True for a URL under a protocol prefix that matched no route."""
-    return request.url_rule is None and (request.path == "/v2"
-                                         or request.path.startswith(PLAIN_PREFIXES))
+    """True for a URL under a protocol prefix that matched no route (the protocols'
+    blueprints answer their matched routes' errors in the plain shape themselves)."""
+    return request.url_rule is None and is_plain_error_path(request.path)
 
 
 # Stable codes for the HTTP errors Flask and its extensions raise themselves.
@@ -128,8 +126,6 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
-        from app.extensions import db
-
         db.session.rollback()
         log.exception("unhandled error on %s %s", request.method, request.path)
         message = "Internal error; it has been logged."
