@@ -11,8 +11,8 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from app import config as settings
 from app.observability import jsonlog
 from app.web.bodies import ChunkedBodyLimit
-from app.web.outages import SpoolingRequest
 from app.web.finite_json import FiniteJSONProvider
+from app.web.outages import SpoolingRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +33,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)
+    register_template_filters(app)
     register_commands(app)
     # A chunked body over the upload cap is a 413 like a sized one.
     app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, app.config)
@@ -53,11 +54,20 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 def register_extensions(app: Flask) -> None:
     from app.auth import permissions, sessions
-    from app.extensions import ratelimit
+    from app.extensions import (
+        cache,
+        cors,
+        csrf,
+        db,
+        limiter,
+        login_manager,
+        migrate,
+        ratelimit,
+    )
+    from app.models import User
     from app.observability import metrics, request_log
-    from app.web import security_headers
-    from app.extensions import cache, cors, csrf, db, limiter, login_manager, migrate
     from app.serving import prediction_cache, state
+    from app.web import security_headers
     from app.web.paths import cors_resources
 
     security_headers.init_app(app)
@@ -78,8 +88,6 @@ def register_extensions(app: Flask) -> None:
     ratelimit.init_app(app)  # before the limiter, so its hook runs after the limiter's
     limiter.init_app(app)
 
-    from app.models import User
-
     @login_manager.user_loader
     def load_user(user_id: str):
         user = db.session.get(User, int(user_id))
@@ -87,41 +95,46 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from app.extensions.ratelimit import api_rate_limit
-    from app.admin import api_bp as admin_api_bp
-    from app.admin import pages_bp as admin_pages_bp
-    from app.auth import bp as auth_bp
+    from app import admin, pages
+    from app.apidocs.routes import bp as apidocs_bp
+    from app.auth.sign_in import bp as auth_bp
     from app.extensions import csrf, limiter
-    from app.ops import bp as ops_bp
-    from app.pages import bp as pages_bp
-    from app.protocols.native.routes import bp as predict_bp
+    from app.extensions.ratelimit import api_rate_limit
+    from app.ops.routes import bp as ops_bp
     from app.protocols.common import LabelConverter, ModelNameConverter
+    from app.protocols.native.routes import bp as native_bp
+    from app.protocols.openinference.routes import bp as openinference_bp
     from app.protocols.tfserving.routes import bp as tfserving_bp
-    from app.protocols.openinference.routes import bp as v2_bp
-    from app.apidocs import bp as apidocs_bp
     from app.web.bounds import BoundedIntConverter, name_converters
 
-    # Script-facing blueprints authenticate with API keys in headers only,
-    # never cookies, so CSRF tokens do not apply to them.
-    for blueprint in (predict_bp, admin_api_bp, tfserving_bp, v2_bp):
+    # Blueprints for scripts with API keys (in headers only, never cookies, so CSRF
+    # tokens do not apply), rate limited per key. Which paths are the API, for
+    # errors, CORS, sessions, OpenAPI and nginx, is app/web/paths.py.
+    keyed = (native_bp, admin.api_bp, tfserving_bp, openinference_bp)
+    for blueprint in keyed:
         csrf.exempt(blueprint)
         limiter.limit(api_rate_limit)(blueprint)
     # TF Serving's `name:verb` URLs: names and labels never contain ':'.
     app.url_map.converters.update(model=ModelNameConverter, label=LabelConverter)
     # Ids and version numbers in URLs stay within what the database columns hold.
     app.url_map.converters["int"] = BoundedIntConverter
-    for blueprint in (pages_bp, auth_bp, predict_bp, admin_api_bp, admin_pages_bp,
-                      ops_bp, tfserving_bp, v2_bp, apidocs_bp):
+    for blueprint in (pages.bp, auth_bp, native_bp, admin.api_bp, admin.pages_bp, ops_bp,
+                      tfserving_bp, openinference_bp, apidocs_bp):
         app.register_blueprint(blueprint)
     name_converters(app.url_map)
 
 
 def register_errorhandlers(app: Flask) -> None:
-    from app.web import outages
-    from app.web.errors import register_errorhandlers as install
+    from app.web import errors, outages
 
-    install(app)
+    errors.register_errorhandlers(app)
     outages.register(app)
+
+
+def register_template_filters(app: Flask) -> None:
+    from app.ui import formatting
+
+    formatting.install(app)
 
 
 def register_commands(app: Flask) -> None:

@@ -84,7 +84,7 @@ def build(url: str, overrides: dict, model: bytes, sample: list):
     from app import create_app
     from app.auth.credentials import create_api_key, create_user
     from app.extensions import db
-    from app.registry import service
+    from app.rollout import versions as service
 
     config = {"DATABASE_URL": url, "SECRET_KEY": "bench", "LOG_LEVEL": "WARNING",
               "MODELDOCK_ENV": "production", "MODELDOCK_PREDICTION_CACHE_SECONDS": 0,

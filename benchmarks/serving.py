@@ -107,7 +107,8 @@ class Registry:
 
     def upload(self, name: str, data: bytes, sample: list) -> dict:
         from app.extensions import db
-        from app.registry import describe, service
+        from app.registry import describe
+        from app.rollout import versions as service
 
         with self.app.app_context():
             version = service.upload_version(name, f"{name}.joblib", data,
@@ -117,7 +118,7 @@ class Registry:
 
     def force_runtime(self, name: str, runtime: str) -> None:
         from app.extensions import db
-        from app.registry import runtime as runtimes
+        from app.rollout import runtime_settings as runtimes
         from app.registry import service
 
         with self.app.app_context():

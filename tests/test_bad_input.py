@@ -232,7 +232,7 @@ def capped_server(tmp_path_factory, iris):
 
     from app import create_app
     from app.auth.credentials import create_api_key, create_user
-    from app.registry import service
+    from app.rollout import versions as service
     from tests.live import gunicorn
 
     folder = tmp_path_factory.mktemp("chunked")

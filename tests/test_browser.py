@@ -92,7 +92,7 @@ def server(tmp_path_factory, iris):
         keys = make_keys(app)
         with app.app_context():
             from app.extensions import db
-            from app.registry import service
+            from app.rollout import versions as service
 
             service.upload_version("iris", "iris.skops", iris.as_skops(),
                                    description="Iris species")

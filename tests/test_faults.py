@@ -107,7 +107,7 @@ def _seed(url: str, iris) -> dict[str, str]:
     from app import create_app
     from app.auth.credentials import create_api_key, create_user
     from app.extensions import db
-    from app.registry import service
+    from app.rollout import versions as service
 
     app = create_app({"DATABASE_URL": url, "SECRET_KEY": "seed",
                       "RATELIMIT_ENABLED": False, "MODELDOCK_LOG_FORMAT": "text",

@@ -152,7 +152,7 @@ def hostile_server(tmp_path_factory, iris):
         from flask_migrate import upgrade
 
         from app.auth.credentials import create_api_key, create_user
-        from app.registry import service
+        from app.rollout import versions as service
 
         upgrade()
         admin = create_user("ops", "ops-password-1", "admin")

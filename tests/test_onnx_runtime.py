@@ -26,7 +26,7 @@ from app.registry.onnx_compile import disagreement, verification_rows
 from app.registry.sandbox import _parse_report
 from app.registry.schema import derive_schema
 from app.serving.runtimes.cache import ModelCache
-from app.serving.runtimes.onnx import references_external_data
+from app.registry.onnx_graph import references_external_data
 from app.serving.batching import MicroBatcher
 from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
 

@@ -198,7 +198,7 @@ def _seed(stack: Stack, iris) -> None:
     from app import create_app
     from app.auth.credentials import create_api_key, create_user
     from app.extensions import db
-    from app.registry import service
+    from app.rollout import versions as service
 
     app = create_app({"DATABASE_URL": stack.database_url, "SECRET_KEY": "seed",
                       "RATELIMIT_ENABLED": False, "MODELDOCK_LOG_FORMAT": "text"})

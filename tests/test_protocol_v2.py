@@ -13,7 +13,7 @@ from tritonclient.utils import InferenceServerException
 
 from app.extensions import db
 from app.models import RequestLog
-from app.registry import service
+from app.rollout import versions as service
 from app.serving.state import serving_state
 from tests.conftest import auth, make_keys, running_app, upload
 from tests.live_server import serve

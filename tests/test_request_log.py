@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from app.observability import metrics
 from app.extensions import db
 from app.models import RequestLog
-from app.registry import service
+from app.rollout import versions as service
 from app.observability.request_log import log_row
 from tests.conftest import auth, sign_in
 

@@ -14,7 +14,7 @@ import pytest
 from app import create_app
 from app.auth.credentials import create_api_key, create_user
 from app.extensions import db
-from app.registry import service
+from app.rollout import versions as service
 from tests.live import ROOT, gunicorn
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ def site(request, tmp_path_factory, iris, diabetes):
     with running_app(request.param, tmp_path_factory.mktemp("db")) as app:
         keys = make_keys(app)
         with app.app_context():
-            from app.registry import service
+            from app.rollout import versions as service
 
             service.upload_version("iris", "iris.skops", iris.as_skops())
             service.upload_version("diabetes", "d.joblib", diabetes.as_joblib())

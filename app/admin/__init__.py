@@ -1,13 +1,12 @@
-"""Model admin: the JSON admin API for scripts (admin scope) and the admin pages."""
+"""Model admin: the JSON admin API for scripts (admin scope) and the admin pages.
 
-from flask import Blueprint
+Each module below attaches its routes to a blueprint of ``app.admin.blueprints``
+when it is imported; the factory registers the blueprints from here.
+"""
 
-from app.auth.permissions import require_admin_user
+from app.admin import api, logs, rollouts, users, versions
+from app.admin.blueprints import api_bp, pages_bp
 
-api_bp = Blueprint("admin_api", __name__, url_prefix="/api/v1")
+ROUTE_MODULES = (api, logs, rollouts, users, versions)  # imported for their routes
 
-# Every admin page and action: signed in (else the login page) and admin (else 403).
-pages_bp = Blueprint("admin_pages", __name__, url_prefix="/admin")
-pages_bp.before_request(require_admin_user)
-
-from app.admin import api, logs, rollouts, users, versions  # noqa: E402,F401  (routes attach)
+__all__ = ["api_bp", "pages_bp"]

@@ -8,11 +8,11 @@ from flask import g, jsonify, request
 
 from app.web.bounds import json_whole_number, whole_number
 from app.web.errors import APIError
-from app.admin import api_bp
+from app.admin.blueprints import api_bp
 from app.auth.permissions import require_scope
-from app.registry import changes
-from app.rollout import aliases as rollout
-from app.registry import describe, runtime, service
+from app.registry import describe, service
+from app.rollout import aliases, history, runtime_settings, versions
+from app.serving.commit import commit
 
 
 def _json_field(name: str):
@@ -52,20 +52,20 @@ def upload_version(name: str):
                        "metrics")
     with upload.stream:  # large uploads are spooled to a temporary file
         data = upload.read()
-    version = service.upload_version(
+    version = versions.upload_version(
         name, upload.filename, data, actor_id=g.principal.user_id,
         description=request.form.get("description"),
         notes=request.form.get("notes", ""), metrics=metrics,
         sample_rows=_json_field("sample"))
-    changes.commit()
+    commit()
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model))), 201
 
 
 @api_bp.post("/models/<name>/versions/<int:number>/activate")
 @require_scope("admin")
 def activate_version(name: str, number: int):
-    version = service.activate_version(name, number, _reason())
-    changes.commit()
+    version = versions.activate_version(name, number, _reason())
+    commit()
     return jsonify(describe.model_dict(version.model))
 
 
@@ -75,8 +75,8 @@ def set_version_runtime(name: str, number: int):
     """Body: {"runtime": "auto" | "onnx" | "sklearn", "reason": "..."}."""
     body = _json_body()
     version = service.get_version(service.get_model(name), number)
-    runtime.set_runtime(version, body.get("runtime"), _reason())
-    changes.commit()
+    runtime_settings.set_runtime(version, body.get("runtime"), _reason())
+    commit()
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))
 
 
@@ -85,9 +85,9 @@ def set_version_runtime(name: str, number: int):
 def set_model_batching(name: str):
     """Body: {"max_rows": n | null, "max_wait_ms": x | null, "reason": "..."}."""
     body = _json_body()
-    model = runtime.set_batching(service.get_model(name), body.get("max_rows"),
+    model = runtime_settings.set_batching(service.get_model(name), body.get("max_rows"),
                                  body.get("max_wait_ms"), _reason())
-    changes.commit()
+    commit()
     return jsonify(describe.model_dict(model))
 
 
@@ -96,17 +96,17 @@ def set_model_batching(name: str):
 def set_model_timeout(name: str):
     """Body: {"seconds": x | null, "reason": "..."}."""
     body = _json_body()
-    model = runtime.set_timeout(service.get_model(name), body.get("seconds"),
+    model = runtime_settings.set_timeout(service.get_model(name), body.get("seconds"),
                                 _reason())
-    changes.commit()
+    commit()
     return jsonify(describe.model_dict(model))
 
 
 @api_bp.post("/models/<name>/rollback")
 @require_scope("admin")
 def rollback(name: str):
-    version = service.rollback(name, _reason())
-    changes.commit()
+    version = versions.rollback(name, _reason())
+    commit()
     return jsonify(describe.model_dict(version.model))
 
 
@@ -114,7 +114,7 @@ def rollback(name: str):
 @require_scope("admin")
 def archive_version(name: str, number: int):
     version = service.archive_version(name, number, _reason())
-    changes.commit()
+    commit()
     return jsonify(describe.version_dict(version, describe.aliases_of(version.model)))
 
 
@@ -130,10 +130,10 @@ def _json_body() -> dict:
 def set_canary(name: str):
     """Body: {"version": n, "weight": 0-100, "reason": "..."}."""
     body = _json_body()
-    rollout.set_canary(name, json_whole_number(body, "version"),
+    aliases.set_canary(name, json_whole_number(body, "version"),
                        json_whole_number(body, "weight", 0, 100),
                        str(body.get("reason", "")))
-    changes.commit()
+    commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
@@ -141,16 +141,16 @@ def set_canary(name: str):
 @api_bp.delete("/models/<name>/shadow", defaults={"alias": "shadow"})
 @require_scope("admin")
 def clear_alias(name: str, alias: str):
-    rollout.clear_alias(name, alias, _reason())
-    changes.commit()
+    aliases.clear_alias(name, alias, _reason())
+    commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
 @api_bp.post("/models/<name>/canary/promote")
 @require_scope("admin")
 def promote_canary(name: str):
-    rollout.promote_canary(name, _reason())
-    changes.commit()
+    aliases.promote_canary(name, _reason())
+    commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
@@ -159,9 +159,9 @@ def promote_canary(name: str):
 def set_shadow(name: str):
     """Body: {"version": n, "reason": "..."}."""
     body = _json_body()
-    rollout.set_shadow(name, json_whole_number(body, "version"),
+    aliases.set_shadow(name, json_whole_number(body, "version"),
                        str(body.get("reason", "")))
-    changes.commit()
+    commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
 
@@ -172,13 +172,13 @@ def shadow_report(name: str):
     hours = whole_number(request.args.get("hours", "24"), 1, 24 * 31)
     if hours is None:
         raise APIError(400, "invalid_hours", "hours must be 1-744", "hours")
-    aliases = describe.aliases_of(service.get_model(name))
-    return jsonify({"model": name, "shadow": aliases.get("shadow"),
-                    "hours": rollout.shadow_stats(name, hours)})
+    pointers = describe.aliases_of(service.get_model(name))
+    return jsonify({"model": name, "shadow": pointers.get("shadow"),
+                    "hours": history.shadow_stats(name, hours)})
 
 
 @api_bp.get("/models/<name>/history")
 @require_scope("admin")
 def activation_history(name: str):
     """Every alias change of a model: from, to, weight, who, why, when."""
-    return jsonify({"model": name, "history": rollout.history(name)})
+    return jsonify({"model": name, "history": history.history(name)})

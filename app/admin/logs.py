@@ -12,7 +12,7 @@ from flask import (
 )
 
 from app.observability import reports
-from app.admin import pages_bp as bp
+from app.admin.blueprints import pages_bp as bp
 from app.ui.csvio import export_lines
 from app.ui import charts
 from app.web.paging import page_number

@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import flash, redirect, render_template, url_for
 from flask_login import current_user
 
-from app.auth import accounts
-from app.admin import pages_bp as bp
+from app.admin.blueprints import pages_bp as bp
 from app.admin.forms import RoleForm, UserForm
-from app.web.errors import APIError
+from app.auth import accounts
 from app.extensions import db
-from app.pages.forms import ConfirmForm
+from app.serving.commit import commit
+from app.ui.confirm import confirm_action, refused
+from app.web.errors import APIError
 
 
 def _users_page(form: UserForm | None = None, status: int = 200):
@@ -32,13 +33,13 @@ def create_user():
         return _users_page(form, 400)
     try:
         user = accounts.create_user(form.username.data, form.password.data,
-                                  form.role.data)
+                                    form.role.data)
     except APIError as error:
         db.session.rollback()
         field = getattr(form, error.field, None) if error.field else None
         (field or form.username).errors = [error.message]
         return _users_page(form, error.status)
-    db.session.commit()
+    commit()
     flash(f"Created {user.role} '{user.username}'.", "success")
     return redirect(url_for("admin_pages.users"))
 
@@ -51,10 +52,8 @@ def change_role(user_id: int):
         try:
             accounts.set_role(user, form.role.data, current_user.id)
         except APIError as error:
-            db.session.rollback()
-            flash(f"Refused: {error.message}", "error")
-            return redirect(url_for("admin_pages.users"))
-        db.session.commit()
+            return refused(error, url_for("admin_pages.users"))
+        commit()
         flash(f"'{user.username}' is now {user.role}.", "success")
     else:
         flash("Choose a valid role.", "error")
@@ -68,24 +67,14 @@ def change_role(user_id: int):
 def set_enabled(user_id: int, action: str):
     """Confirm, then disable (or re-enable) a user."""
     user = accounts.get_user(user_id)
-    form = ConfirmForm()
-    back = url_for("admin_pages.users")
-    if form.validate_on_submit():
-        try:
-            accounts.set_enabled(user, action == "enable", current_user.id)
-        except APIError as error:
-            db.session.rollback()
-            flash(f"Refused: {error.message}", "error")
-            return redirect(back)
-        db.session.commit()
-        flash(f"'{user.username}' {action}d.", "success")
-        return redirect(back)
     details = ["They can no longer sign in; their sessions and API keys stop working "
                "at once."] if action == "disable" else ["They can sign in again."]
-    return render_template("confirm.html", form=form, details=details,
-                           title=f"{action.capitalize()} '{user.username}'?",
-                           button=f"{action.capitalize()} user", cancel=back,
-                           danger=action == "disable")
+    return confirm_action(
+        lambda _: accounts.set_enabled(user, action == "enable", current_user.id),
+        lambda _: f"'{user.username}' {action}d.",
+        title=f"{action.capitalize()} '{user.username}'?", details=details,
+        button=f"{action.capitalize()} user", back=url_for("admin_pages.users"),
+        danger=action == "disable", reason=False)
 
 
 @bp.get("/keys")
@@ -96,15 +85,11 @@ def keys():
 @bp.route("/keys/<int:key_id>/revoke", methods=["GET", "POST"])
 def revoke_key(key_id: int):
     key = accounts.get_key(key_id)
-    form = ConfirmForm()
-    back = url_for("admin_pages.keys")
-    if form.validate_on_submit():
-        accounts.revoke_key(key)
-        db.session.commit()
-        flash(f"Key {key.prefix} of '{key.user.username}' revoked.", "success")
-        return redirect(back)
-    return render_template(
-        "confirm.html", form=form, title=f"Revoke key {key.prefix}?",
+    return confirm_action(
+        lambda _: accounts.revoke_key(key),
+        lambda _: f"Key {key.prefix} of '{key.user.username}' revoked.",
+        title=f"Revoke key {key.prefix}?",
         details=[f"Owner: {key.user.username}", f"Name: {key.name}",
                  f"Scopes: {key.scopes}", "Scripts using it stop working at once."],
-        button="Revoke key", cancel=back, danger=True)
+        button="Revoke key", back=url_for("admin_pages.keys"), danger=True,
+        reason=False)

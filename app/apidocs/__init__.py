@@ -1,7 +1,2 @@
-"""API documentation: the OpenAPI 3.1 document and a browsable page (public)."""
-
-from flask import Blueprint
-
-bp = Blueprint("apidocs", __name__, url_prefix="/api")
-
-from app.apidocs import routes  # noqa: E402,F401  (routes attach to bp)
+"""API documentation: the OpenAPI 3.1 document (an operations table plus the browser
+pages from the URL map) and a browsable page (public)."""

@@ -1,10 +1,11 @@
 """Thin views: the OpenAPI document as JSON and the page that renders it."""
 
-from flask import current_app, jsonify, render_template
+from flask import Blueprint, current_app, jsonify, render_template
 
-from app.apidocs import bp
 from app.apidocs.document import build_document
 from app.extensions import limiter
+
+bp = Blueprint("apidocs", __name__, url_prefix="/api")
 
 
 @bp.get("/openapi.json")

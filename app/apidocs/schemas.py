@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.protocols.common import LABEL_PATTERN
-from app.registry.service import NAME_PATTERN
+from app.models.registry import FORMATS
+from app.registry.service import LABEL_PATTERN, NAME_PATTERN
 
 
 def ref(name: str) -> dict:
@@ -69,7 +69,7 @@ SCHEMAS: dict[str, dict] = {
         model=STRING, version=INTEGER,
         status={"enum": ["active", "ready", "archived"]},
         aliases={"type": "array", "items": STRING},
-        format={"enum": ["skops", "joblib", "pickle", "onnx"]},
+        format={"enum": list(FORMATS)},
         runtime={"enum": ["onnx", "sklearn"]},
         runtime_setting={"enum": ["auto", "onnx", "sklearn"]},
         runtime_verdict={"enum": ["verified", "mismatch", "not_convertible", "native",

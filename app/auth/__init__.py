@@ -1,7 +1,3 @@
-"""Auth blueprint: browser sign-in and sign-out."""
-
-from flask import Blueprint
-
-bp = Blueprint("auth", __name__, url_prefix="/auth")
-
-from app.auth import sign_in  # noqa: E402,F401
+"""Who is asking and what they may do: credentials (passwords, API keys, sign-in
+backoff), audited changes to accounts, the per-request permission checks, browser-only
+cookie sessions, and the sign-in pages."""

@@ -1,18 +1,29 @@
 """Sign in and out. Failed attempts (only those) are rate limited per address, and
-counted per account in the database (app/accounts.py: sign_in), which makes the account
+counted per account in the database (app/auth/credentials.py: sign_in), which makes the account
 wait after several in a row, except for browsers that signed in to it before."""
 
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import login_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from app.auth.credentials import LoginBackoff, sign_in
-from app.auth import bp
 from app.auth.forms import LoginForm, LogoutForm
+from app.extensions import limiter
+from app.serving.commit import commit
 from app.web.errors import APIError
-from app.extensions import db, limiter
+
+bp = Blueprint("auth", __name__, url_prefix="/auth")
 
 # A browser that signed in to an account gets this signed cookie naming the account;
 # it keeps that browser out of the account's backoff (OWASP's "device cookie").
@@ -60,12 +71,12 @@ def login():
             return render_template("auth/login.html", form=form), 429, {
                 "Retry-After": str(error.retry_after)}
         except APIError as error:
-            db.session.commit()  # the failure counts, in every worker
+            commit()  # the failure counts, in every worker
             flash(error.message, "error")
             return render_template("auth/login.html", form=form), error.status
         session.clear()  # a fresh session at login (no fixation)
         login_user(user)
-        db.session.commit()
+        commit()
         flash(f"Signed in as {user.username}.", "success")
         response = redirect(_safe_next(request.args.get("next")))
         response.set_cookie(

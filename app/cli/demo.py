@@ -1,4 +1,4 @@
-"""The demo setup behind ``flask demo``: a model, an admin and a key for a first try."""
+"""``flask demo``: a model, an admin and a key for a first try."""
 
 from __future__ import annotations
 
@@ -8,12 +8,16 @@ import os
 import secrets
 from pathlib import Path
 
+import click
+from flask import current_app
+from flask.cli import with_appcontext
 from sqlalchemy import select
 
 from app.auth import accounts
+from app.cli.helpers import committed
 from app.extensions import db
 from app.models import MLModel, User
-from app.registry import service
+from app.rollout import versions
 
 CREDENTIALS = "demo-credentials.json"
 
@@ -55,9 +59,9 @@ def ensure_demo(instance: Path, url: str = "http://127.0.0.1:5000") -> list[str]
         with os.fdopen(fd, "w") as handle:
             json.dump(saved, handle)
     if db.session.scalar(select(MLModel).where(MLModel.name == "demo")) is None:
-        service.upload_version("demo", "demo.skops", train_demo_model(),
-                               description="Iris species from 4 flower measurements",
-                               notes="trained by `flask demo`")
+        versions.upload_version("demo", "demo.skops", train_demo_model(),
+                                description="Iris species from 4 flower measurements",
+                                notes="trained by `flask demo`")
     lines = ["ModelDock demo is ready: model 'demo' (iris, 4 features)."]
     if saved:
         lines += [
@@ -67,3 +71,15 @@ def ensure_demo(instance: Path, url: str = "http://127.0.0.1:5000") -> list[str]
             f"(kept in {path}; delete that file after noting them)",
         ]
     return lines
+
+
+@click.command("demo")
+@click.option("--url", default="http://127.0.0.1:5000", show_default=True,
+              help="Where the server will answer (printed in the sign-in line).")
+@with_appcontext
+def demo_command(url: str):
+    """Train a small iris classifier, register it as 'demo', print how to sign in."""
+    with committed():
+        lines = ensure_demo(Path(current_app.instance_path), url.rstrip("/"))
+    for line in lines:
+        click.echo(line)

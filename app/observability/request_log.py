@@ -2,8 +2,8 @@
 
 A blueprint logs its predictions with
 ``bp.after_request(record_response("<protocol>"))``; views leave what to log in
-``g``: ``log_model``, ``log_version`` and ``log_rows`` (set by ``predict.resolve``
-and ``run``) and ``log_payload`` (the parsed body). The same hook counts the request
+``g``: ``log_model``, ``log_version``, ``log_schema`` and ``log_rows`` (set by
+``predict.resolve`` and ``run``) and ``log_payload`` (the parsed body). The same hook counts the request
 in the Prometheus metrics, with or without logging. Every row, whatever wrote it
 (the hook, a CSV job), is built by ``log_row``, so one batch always has one shape.
 
@@ -270,16 +270,12 @@ def writer() -> RequestLogWriter:
     return current_app.extensions["modeldock.request_log"]
 
 
-def _payload(model: str | None, version: int | None) -> Any:
+def _payload() -> Any:
     body = g.get("log_payload")
     if body is None:
         return None
-    from app.serving.state import serving_state
-
-    names = None
-    info = serving_state().routing.snapshot().models.get(model) if model else None
-    if info is not None and version in info.versions:
-        names = info.versions[version].schema.get("feature_names")
+    schema = g.get("log_schema")  # of the version that answered
+    names = schema.get("feature_names") if schema else None
     fields = frozenset(current_app.config["MODELDOCK_LOG_REDACT_FIELDS"])
     return stored_payload(body, fields, names)
 
@@ -306,7 +302,7 @@ def record_response(protocol: str):
             status_code=response.status_code, error_code=g.get("log_error_code"),
             rows=g.get("log_rows", 0), latency_ms=seconds * 1000.0,
             remote_addr=request.remote_addr,  # truncated when written
-            payload=_payload(model, version) if config["MODELDOCK_LOG_PAYLOADS"]
+            payload=_payload() if config["MODELDOCK_LOG_PAYLOADS"]
             else None))
         return response
 

@@ -1,11 +1,16 @@
-"""Health checks: live = the process answers; ready = the database answers too."""
+"""Operations: health checks (live = the process answers; ready = the database
+answers too) and ``/metrics`` for Prometheus (with the metrics token or from an
+allowed network)."""
 
-from flask import jsonify
+from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, limiter
-from app.ops import bp
+from app.observability import metrics
+from app.web.errors import APIError
+
+bp = Blueprint("ops", __name__)
 
 
 @bp.get("/healthz")
@@ -25,3 +30,18 @@ def ready():
         response.headers["Retry-After"] = "5"
         return response, 503
     return jsonify({"status": "ok", "database": "ok"})
+
+
+@bp.get("/metrics")
+@limiter.exempt
+def scrape():
+    config = current_app.config
+    if not metrics.scrape_allowed(request.remote_addr,
+                                  request.headers.get("Authorization"),
+                                  config["MODELDOCK_METRICS_TOKEN"],
+                                  config["MODELDOCK_METRICS_ALLOW"]):
+        raise APIError(403, "forbidden",
+                       "metrics are readable from allowed networks or with the "
+                       "metrics token", "Authorization")
+    body, content_type = metrics.exposition()
+    return body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"}

@@ -1,10 +1,13 @@
-"""Pages blueprint: what every signed-in user sees (predict, results, account)."""
+"""Browser pages for signed-in users: predict from a form or a CSV file (run as a
+background job), job results, and the account page with the user's own API keys.
 
-from flask import Blueprint
+Each module below attaches its routes to ``app.pages.blueprint.bp`` when it is
+imported; the factory registers the blueprint from here.
+"""
 
-from app.ui import formatting
+from app.pages import account, predict
+from app.pages.blueprint import bp
 
-bp = Blueprint("pages", __name__)
-bp.record_once(lambda state: formatting.install(state.app))
+ROUTE_MODULES = (account, predict)  # imported for their routes
 
-from app.pages import account, predict  # noqa: E402,F401
+__all__ = ["bp"]

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import flash, redirect, render_template, url_for
+from flask import flash, render_template, url_for
 from flask_login import current_user, login_required
 
 from app.auth import accounts
-from app.web.errors import APIError
 from app.extensions import db
 from app.models._time import utcnow
-from app.pages import bp
-from app.pages.forms import ApiKeyForm, ConfirmForm
+from app.pages.blueprint import bp
+from app.pages.forms import ApiKeyForm
+from app.serving.commit import commit
+from app.ui.confirm import confirm_action
+from app.web.errors import APIError
 
 
 def _account(form: ApiKeyForm | None = None, new_key: str | None = None,
@@ -48,7 +50,7 @@ def create_key():
         db.session.rollback()
         form.scope_predict.errors = [error.message]
         return _account(form, status=error.status)
-    db.session.commit()
+    commit()
     flash(f"Key {key.prefix} created. Copy it now: it is shown only once.", "success")
     return _account(ApiKeyForm(formdata=None), new_key=plaintext)
 
@@ -58,14 +60,10 @@ def create_key():
 def revoke_key(key_id: int):
     """Confirm, then revoke one of your own keys."""
     key = accounts.get_key(key_id, owner_id=current_user.id)
-    form = ConfirmForm()
-    if form.validate_on_submit():
-        accounts.revoke_key(key)
-        db.session.commit()
-        flash(f"Key {key.prefix} revoked.", "success")
-        return redirect(url_for("pages.account"))
-    return render_template(
-        "confirm.html", form=form, title=f"Revoke key {key.prefix}?",
+    return confirm_action(
+        lambda _: accounts.revoke_key(key), lambda _: f"Key {key.prefix} revoked.",
+        title=f"Revoke key {key.prefix}?",
         details=[f"Name: {key.name}", f"Scopes: {key.scopes}",
                  "Scripts using this key stop working at once."],
-        button="Revoke key", cancel=url_for("pages.account"), danger=True)
+        button="Revoke key", back=url_for("pages.account"), danger=True,
+        reason=False)

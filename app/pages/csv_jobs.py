@@ -165,8 +165,7 @@ def get_for(job_id: str, user_id: int) -> PredictionJob:
                        "kept for a limited time)", "job")
     if job.status in {"queued", "running"} and job.updated_at < utcnow() - STALE_AFTER:
         job.status, job.error = "failed", "The worker running this job stopped; " \
-            "upload the file again."
-        db.session.commit()
+            "upload the file again."  # the view commits
     return job
 
 

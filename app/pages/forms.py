@@ -35,9 +35,3 @@ class ApiKeyForm(FlaskForm):
                                 description="Leave empty for a key that does not "
                                 "expire.")
     submit = SubmitField("Create key")
-
-
-class ConfirmForm(FlaskForm):
-    reason = StringField("Reason (optional, kept in the audit log)",
-                         validators=[Optional(), Length(max=500)])
-    submit = SubmitField("Confirm")

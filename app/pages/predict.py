@@ -1,4 +1,5 @@
-"""Thin views for predicting in the browser: pick a model, fill a form or send a CSV."""
+"""Thin views for predicting in the browser: pick a model, fill a form or send a CSV
+(predicted by a background job, whose progress and results have pages too)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ from sqlalchemy import select
 from app.web.errors import APIError
 from app.extensions import db
 from app.models import MLModel
-from app.pages import bp
+from app.pages.blueprint import bp
 from app.pages.forms import CSVForm, feature_form
 from app.registry import describe
 from app.observability.request_log import record_response
 from app.pages import csv_jobs as jobs
 from app.serving import predict
+from app.serving.commit import commit
 from app.ui import charts, csvio
 from app.web.paging import Page, page_number
 
@@ -129,7 +131,7 @@ def predict_csv(name: str):
         return _page(name, csv_form=form, status=error.status, csv_error=error.message)
     job = jobs.create(current_user.id, model.name, version.number,
                       upload.filename or "upload.csv", len(parsed))
-    db.session.commit()
+    commit()
     thread = jobs.launch(current_app._get_current_object(), job.id, parsed,
                          current_user.id, request.remote_addr)
     # Small files finish while we wait; larger ones get the progress page.
@@ -137,11 +139,19 @@ def predict_csv(name: str):
     return redirect(url_for("pages.job", job_id=job.id))
 
 
+def _own_job(job_id: str):
+    """The signed-in user's job; one whose worker died is marked failed (committed)."""
+    record = jobs.get_for(job_id, current_user.id)
+    if db.session.is_modified(record):
+        commit()
+    return record
+
+
 @bp.get("/jobs/<job_id>")
 @login_required
 def job(job_id: str):
     """Progress while the job runs (the page refreshes itself), results when done."""
-    record = jobs.get_for(job_id, current_user.id)
+    record = _own_job(job_id)
     if record.status != "done":
         return render_template("pages/job_progress.html", job=record)
     page = Page([], page_number(), RESULT_ROWS_PER_PAGE, record.total_rows)
@@ -161,7 +171,7 @@ def job(job_id: str):
 @bp.get("/jobs/<job_id>/download")
 @login_required
 def job_download(job_id: str):
-    record = jobs.get_for(job_id, current_user.id)
+    record = _own_job(job_id)
     if record.status != "done":
         abort(409, "The job has not finished.")
     filename = f"{record.model_name}-v{record.version}-predictions.csv"

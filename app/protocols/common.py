@@ -1,24 +1,30 @@
-"""Standard serving protocols: TensorFlow Serving REST and Open Inference (KServe v2).
+"""What the standard protocols (TensorFlow Serving REST, Open Inference) share.
 
 Both answer errors in their own shape, ``{"error": "<message>"}``, with the status
-ModelDock would give; ``plain_errors`` installs that on a protocol blueprint.
+ModelDock would give; ``plain_errors`` installs that on a protocol blueprint. Both
+see a model as one input tensor of features and a ``predict`` output whose
+datatype follows the classes; TF Serving's ``name:verb`` URLs need converters that
+keep ``:`` out of names and labels.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Blueprint, g
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
+from app.extensions import db
 from app.web.errors import APIError, plain_error
-from app.registry.service import NAME_PATTERN
-
-LABEL_PATTERN = "[a-z][a-z0-9_-]{0,15}"  # aliases are at most 16 characters
+from app.registry.service import LABEL_PATTERN, NAME_PATTERN
 
 log = logging.getLogger(__name__)
+
+# The one input tensor a model declares; a lone tensor may carry any name.
+INPUT_NAME = "input"
 
 
 class ModelNameConverter(BaseConverter):
@@ -55,8 +61,6 @@ def plain_errors(bp: Blueprint) -> None:
 
     @bp.errorhandler(OperationalError)
     def database_down(error: OperationalError):
-        from app.extensions import db
-
         db.session.rollback()
         log.warning("database unavailable: %s", error.orig)
         g.log_error_code = "database_unavailable"
@@ -64,9 +68,43 @@ def plain_errors(bp: Blueprint) -> None:
 
     @bp.errorhandler(Exception)
     def unexpected(error: Exception):
-        from app.extensions import db
-
         db.session.rollback()
         log.exception("unhandled error on a protocol route")
         g.log_error_code = "internal_error"
         return plain_error("Internal error; it has been logged.", 500)
+
+
+# --- tensor conventions of TF Serving and Open Inference
+
+
+def flatten(value: Any, limit: int) -> list:
+    """Return a nested list's scalars in row-major order (at most ``limit`` + 1)."""
+    if not isinstance(value, list):
+        return [value]
+    out: list = []
+    stack = [iter(value)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+            if len(out) > limit:
+                return out
+        else:
+            stack.pop()
+    return out
+
+
+def label_datatype(schema: dict) -> str:
+    """The datatype of the ``predict`` output, from the classes recorded at upload."""
+    classes = schema.get("classes")
+    if schema.get("task") != "classification" or not classes:
+        return "FP64"
+    if all(isinstance(c, bool) for c in classes):
+        return "BOOL"
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return "INT64"
+    if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes):
+        return "FP64"
+    return "BYTES"

@@ -7,6 +7,9 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.models import RegistryState
 
+# Set in the session when this transaction moved the counter (read by the commit).
+MOVED = "modeldock.changes_moved"
+
 
 def bump() -> None:
     """Advance the counter inside the current transaction (visible at its commit)."""
@@ -17,6 +20,7 @@ def bump() -> None:
     if result.rowcount == 0:
         db.session.add(RegistryState(id=1, generation=1))
         db.session.flush()
+    db.session.info[MOVED] = True
 
 
 def current() -> int:
@@ -25,10 +29,6 @@ def current() -> int:
         RegistryState.id == 1)) or 0
 
 
-def commit() -> None:
-    """The request boundary of a registry change: commit, then this worker sees it at
-    once (the others within ``MODELDOCK_ROUTING_REFRESH_SECONDS``)."""
-    from app.serving.state import serving_state
-
-    db.session.commit()
-    serving_state().routing.invalidate()
+def moved() -> bool:
+    """Whether this session moved the counter since the last call (then forget it)."""
+    return db.session.info.pop(MOVED, False)

@@ -9,8 +9,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelVersion
-from app.registry.runtime import effective_runtime
-from app.serving.batching import batching
+from app.registry.runtime import batching, effective_runtime
 
 
 def aliases_of(model: MLModel) -> dict[str, dict[str, int]]:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from joblib.numpy_pickle import NumpyUnpickler, _validate_fileobject_and_memmap
 
 from app.registry.errors import ModelFileError
-from app.serving.runtimes.onnx import OnnxModel
+from app.registry.onnx_graph import OnnxModel
 from app.registry.policy import judge
 
 # File name suffix → format. Anything else is refused before it is read.

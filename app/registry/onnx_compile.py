@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.serving.runtimes.onnx import OnnxModel
+from app.registry.onnx_graph import OnnxModel
 from app.registry.schema import predict_rows
 
 PROBA_ATOL = 1e-5

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from app.registry.errors import ModelFileError
-from app.serving.runtimes.onnx import OnnxModel
+from app.registry.onnx_graph import OnnxModel
 
 
 def _plain(values) -> list:

@@ -1,4 +1,5 @@
-"""Registry operations: upload a version, point aliases, activate, roll back, archive."""
+"""The stored registry: look models and versions up, store a validated upload,
+archive a version; what names and aliases may look like."""
 
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ from app.registry import changes
 from app.web.errors import APIError
 from app.extensions import db
 from app.models import Activation, MLModel, ModelAlias, ModelArtifact, ModelVersion
-from app.serving.smoke import smoke_test
-from app.models._time import utcnow
 from app.registry.loading import format_for_filename
 from app.registry.runtime import record_compilation
 from app.registry.sandbox import validate_in_subprocess
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+LABEL_PATTERN = "[a-z][a-z0-9_-]{0,15}"  # aliases are at most 16 characters
 MAX_VERSION = 2**31 - 1  # version numbers are 32-bit integers in the database
 
 
@@ -49,7 +49,7 @@ def alias_version(model: MLModel, alias: str = "stable") -> ModelVersion | None:
     return None if row is None else row.version
 
 
-def upload_version(
+def store_version(
     name: str, filename: str, data: bytes, *, actor_id: int | None = None,
     description: str | None = None, notes: str = "",
     metrics: dict[str, Any] | None = None, sample_rows: list | None = None,
@@ -59,8 +59,8 @@ def upload_version(
     The sandbox also converts scikit-learn models to ONNX and verifies the graph;
     a verified graph is stored beside the artifact. The version row, its artifact
     and the graph are flushed in one transaction; nothing is
-    written unless validation succeeded. The first version of a model becomes
-    its stable version.
+    written unless validation succeeded. Nothing serves it yet: uploading through
+    ``app.rollout.versions`` makes a new model's first version stable.
     """
     if not NAME_PATTERN.match(name or ""):
         raise APIError(400, "invalid_model_name", "model names are 1-64 characters: "
@@ -100,50 +100,7 @@ def upload_version(
     audit.record("version.upload", f"{name}/v{number}",
                  {"sha256": version.sha256, "size": len(data), "format": file_format,
                   "runtime_verdict": version.runtime_verdict})
-    if alias_version(model) is None:
-        set_alias(model, version, "stable", reason="first version")
     changes.bump()
-    return version
-
-
-def set_alias(model: MLModel, version: ModelVersion, alias: str = "stable", *,
-              weight: int = 100, reason: str = "") -> Activation:
-    """Point ``alias`` at ``version``; record it in history and the audit log."""
-    if version.status != "ready":
-        raise APIError(409, "version_not_ready",
-                       f"version {version.number} is {version.status}; it cannot serve",
-                       "version")
-    smoke_test(version)  # loaded and answering here before any traffic reaches it
-    row = db.session.get(ModelAlias, (model.id, alias))
-    previous = None if row is None else row.version_id
-    if row is None:
-        row = ModelAlias(model_id=model.id, alias=alias, version_id=version.id)
-        db.session.add(row)
-    row.version_id, row.weight, row.updated_at = version.id, weight, utcnow()
-    activation = Activation(model_id=model.id, alias=alias, from_version_id=previous,
-                            to_version_id=version.id, weight=weight,
-                            actor=audit.actor_label(), reason=reason)
-    db.session.add(activation)
-    db.session.flush()
-    audit.record(f"alias.{alias}", f"{model.name}/v{version.number}",
-                 {"from_version": _number(previous), "weight": weight}, reason)
-    changes.bump()
-    return activation
-
-
-def _number(version_id: int | None) -> int | None:
-    """The number of a version given by id (audit details name versions by number)."""
-    if version_id is None:
-        return None
-    return db.session.scalar(select(ModelVersion.number).where(
-        ModelVersion.id == version_id))
-
-
-def activate_version(name: str, number: int, reason: str = "") -> ModelVersion:
-    """Make version ``number`` the model's stable (active) version."""
-    model = get_model(name)
-    version = get_version(model, number)
-    set_alias(model, version, "stable", reason=reason)
     return version
 
 
@@ -160,18 +117,6 @@ def rollback_target(model: MLModel) -> ModelVersion | None:
             or last.from_version.status != "ready":
         return None
     return last.from_version
-
-
-def rollback(name: str, reason: str = "") -> ModelVersion:
-    """Make the version that was stable before the current one stable again."""
-    model = get_model(name)
-    target = rollback_target(model)
-    if target is None:
-        raise APIError(409, "nothing_to_roll_back",
-                       f"model '{name}' has no previous stable version that can "
-                       "serve", "model")
-    set_alias(model, target, "stable", reason=reason or "rollback")
-    return target
 
 
 def archive_version(name: str, number: int, reason: str = "") -> ModelVersion:

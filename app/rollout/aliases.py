@@ -1,55 +1,53 @@
-"""Rollouts: sticky canary routing, canary/shadow aliases, promotion, shadow statistics."""
+"""What serves: pointing an alias at a version (after a smoke test), canary and
+shadow versions, promotion, ending them; each change recorded in history and audit."""
 
 from __future__ import annotations
 
-import hashlib
-from datetime import datetime, timedelta
-
-from flask import g, has_request_context, request
 from sqlalchemy import select
 
 from app.observability import audit
 from app.registry import changes
 from app.web.errors import APIError
 from app.extensions import db
-from app.models import Activation, ModelAlias, ModelVersion, ShadowResult
+from app.models import Activation, MLModel, ModelAlias, ModelVersion
 from app.models._time import utcnow
-from app.registry.service import get_model, get_version, set_alias
-from app.serving.snapshot import ModelInfo, VersionInfo
+from app.registry.service import get_model, get_version
+from app.serving.smoke import smoke_test
 
 ALIASES = ("stable", "canary", "shadow")
-CLIENT_ID_HEADER = "X-Client-Id"
 
 
-def client_identity() -> str:
-    """Who a request comes from, for sticky routing: API key, client id, or address."""
-    if not has_request_context():
-        return "cli"
-    principal = g.get("principal")
-    if principal is not None and principal.api_key_id is not None:
-        return f"key:{principal.api_key_id}"
-    client_id = request.headers.get(CLIENT_ID_HEADER, "")[:128]
-    if client_id:
-        return f"client:{client_id}"
-    return f"ip:{request.remote_addr}"
+def set_alias(model: MLModel, version: ModelVersion, alias: str = "stable", *,
+              weight: int = 100, reason: str = "") -> Activation:
+    """Point ``alias`` at ``version``; record it in history and the audit log."""
+    if version.status != "ready":
+        raise APIError(409, "version_not_ready",
+                       f"version {version.number} is {version.status}; it cannot serve",
+                       "version")
+    smoke_test(version)  # loaded and answering here before any traffic reaches it
+    row = db.session.get(ModelAlias, (model.id, alias))
+    previous = None if row is None else row.version_id
+    if row is None:
+        row = ModelAlias(model_id=model.id, alias=alias, version_id=version.id)
+        db.session.add(row)
+    row.version_id, row.weight, row.updated_at = version.id, weight, utcnow()
+    activation = Activation(model_id=model.id, alias=alias, from_version_id=previous,
+                            to_version_id=version.id, weight=weight,
+                            actor=audit.actor_label(), reason=reason)
+    db.session.add(activation)
+    db.session.flush()
+    audit.record(f"alias.{alias}", f"{model.name}/v{version.number}",
+                 {"from_version": _number(previous), "weight": weight}, reason)
+    changes.bump()
+    return activation
 
 
-def bucket(model_name: str, identity: str) -> float:
-    """A stable point in [0, 100) per (model, client): below the weight = canary.
-
-    Raising the weight only adds clients to the canary; nobody flips back.
-    """
-    digest = hashlib.blake2b(f"{model_name}\0{identity}".encode(), digest_size=8)
-    return int.from_bytes(digest.digest(), "big") % 10_000 / 100.0
-
-
-def route(model: ModelInfo) -> tuple[str, VersionInfo | None]:
-    """Pick the alias (and version) that answers this request for ``model``."""
-    canary = model.aliases.get("canary")
-    if canary is not None and canary[1] > 0 and \
-            bucket(model.name, client_identity()) < canary[1]:
-        return "canary", model.versions.get(canary[0])
-    return "stable", model.alias_version("stable")
+def _number(version_id: int | None) -> int | None:
+    """The number of a version given by id (audit details name versions by number)."""
+    if version_id is None:
+        return None
+    return db.session.scalar(select(ModelVersion.number).where(
+        ModelVersion.id == version_id))
 
 
 def _alias_row(model_id: int, alias: str) -> ModelAlias | None:
@@ -117,47 +115,3 @@ def set_shadow(name: str, number: int, reason: str = "") -> None:
               reason=reason)
 
 
-def shadow_stats(name: str, hours: int = 24,
-                 now: datetime | None = None) -> list[dict]:
-    """Per hour: requests, rows, and agreement (classification) or error (regression)."""
-    model = get_model(name)
-    since = (now or utcnow()) - timedelta(hours=hours)
-    rows = db.session.execute(
-        select(ShadowResult.created_at, ShadowResult.stable_version,
-               ShadowResult.shadow_version, ShadowResult.rows, ShadowResult.agree,
-               ShadowResult.abs_error, ShadowResult.sq_error)
-        .where(ShadowResult.model_id == model.id, ShadowResult.created_at >= since)
-        .order_by(ShadowResult.created_at)).all()
-    hourly: dict[tuple, dict] = {}
-    for created, stable, shadow, n, agree, abs_error, sq_error in rows:
-        hour = created.replace(minute=0, second=0, microsecond=0)
-        entry = hourly.setdefault((hour, stable, shadow), {
-            "hour": hour.isoformat(), "stable_version": stable, "shadow_version": shadow,
-            "requests": 0, "rows": 0, "agree": 0, "abs_error": 0.0, "sq_error": 0.0})
-        entry["requests"] += 1
-        entry["rows"] += n
-        entry["agree"] += agree or 0
-        entry["abs_error"] += abs_error or 0.0
-        entry["sq_error"] += sq_error or 0.0
-    out = []
-    for entry in hourly.values():
-        n = max(entry["rows"], 1)
-        if model.task == "regression":
-            stats = {"mae": entry["abs_error"] / n, "rmse": (entry["sq_error"] / n) ** 0.5}
-        else:
-            stats = {"agreement_rate": entry["agree"] / n}
-        out.append({k: entry[k] for k in ("hour", "stable_version", "shadow_version",
-                                          "requests", "rows")} | stats)
-    return out
-
-
-def history(name: str) -> list[dict]:
-    """The model's activation history, newest first."""
-    model = get_model(name)
-    entries = db.session.scalars(select(Activation).where(
-        Activation.model_id == model.id).order_by(Activation.id.desc()))
-    return [{"alias": a.alias,
-             "from_version": a.from_version.number if a.from_version else None,
-             "to_version": a.to_version.number if a.to_version else None,
-             "weight": a.weight, "actor": a.actor, "reason": a.reason,
-             "at": a.created_at.isoformat()} for a in entries]

@@ -36,15 +36,6 @@ class _Job:
     error: BaseException | None = None
 
 
-def batching(max_rows: int | None, max_wait_ms: float | None,
-             defaults: tuple[int, float]) -> tuple[int, float] | None:
-    """Effective (max rows, max wait in seconds): a model's own values, else the
-    deployment's; None when batching is off (fewer than 2 rows)."""
-    rows = defaults[0] if max_rows is None else max_rows
-    wait_ms = defaults[1] if max_wait_ms is None else max_wait_ms
-    return (rows, wait_ms / 1000.0) if rows > 1 else None
-
-
 class MicroBatcher:
     """Collects concurrent requests for one loaded version into single predict calls."""
 

@@ -158,17 +158,3 @@ def check_finite(matrix: np.ndarray, schema: dict, field: str) -> None:
         raise APIError(400, "non_finite_value",
                        f"value {matrix[i, j]} is not allowed for this model",
                        f"{field}[{i}][{j}]")
-
-
-def native_matrix(body: Any, schema: dict, max_rows: int) -> np.ndarray:
-    """The native API body: exactly one of ``instances`` (rows) or ``inputs`` (columns)."""
-    if not isinstance(body, dict):
-        raise APIError(400, "invalid_body", "the body must be a JSON object", "body")
-    has_instances, has_inputs = "instances" in body, "inputs" in body
-    if has_instances == has_inputs:
-        raise APIError(400, "invalid_body",
-                       "send exactly one of 'instances' (rows) or 'inputs' (columns)",
-                       "instances")
-    if has_instances:
-        return matrix_from_rows(body["instances"], schema, "instances", max_rows)
-    return matrix_from_columns(body["inputs"], schema, "inputs", max_rows)

@@ -1,16 +1,15 @@
-"""Prediction: resolve the version, load it from the worker cache, predict, format."""
+"""Prediction: resolve the version, load it from the worker cache, predict."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from flask import current_app, g
 
 from app.observability import metrics
-from app.rollout import aliases as rollout
 from app.web.errors import APIError
+from app.serving import canary
 from app.serving.runtimes.base import Runtime
 from app.serving.prediction_cache import prediction_cache
 from app.serving.snapshot import ModelInfo, Snapshot, VersionInfo
@@ -19,28 +18,13 @@ from app.serving.state import serving_state
 
 @dataclass
 class Prediction:
-    """The outcome of one prediction request, before it is shaped for a protocol."""
+    """The outcome of one prediction request, before a protocol's codec shapes it."""
 
     model: ModelInfo
     version: VersionInfo
     labels: np.ndarray
     probabilities: np.ndarray | None
     classes: list | None
-
-    def native(self, lists: bool = True) -> dict[str, Any]:
-        """The native API body; ``lists=False`` keeps numpy arrays (for orjson)."""
-        body: dict[str, Any] = {
-            "model": self.model.name,
-            "version": self.version.number,
-            "predictions": self.labels.tolist() if lists else self.labels,
-        }
-        if self.classes is not None:
-            body["classes"] = self.classes
-            if self.probabilities is not None:
-                body["probabilities"] = self.probabilities.tolist() if lists \
-                    else self.probabilities
-        body["request_id"] = g.get("request_id")
-        return body
 
 
 def resolve(name: str, number: int | None = None,
@@ -81,7 +65,7 @@ def _resolve(snapshot: Snapshot, name: str, number: int | None,
                            f"version {number} of '{name}' is archived", "version")
     else:
         if alias is None:
-            alias, version = rollout.route(model)
+            alias, version = canary.route(model)
         else:
             version = model.alias_version(alias)
         if version is None:
@@ -89,6 +73,7 @@ def _resolve(snapshot: Snapshot, name: str, number: int | None,
                            f"model '{name}' has no {alias} version", "model")
         g.route_alias = alias
     g.log_model, g.log_version = name, version.number
+    g.log_schema = version.schema  # the request log redacts payloads by its features
     return model, version
 
 

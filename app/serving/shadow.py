@@ -94,10 +94,8 @@ class ShadowRunner:
         return len(jobs)
 
     def _process(self, jobs: list[ShadowJob]) -> None:
-        from app.serving.state import ServingState
-
         with self.app.app_context():
-            state: ServingState = self.app.extensions["modeldock"]
+            state = self.app.extensions["modeldock"]  # the ServingState holding us
             try:
                 db.session.execute(insert(ShadowResult),
                                    [self._compare(state, job) for job in jobs])

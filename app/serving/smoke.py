@@ -8,12 +8,11 @@ from app.web.errors import APIError
 from app.models import ModelVersion
 from app.registry.onnx_compile import PROBA_ATOL, REGRESSION_ATOL, REGRESSION_RTOL
 from app.registry.runtime import effective_runtime
+from app.serving.state import serving_state
 
 
 def smoke_test(version: ModelVersion) -> None:
     """Raise 409 ``smoke_test_failed`` unless the version loads and reproduces its sample."""
-    from app.serving.state import serving_state
-
     label = f"version {version.number}"
     state = serving_state()
     try:

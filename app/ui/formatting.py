@@ -1,4 +1,4 @@
-"""Jinja filters for dates, sizes and numbers, installed by the pages blueprint."""
+"""Jinja filters for dates, sizes and numbers, installed by the factory."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from datetime import datetime
 from flask import Flask
 
 
-def when(value: datetime | None) -> str:
-    """A UTC timestamp to the second, or a dash."""
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+def when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+    """A UTC datetime as text (to the second by default), or a dash. Pages pass
+    datetimes, never ISO strings to cut."""
+    return value.strftime(fmt) if value else "—"
 
 
 def size(value: int | None) -> str:

@@ -26,6 +26,7 @@ from flask import Flask, Request, g, jsonify, make_response
 from limits.errors import StorageError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from app.extensions import db
 from app.web.errors import APIError, render_error, wants_json
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,6 @@ def register(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
     def database_unavailable(error):
-        from app.extensions import db
-
         log.warning("database unavailable: %s", error.orig or error)
         try:
             db.session.rollback()
@@ -86,8 +85,6 @@ def register(app: Flask) -> None:
     def storage_unavailable(error: OSError):
         if error.errno not in DISK_FULL and error.errno != errno.EROFS:
             return app.error_handler_spec[None][None][Exception](error)
-        from app.extensions import db
-
         log.error("local storage refused a write: %s", error)
         db.session.rollback()
         if error.errno == errno.EROFS:

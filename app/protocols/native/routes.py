@@ -1,4 +1,5 @@
-"""Thin views: parse the request, call the serving or registry service, answer JSON."""
+"""The native JSON API (``/api/v1/models/...``) and the tutorial route (``POST
+/predict``): parse the request, call the serving or registry service, answer JSON."""
 
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
@@ -11,7 +12,8 @@ from app.registry import describe
 from app.registry.service import get_model, get_version
 from app.observability.request_log import record_response
 from app.serving import predict
-from app.serving.inputs import matrix_from_rows, native_matrix, parse_json
+from app.protocols.native.codec import native_matrix, response_body
+from app.serving.inputs import matrix_from_rows, parse_json
 from app.web.finite_json import json_response
 
 bp = Blueprint("predict", __name__)
@@ -61,7 +63,7 @@ def predict_native(name: str, number: int | None = None):
     model, version = predict.resolve(name, number)
     rows = native_matrix(_body(), version.schema, predict.max_rows())
     result = predict.run(model, version, rows)
-    return json_response(result.native(lists=False))
+    return json_response(response_body(result, lists=False))
 
 
 @bp.post("/predict")

@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 
 from app.web.errors import APIError, quote
+from app.protocols.common import label_datatype
 from app.protocols.openinference import tensors
 from app.serving.inputs import parse_json
 from app.serving.predict import Prediction
@@ -149,7 +150,7 @@ def response(request: InferRequest, prediction: Prediction) -> tuple[bytes, int 
     outputs, chunks = [], []
     for wanted in request.outputs:
         if wanted.name == tensors.PREDICT:
-            values, datatype = prediction.labels, tensors.label_datatype(schema)
+            values, datatype = prediction.labels, label_datatype(schema)
         elif wanted.class_count:
             values = tensors.top_classes(prediction.probabilities, prediction.classes,
                                          wanted.class_count)

@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 
 from app.web.errors import APIError, quote
+from app.protocols.common import INPUT_NAME, flatten, label_datatype
 from app.serving.inputs import _check_batch, matrix_from_columns, matrix_from_rows
 
-# The one input tensor a model declares; a lone tensor may carry any name.
-INPUT_NAME = "input"
 # Output names as MLServer's scikit-learn runtime spells them.
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"
 
@@ -31,25 +30,6 @@ JSON_CHECKS = {
     "INT": (lambda v: isinstance(v, int) and not isinstance(v, bool), "integers"),
     "BYTES": (lambda v: isinstance(v, str), "strings"),
 }
-
-
-def flatten(value: Any, limit: int) -> list:
-    """Return a nested list's scalars in row-major order (at most ``limit`` + 1)."""
-    if not isinstance(value, list):
-        return [value]
-    out: list = []
-    stack = [iter(value)]
-    while stack:
-        for item in stack[-1]:
-            if isinstance(item, list):
-                stack.append(iter(item))
-                break
-            out.append(item)
-            if len(out) > limit:
-                return out
-        else:
-            stack.pop()
-    return out
 
 
 @dataclass
@@ -237,20 +217,6 @@ def tensors_to_matrix(tensors: list[Tensor], schema: dict, max_rows: int) -> np.
 
 
 # --- outputs
-
-
-def label_datatype(schema: dict) -> str:
-    """The datatype of the ``predict`` output, from the classes recorded at upload."""
-    classes = schema.get("classes")
-    if schema.get("task") != "classification" or not classes:
-        return "FP64"
-    if all(isinstance(c, bool) for c in classes):
-        return "BOOL"
-    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
-        return "INT64"
-    if all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes):
-        return "FP64"
-    return "BYTES"
 
 
 def output_names(schema: dict) -> list[str]:

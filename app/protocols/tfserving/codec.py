@@ -18,7 +18,7 @@ from app.serving.inputs import (
 )
 from app.serving.predict import Prediction
 from app.serving.snapshot import ModelInfo, VersionInfo
-from app.protocols.openinference.tensors import INPUT_NAME, flatten, label_datatype
+from app.protocols.common import INPUT_NAME, flatten, label_datatype
 
 # Signature name → what it answers. TF Serving's default signature gives the labels.
 DEFAULT_SIGNATURE = "serving_default"
