@@ -6,8 +6,11 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
+# Every pip install here takes its versions from the lock file (make lock refreshes
+# it), build dependencies included.
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: run test docs bench install install-test services chromium system-packages
+.PHONY: run test lint docs bench install install-test lock services chromium system-packages
 
 ## run: install, migrate the database, register the demo model, serve on 127.0.0.1:5000
 run: install
@@ -18,11 +21,20 @@ run: install
 	$(FLASK) demo --url http://$(HOST):$(PORT)
 	$(VENV)/bin/gunicorn --bind $(HOST):$(PORT) --workers 2 --no-control-socket --access-logfile - wsgi:app
 
-## test: install the test dependencies, make sure PostgreSQL and Redis run, build the
-## documentation (warnings are errors: a broken link fails), run every test
-test: install-test services chromium system-packages
+## test: install the test dependencies, make sure PostgreSQL and Redis run, check the
+## layers, style and dependencies (lint), build the documentation (warnings are errors:
+## a broken link fails), run every test
+test: install-test services chromium system-packages lint
 	$(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(PY) -m pytest
+
+## lint: the import layers (pyproject.toml [tool.importlinter]), ruff's checks and
+## formatting, and that every dependency is declared and used (deptry)
+lint: install-test
+	$(VENV)/bin/lint-imports --no-cache
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(VENV)/bin/deptry .
 
 ## docs: serve the documentation pages on 127.0.0.1:8001
 docs: install-test
@@ -41,6 +53,13 @@ bench: install-test services
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+
+## lock: resolve the newest versions pyproject.toml allows into constraints.txt
+lock: $(VENV)/bin/python
+	env -u PIP_CONSTRAINT $(PY) -m pip install --quiet pip-tools
+	env -u PIP_CONSTRAINT $(VENV)/bin/pip-compile --quiet --upgrade --all-extras \
+	  --build-deps-for editable --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --output-file constraints.txt pyproject.toml
 
 install: $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e .
