@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from app.web.errors import APIError
 from app.extensions import db
 from app.models import MLModel
 from app.ui import csvio
+from app.web.errors import APIError
 from tests.conftest import auth, sign_in, upload
 
 HUGE = ("99999999999999999999", "2147483648", "9" * 400)

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from app.web.errors import APIError
 from app.ui import csvio
+from app.web.errors import APIError
 
 SCHEMA = {"feature_names": ["a", "b", "c"], "n_features": 3, "allow_nan": False}
 

@@ -19,12 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnx
 import pytest
-import sqlalchemy as sa
 
 from app import create_app
-from app.registry import changes
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelArtifact, ModelVersion
+from app.registry import changes
 from app.serving.runtimes.isolated import IsolatedRuntime
 from app.serving.runtimes.predictor import Predictor
 from tests import hostile_state as hostile

@@ -23,11 +23,11 @@ from sqlalchemy import select
 from app.extensions import db
 from app.models import AuditEvent
 from app.registry.onnx_compile import disagreement, verification_rows
+from app.registry.onnx_graph import references_external_data
 from app.registry.sandbox import _parse_report
 from app.registry.schema import derive_schema
-from app.serving.runtimes.cache import ModelCache
-from app.registry.onnx_graph import references_external_data
 from app.serving.batching import MicroBatcher
+from app.serving.runtimes.cache import ModelCache
 from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
 
 

@@ -146,8 +146,8 @@ def test_audit_log_shows_names_and_numbers_not_dicts_or_ids(site, keys, iris_v2)
                       json={"max_rows": 8, "max_wait_ms": 2}).status_code == 200
     with site.app_context():
         # An event written before details named versions by number (by id, then).
-        from app.observability import audit
         from app.models import ModelVersion
+        from app.observability import audit
 
         version = db.session.scalar(db.select(ModelVersion).where(
             ModelVersion.number == 2))

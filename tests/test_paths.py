@@ -2,7 +2,12 @@
 routes: page blueprints serve only paths outside the API prefixes, every other
 blueprint only paths inside them."""
 
-from app.web.paths import PAGE_BLUEPRINTS, cors_resources, is_api_path, nginx_location_pattern
+from app.web.paths import (
+    PAGE_BLUEPRINTS,
+    cors_resources,
+    is_api_path,
+    nginx_location_pattern,
+)
 
 
 def test_page_blueprints_and_api_paths_divide_the_url_map_alike(app):

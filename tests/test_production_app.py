@@ -17,9 +17,9 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 
 from app.extensions import db
-from app.observability.jsonlog import JSONFormatter
 from app.models import RequestLog
 from app.models._time import utcnow
+from app.observability.jsonlog import JSONFormatter
 from tests.conftest import auth, build_app, database, make_keys, running_app, upload
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LinearRegression
 
-from app.rollout import aliases as rollout
 from app.auth.credentials import create_api_key
 from app.extensions import db
 from app.models import RequestLog, User
+from app.rollout import aliases as rollout
 from app.serving.state import serving_state
 from tests.conftest import auth, make_keys, running_app, upload
 

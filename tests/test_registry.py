@@ -106,8 +106,8 @@ def test_failed_validation_stores_nothing(app, client, keys):
 
 
 def test_unfitted_model_is_refused_with_a_reason(client, keys):
-    from sklearn.linear_model import LogisticRegression
     import skops.io
+    from sklearn.linear_model import LogisticRegression
 
     response = upload(client, keys.admin, "raw", skops.io.dumps(LogisticRegression()))
     assert response.status_code == 422

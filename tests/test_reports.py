@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert
 
-from app.observability import reports
 from app.extensions import db
 from app.models import ApiKey, RequestLog
 from app.models._time import utcnow
+from app.observability import reports
 from tests.conftest import sign_in
 
 NOW = datetime(2026, 5, 4, 12, 30, 20, tzinfo=UTC)

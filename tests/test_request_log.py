@@ -7,11 +7,11 @@ import io
 
 from sqlalchemy import func, select
 
-from app.observability import metrics
 from app.extensions import db
 from app.models import RequestLog
-from app.rollout import versions as service
+from app.observability import metrics
 from app.observability.request_log import log_row
+from app.rollout import versions as service
 from tests.conftest import auth, sign_in
 
 

@@ -6,13 +6,13 @@ import json
 
 from flask import g, jsonify, request
 
-from app.web.bounds import json_whole_number, whole_number
-from app.web.errors import APIError
 from app.admin.blueprints import api_bp
 from app.auth.permissions import require_scope
 from app.registry import describe, service
 from app.rollout import aliases, history, runtime_settings, versions
 from app.serving.commit import commit
+from app.web.bounds import json_whole_number, whole_number
+from app.web.errors import APIError
 
 
 def _json_field(name: str):

@@ -11,10 +11,10 @@ from flask import (
     url_for,
 )
 
-from app.observability import reports
 from app.admin.blueprints import pages_bp as bp
-from app.ui.csvio import export_lines
+from app.observability import reports
 from app.ui import charts
+from app.ui.csvio import export_lines
 from app.web.paging import page_number
 
 MAX_SERIES = 6  # the busiest model versions get their own line

@@ -17,7 +17,6 @@ from sqlalchemy import select
 
 from app.admin.blueprints import pages_bp as bp
 from app.admin.forms import UploadForm
-from app.web.errors import APIError
 from app.extensions import db
 from app.models import Activation, MLModel
 from app.models._time import utcnow
@@ -27,6 +26,7 @@ from app.rollout import history as rollout_history
 from app.rollout import versions as rollout_versions
 from app.serving.commit import commit
 from app.ui.confirm import confirm_action
+from app.web.errors import APIError
 
 UPLOAD_FIELDS = {"name", "file", "description", "notes", "metrics"}
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from app.auth import credentials
-from app.observability import audit
-from app.registry import changes
-from app.web.errors import APIError, quote
 from app.extensions import db
 from app.models import ApiKey, User
 from app.models.users import ROLES
+from app.observability import audit
+from app.registry import changes
+from app.web.errors import APIError, quote
 
 
 def get_user(user_id: int) -> User:

@@ -14,13 +14,13 @@ from functools import lru_cache
 from sqlalchemy import select, update
 from werkzeug.security import generate_password_hash
 
-from app.observability import audit
-from app.registry import changes
-from app.web.errors import APIError
 from app.extensions import cache, db
 from app.models import ApiKey, User
 from app.models._time import utcnow
 from app.models.users import ROLES, SCOPES
+from app.observability import audit
+from app.registry import changes
+from app.web.errors import APIError
 
 KEY_PREFIX = "mdk_"
 

@@ -11,9 +11,9 @@ from flask import Flask, abort, current_app, g, request
 from flask_login import current_user
 
 from app.auth.credentials import Principal, hash_key, lookup_api_key
-from app.web.errors import APIError
 from app.models._time import utcnow
 from app.serving.state import serving_state
+from app.web.errors import APIError
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Endpoints that check a bearer token of their own (not an API key).

@@ -16,10 +16,10 @@ from sqlalchemy import BigInteger, Select, and_, case, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from app.web.bounds import MAX_ID, whole_number
 from app.extensions import db
 from app.models import ApiKey, AuditEvent, ModelVersion, RequestLog, User
 from app.models._time import utcnow
+from app.web.bounds import MAX_ID, whole_number
 from app.web.paging import Page
 
 WINDOWS = {"hour": (timedelta(hours=1), 60), "day": (timedelta(days=1), 1800)}

@@ -30,10 +30,10 @@ from typing import Any
 from flask import Flask, current_app, g, request
 from sqlalchemy import delete, exc, update
 
-from app.observability import metrics
 from app.extensions import db
 from app.models import ApiKey, RequestLog
 from app.models._time import utcnow
+from app.observability import metrics
 from app.observability.privacy import stored_payload, truncate_ip
 from app.web.finite_json import json_text
 

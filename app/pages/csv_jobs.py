@@ -26,13 +26,13 @@ import numpy as np
 from flask import Flask, current_app
 from sqlalchemy import delete
 
-from app.web.errors import APIError
 from app.extensions import db
 from app.models import PredictionJob
 from app.models._time import utcnow
 from app.observability.request_log import log_row, writer
 from app.serving import predict
 from app.ui import csvio
+from app.web.errors import APIError
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,17 @@ from flask import (
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
-from app.web.errors import APIError
 from app.extensions import db
 from app.models import MLModel
+from app.observability.request_log import record_response
+from app.pages import csv_jobs as jobs
 from app.pages.blueprint import bp
 from app.pages.forms import CSVForm, feature_form
 from app.registry import describe
-from app.observability.request_log import record_response
-from app.pages import csv_jobs as jobs
 from app.serving import predict
 from app.serving.commit import commit
 from app.ui import charts, csvio
+from app.web.errors import APIError
 from app.web.paging import Page, page_number
 
 RESULT_ROWS_PER_PAGE = 50

@@ -18,8 +18,8 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from app.extensions import db
-from app.web.errors import APIError, plain_error
 from app.registry.service import LABEL_PATTERN, NAME_PATTERN
+from app.web.errors import APIError, plain_error
 
 log = logging.getLogger(__name__)
 

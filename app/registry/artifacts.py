@@ -2,9 +2,9 @@
 
 from sqlalchemy import select
 
-from app.web.errors import APIError
 from app.extensions import db
 from app.models import ModelArtifact
+from app.web.errors import APIError
 
 
 def _stored(column, version_id: int, what: str) -> bytes:

@@ -21,9 +21,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.observability import audit
-from app.registry import changes
-from app.web.errors import APIError
 from app.extensions import db
 from app.models import (
     Activation,
@@ -35,8 +32,11 @@ from app.models import (
 )
 from app.models._time import utcnow
 from app.models.registry import FORMATS, RUNTIME_SETTINGS
+from app.observability import audit
+from app.registry import changes
 from app.registry.artifacts import artifact_bytes, onnx_bytes
 from app.registry.service import NAME_PATTERN
+from app.web.errors import APIError
 
 FORMAT = "modeldock-registry"
 FORMAT_VERSION = 1

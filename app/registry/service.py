@@ -10,14 +10,14 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select
 
-from app.observability import audit
-from app.registry import changes
-from app.web.errors import APIError
 from app.extensions import db
 from app.models import Activation, MLModel, ModelAlias, ModelArtifact, ModelVersion
+from app.observability import audit
+from app.registry import changes
 from app.registry.loading import format_for_filename
 from app.registry.runtime import record_compilation
 from app.registry.sandbox import validate_in_subprocess
+from app.web.errors import APIError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 LABEL_PATTERN = "[a-z][a-z0-9_-]{0,15}"  # aliases are at most 16 characters

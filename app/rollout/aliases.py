@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.observability import audit
-from app.registry import changes
-from app.web.errors import APIError
 from app.extensions import db
 from app.models import Activation, MLModel, ModelAlias, ModelVersion
 from app.models._time import utcnow
+from app.observability import audit
+from app.registry import changes
 from app.registry.service import get_model, get_version
 from app.serving.smoke import smoke_test
+from app.web.errors import APIError
 
 ALIASES = ("stable", "canary", "shadow")
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app.web.errors import APIError
 from app.serving.snapshot import ModelInfo, VersionInfo
 from app.serving.state import serving_state
+from app.web.errors import APIError
 
 
 def find_model(name: str) -> ModelInfo:

@@ -8,12 +8,12 @@ import numpy as np
 from flask import current_app, g
 
 from app.observability import metrics
-from app.web.errors import APIError
 from app.serving import canary
-from app.serving.runtimes.base import Runtime
 from app.serving.prediction_cache import prediction_cache
+from app.serving.runtimes.base import Runtime
 from app.serving.snapshot import ModelInfo, Snapshot, VersionInfo
 from app.serving.state import serving_state
+from app.web.errors import APIError
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.web.errors import APIError
 from app.models import ModelVersion
 from app.registry.onnx_compile import PROBA_ATOL, REGRESSION_ATOL, REGRESSION_RTOL
 from app.registry.runtime import effective_runtime
 from app.serving.state import serving_state
+from app.web.errors import APIError
 
 
 def smoke_test(version: ModelVersion) -> None:

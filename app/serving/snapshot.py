@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask
-
 from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from app.registry import changes
 from app.extensions import db
 from app.models import MLModel, ModelAlias, ModelVersion
+from app.registry import changes
 from app.registry.runtime import effective_runtime
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,12 @@ import numpy as np
 from flask import Flask, current_app
 
 from app.registry.artifacts import artifact_bytes, onnx_bytes
-from app.serving.runtimes.base import Runtime
-from app.serving.runtimes.cache import Isolation, ModelCache
 from app.registry.runtime import batching
 from app.serving.batching import MicroBatcher
-from app.serving.snapshot import ModelInfo, Routing, Snapshot, VersionInfo
+from app.serving.runtimes.base import Runtime
+from app.serving.runtimes.cache import Isolation, ModelCache
 from app.serving.shadow import ShadowRunner
+from app.serving.snapshot import ModelInfo, Routing, Snapshot, VersionInfo
 
 log = logging.getLogger(__name__)
 

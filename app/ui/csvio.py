@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.web.errors import APIError, quote
 from app.serving.inputs import check_finite, matrix_from_rows
+from app.web.errors import APIError, quote
 
 # A plain decimal number: a spreadsheet reads it as a value, never as a formula.
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")

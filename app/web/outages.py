@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-
 from tempfile import SpooledTemporaryFile
 
 import redis

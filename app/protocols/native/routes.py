@@ -4,16 +4,16 @@
 from flask import Blueprint, current_app, g, jsonify, request
 from sqlalchemy import select
 
-from app.web.errors import APIError
+from app.auth.permissions import require_scope
 from app.extensions import db
 from app.models import MLModel
-from app.auth.permissions import require_scope
+from app.observability.request_log import record_response
+from app.protocols.native.codec import native_matrix, response_body
 from app.registry import describe
 from app.registry.service import get_model, get_version
-from app.observability.request_log import record_response
 from app.serving import predict
-from app.protocols.native.codec import native_matrix, response_body
 from app.serving.inputs import matrix_from_rows, parse_json
+from app.web.errors import APIError
 from app.web.finite_json import json_response
 
 bp = Blueprint("predict", __name__)

@@ -9,13 +9,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.web.errors import APIError, quote
 from app.protocols.common import label_datatype
 from app.protocols.openinference import tensors
 from app.serving.inputs import parse_json
 from app.serving.predict import Prediction
 from app.serving.snapshot import ModelInfo, VersionInfo
 from app.serving.state import serving_state
+from app.web.errors import APIError, quote
 
 EXTENSIONS = ["binary_tensor_data", "classification"]
 PLATFORM = "scikit-learn"

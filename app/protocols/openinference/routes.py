@@ -6,10 +6,10 @@ from flask import Blueprint, Response, g, jsonify, request
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.extensions import db
 from app.auth.permissions import require_scope
-from app.protocols.common import plain_errors
+from app.extensions import db
 from app.observability.request_log import record_response
+from app.protocols.common import plain_errors
 from app.protocols.openinference import codec as openinference
 from app.serving import predict
 from app.serving.lookups import find_model, find_version

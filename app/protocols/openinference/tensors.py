@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from app.web.errors import APIError, quote
 from app.protocols.common import INPUT_NAME, flatten, label_datatype
 from app.serving.inputs import _check_batch, matrix_from_columns, matrix_from_rows
+from app.web.errors import APIError, quote
 
 # Output names as MLServer's scikit-learn runtime spells them.
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.web.errors import APIError, quote
+from app.protocols.common import INPUT_NAME, flatten, label_datatype
 from app.serving.inputs import (
     _check_batch,
     matrix_from_columns,
@@ -18,7 +18,7 @@ from app.serving.inputs import (
 )
 from app.serving.predict import Prediction
 from app.serving.snapshot import ModelInfo, VersionInfo
-from app.protocols.common import INPUT_NAME, flatten, label_datatype
+from app.web.errors import APIError, quote
 
 # Signature name → what it answers. TF Serving's default signature gives the labels.
 DEFAULT_SIGNATURE = "serving_default"

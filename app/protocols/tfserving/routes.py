@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from app.auth.permissions import require_scope
-from app.protocols.common import plain_errors
 from app.observability.request_log import record_response
+from app.protocols.common import plain_errors
 from app.protocols.tfserving import codec as tfserving
 from app.serving import predict
 from app.serving.lookups import find_model, find_version

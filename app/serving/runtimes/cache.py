@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.observability import metrics
-from app.web.errors import APIError
 from app.registry.errors import ModelFileError
 from app.serving.runtimes.base import Runtime
 from app.serving.runtimes.isolated import IsolatedRuntime
 from app.serving.runtimes.onnx import InProcessOnnx
+from app.web.errors import APIError
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from app.serving.runtimes import wire
-from app.serving.runtimes.base import (PredictionFailed, PredictionTimeout, Runtime,
-                               RuntimeFailed)
 from app.registry.errors import ModelFileError
+from app.serving.runtimes import wire
+from app.serving.runtimes.base import (
+    PredictionFailed,
+    PredictionTimeout,
+    Runtime,
+    RuntimeFailed,
+)
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from app.registry.errors import ModelFileError
 from app.registry.onnx_graph import OnnxModel
 from app.serving.runtimes.base import PredictionFailed, PredictionTimeout, Runtime, log
 
-
 # Operators a graph may use to run inside a web worker: what skl2onnx emits for
 # linear models, trees, scalers and pipelines. No control flow (Loop, Scan, If),
 # and no operator whose output size comes from input *values* (ConstantOfShape,
