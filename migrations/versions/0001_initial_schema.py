@@ -1,7 +1,7 @@
 """Initial schema: users, API keys, registry, activations, logs, audit
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-27 04:24:36.235502
 
 """

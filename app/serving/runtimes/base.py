@@ -72,5 +72,6 @@ class Runtime(ABC):
         return {"runtime": self.kind, "classes": self.classes,
                 "n_features": self.schema.get("n_features")}
 
+    @abstractmethod
     def close(self) -> None:
         """Release what the runtime holds (processes, sessions)."""

@@ -145,3 +145,7 @@ class InProcessOnnx(Runtime):
                 raise PredictionTimeout() from exc
             log.warning("onnxruntime failed on %d rows: %s", len(rows), exc)
             raise PredictionFailed() from exc
+
+    def close(self) -> None:
+        """Nothing to stop: the session is freed with this object (a request still
+        predicting with it finishes)."""
