@@ -15,7 +15,8 @@ import tempfile
 # again then) and emptied once at start (on_starting below).
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
-        prefix="modeldock-metrics-")
+        prefix="modeldock-metrics-"
+    )
 # numpy/BLAS would start one thread per core in every worker: with several
 # workers that oversubscribes the CPU. One thread each; the workers use the cores.
 for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -26,11 +27,28 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 # five, which keeps a HUP reload short. The app itself is not preloaded, so a HUP
 # still reloads ModelDock's code; upgrading these libraries needs a restart.
 # (Safe to fork: the thread limits above keep BLAS from starting threads.)
-for _module in ("numpy", "scipy.sparse", "sklearn.base", "sklearn.pipeline",
-                "sklearn.linear_model", "sklearn.preprocessing", "sklearn.tree",
-                "sklearn.ensemble", "skops.io", "joblib", "flask", "sqlalchemy",
-                "flask_sqlalchemy", "flask_migrate", "flask_limiter", "flask_wtf",
-                "psycopg", "redis", "orjson", "prometheus_client"):
+for _module in (
+    "numpy",
+    "scipy.sparse",
+    "sklearn.base",
+    "sklearn.pipeline",
+    "sklearn.linear_model",
+    "sklearn.preprocessing",
+    "sklearn.tree",
+    "sklearn.ensemble",
+    "skops.io",
+    "joblib",
+    "flask",
+    "sqlalchemy",
+    "flask_sqlalchemy",
+    "flask_migrate",
+    "flask_limiter",
+    "flask_wtf",
+    "psycopg",
+    "redis",
+    "orjson",
+    "prometheus_client",
+):
     importlib.import_module(_module)
 
 # Loopback (or a unix socket: "unix:/run/modeldock/gunicorn.sock") only: nginx is
@@ -44,7 +62,9 @@ bind = os.environ.get("MODELDOCK_BIND", "127.0.0.1:8000")
 # (gthread) so that a request waiting on PostgreSQL, Redis or a slow upload does
 # not idle its core; numpy releases the GIL for much of the arithmetic.
 workers = int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 2))
-worker_class = "app.web.gunicorn_worker.ReusePortThreadWorker"  # gthread, see reuse_port
+worker_class = (
+    "app.web.gunicorn_worker.ReusePortThreadWorker"  # gthread, see reuse_port
+)
 threads = int(os.environ.get("MODELDOCK_THREADS", "4"))
 
 # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads
@@ -56,8 +76,9 @@ threads = int(os.environ.get("MODELDOCK_THREADS", "4"))
 # with -9 hands the connections queued on its socket to the others.
 # MODELDOCK_REUSE_PORT=0 goes back to one shared socket (always so for a unix socket,
 # which the kernel does not balance).
-reuse_port = os.environ.get("MODELDOCK_REUSE_PORT", "1") != "0" and \
-    not bind.startswith("unix:")
+reuse_port = os.environ.get("MODELDOCK_REUSE_PORT", "1") != "0" and not bind.startswith(
+    "unix:"
+)
 
 # A worker that stops answering its heartbeat for `timeout` seconds is replaced.
 # With gthread the heartbeat runs beside the requests, so a long prediction does

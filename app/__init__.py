@@ -39,8 +39,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, app.config)
     if app.config["MODELDOCK_PROXY_HOPS"]:
         hops = app.config["MODELDOCK_PROXY_HOPS"]
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops,
-                                x_port=hops)
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
     return app
 
 
@@ -118,8 +119,17 @@ def register_blueprints(app: Flask) -> None:
     app.url_map.converters.update(model=ModelNameConverter, label=LabelConverter)
     # Ids and version numbers in URLs stay within what the database columns hold.
     app.url_map.converters["int"] = BoundedIntConverter
-    for blueprint in (pages.bp, auth_bp, native_bp, admin.api_bp, admin.pages_bp, ops_bp,
-                      tfserving_bp, openinference_bp, apidocs_bp):
+    for blueprint in (
+        pages.bp,
+        auth_bp,
+        native_bp,
+        admin.api_bp,
+        admin.pages_bp,
+        ops_bp,
+        tfserving_bp,
+        openinference_bp,
+        apidocs_bp,
+    ):
         app.register_blueprint(blueprint)
     name_converters(app.url_map)
 

@@ -38,109 +38,260 @@ class Setting:
 # Every setting the app reads. The README's configuration table is checked
 # against this list by tests/test_config.py, so the two never drift apart.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("MODELDOCK_ENV", "development", str,
-            "`production` refuses to start without `SECRET_KEY`, forces secure "
-            "cookies and disables debug."),
-    Setting("SECRET_KEY", None, str,
-            "Session and CSRF signing key. Development generates one into "
-            "`instance/secret_key`."),
-    Setting("DATABASE_URL", None, str,
-            "SQLAlchemy URL. Default: SQLite file `instance/modeldock.db`. "
-            "PostgreSQL: `postgresql+psycopg://user@host/db`."),
-    Setting("REDIS_URL", None, str,
-            "When set, rate limits and the cache are stored in Redis (shared by "
-            "every worker)."),
-    Setting("MODELDOCK_MAX_UPLOAD_MB", 64, int,
-            "Largest request body (model upload) in MB; larger gets 413."),
-    Setting("MODELDOCK_MAX_BATCH_ROWS", 10000, int,
-            "Most rows in one prediction request; more gets 413."),
-    Setting("MODELDOCK_ALLOW_ANONYMOUS_PREDICT", False, _bool,
-            "Allow prediction routes without an API key."),
-    Setting("MODELDOCK_DEFAULT_MODEL", "demo", str,
-            "Model used by the tutorial-compatible `POST /predict`."),
-    Setting("MODELDOCK_TRUSTED_MODULES", [], _list,
-            "Extra Python modules whose classes pickled models may use "
-            "(comma-separated, exact module names)."),
-    Setting("MODELDOCK_VALIDATION_MEMORY_MB", 2048, int,
-            "Address-space limit of the process that validates an upload."),
-    Setting("MODELDOCK_VALIDATION_CPU_SECONDS", 30, int,
-            "CPU-time limit of the validation process."),
-    Setting("MODELDOCK_VALIDATION_TIMEOUT_SECONDS", 60, int,
-            "Wall-clock limit of the validation process."),
-    Setting("MODELDOCK_PREDICT_TIMEOUT_SECONDS", 10.0, float,
-            "Deadline of one prediction, in seconds, for every runtime; a run past "
-            "it is stopped and answered 504 `prediction_timeout`. A model may set "
-            "its own (`PUT /api/v1/models/<name>/timeout`, `flask models timeout`)."),
-    Setting("MODELDOCK_ISOLATED_MEMORY_MB", 2048, int,
-            "Address-space limit of each inference process (the confined processes "
-            "that run scikit-learn estimators and uploaded ONNX graphs)."),
-    Setting("MODELDOCK_ISOLATED_PROCESSES", 1, int,
-            "Inference processes per loaded isolated version, per web worker: "
-            "concurrent requests to one version beyond this wait (or micro-batch)."),
-    Setting("MODELDOCK_MODEL_CACHE_SIZE", 16, int,
-            "Loaded models kept in memory per worker (LRU by sha256)."),
-    Setting("MODELDOCK_MODEL_CACHE_MB", 512.0, float,
-            "Memory budget per worker for loaded models, in MB (estimated: an "
-            "estimator's pickled size, twice an ONNX graph's); least recently used "
-            "models are dropped beyond it."),
-    Setting("MODELDOCK_MICROBATCH_MAX_ROWS", 0, int,
-            "Micro-batching for versions served by scikit-learn: concurrent requests "
-            "to one version are predicted together, up to this many rows. 0 = off. "
-            "The default for models without their own setting (admin page, API, "
-            "`flask models batching`). Needs a threaded worker (gunicorn "
-            "`--threads` > 1)."),
-    Setting("MODELDOCK_MICROBATCH_MAX_WAIT_MS", 2.0, float,
-            "Longest a request waits for others to join its micro-batch, in ms "
-            "(default for models without their own setting)."),
-    Setting("MODELDOCK_ROUTING_REFRESH_SECONDS", 0.5, float,
-            "How often each worker checks the registry's change counter (new stable, "
-            "canary or shadow versions, revoked keys); 0 checks on every request."),
-    Setting("MODELDOCK_RATELIMIT_DEFAULT", "1200 per minute", str,
-            "Default rate limit per API key (per address when anonymous)."),
-    Setting("MODELDOCK_RATELIMIT_LOGIN", "10 per minute", str,
-            "Rate limit on login attempts per address."),
-    Setting("MODELDOCK_CORS_ORIGINS", [], _list,
-            "Origins allowed to call the API from a browser (comma-separated)."),
-    Setting("MODELDOCK_PROXY_HOPS", 0, int,
-            "Reverse proxies in front of the app to trust for X-Forwarded-*."),
-    Setting("MODELDOCK_REQUEST_LOG_FLUSH_SECONDS", 1.0, float,
-            "Request logs are written in batches at most this often."),
-    Setting("MODELDOCK_CSV_MAX_ROWS", 100_000, int,
-            "Most rows in one CSV uploaded on the predict page; more is refused."),
-    Setting("MODELDOCK_CSV_WAIT_SECONDS", 2.0, float,
-            "How long a CSV upload waits for its job before showing the progress "
-            "page instead."),
-    Setting("MODELDOCK_CSV_RESULT_HOURS", 24, int,
-            "How long CSV prediction results are kept for viewing and download."),
+    Setting(
+        "MODELDOCK_ENV",
+        "development",
+        str,
+        "`production` refuses to start without `SECRET_KEY`, forces secure "
+        "cookies and disables debug.",
+    ),
+    Setting(
+        "SECRET_KEY",
+        None,
+        str,
+        "Session and CSRF signing key. Development generates one into "
+        "`instance/secret_key`.",
+    ),
+    Setting(
+        "DATABASE_URL",
+        None,
+        str,
+        "SQLAlchemy URL. Default: SQLite file `instance/modeldock.db`. "
+        "PostgreSQL: `postgresql+psycopg://user@host/db`.",
+    ),
+    Setting(
+        "REDIS_URL",
+        None,
+        str,
+        "When set, rate limits and the cache are stored in Redis (shared by "
+        "every worker).",
+    ),
+    Setting(
+        "MODELDOCK_MAX_UPLOAD_MB",
+        64,
+        int,
+        "Largest request body (model upload) in MB; larger gets 413.",
+    ),
+    Setting(
+        "MODELDOCK_MAX_BATCH_ROWS",
+        10000,
+        int,
+        "Most rows in one prediction request; more gets 413.",
+    ),
+    Setting(
+        "MODELDOCK_ALLOW_ANONYMOUS_PREDICT",
+        False,
+        _bool,
+        "Allow prediction routes without an API key.",
+    ),
+    Setting(
+        "MODELDOCK_DEFAULT_MODEL",
+        "demo",
+        str,
+        "Model used by the tutorial-compatible `POST /predict`.",
+    ),
+    Setting(
+        "MODELDOCK_TRUSTED_MODULES",
+        [],
+        _list,
+        "Extra Python modules whose classes pickled models may use "
+        "(comma-separated, exact module names).",
+    ),
+    Setting(
+        "MODELDOCK_VALIDATION_MEMORY_MB",
+        2048,
+        int,
+        "Address-space limit of the process that validates an upload.",
+    ),
+    Setting(
+        "MODELDOCK_VALIDATION_CPU_SECONDS",
+        30,
+        int,
+        "CPU-time limit of the validation process.",
+    ),
+    Setting(
+        "MODELDOCK_VALIDATION_TIMEOUT_SECONDS",
+        60,
+        int,
+        "Wall-clock limit of the validation process.",
+    ),
+    Setting(
+        "MODELDOCK_PREDICT_TIMEOUT_SECONDS",
+        10.0,
+        float,
+        "Deadline of one prediction, in seconds, for every runtime; a run past "
+        "it is stopped and answered 504 `prediction_timeout`. A model may set "
+        "its own (`PUT /api/v1/models/<name>/timeout`, `flask models timeout`).",
+    ),
+    Setting(
+        "MODELDOCK_ISOLATED_MEMORY_MB",
+        2048,
+        int,
+        "Address-space limit of each inference process (the confined processes "
+        "that run scikit-learn estimators and uploaded ONNX graphs).",
+    ),
+    Setting(
+        "MODELDOCK_ISOLATED_PROCESSES",
+        1,
+        int,
+        "Inference processes per loaded isolated version, per web worker: "
+        "concurrent requests to one version beyond this wait (or micro-batch).",
+    ),
+    Setting(
+        "MODELDOCK_MODEL_CACHE_SIZE",
+        16,
+        int,
+        "Loaded models kept in memory per worker (LRU by sha256).",
+    ),
+    Setting(
+        "MODELDOCK_MODEL_CACHE_MB",
+        512.0,
+        float,
+        "Memory budget per worker for loaded models, in MB (estimated: an "
+        "estimator's pickled size, twice an ONNX graph's); least recently used "
+        "models are dropped beyond it.",
+    ),
+    Setting(
+        "MODELDOCK_MICROBATCH_MAX_ROWS",
+        0,
+        int,
+        "Micro-batching for versions served by scikit-learn: concurrent requests "
+        "to one version are predicted together, up to this many rows. 0 = off. "
+        "The default for models without their own setting (admin page, API, "
+        "`flask models batching`). Needs a threaded worker (gunicorn "
+        "`--threads` > 1).",
+    ),
+    Setting(
+        "MODELDOCK_MICROBATCH_MAX_WAIT_MS",
+        2.0,
+        float,
+        "Longest a request waits for others to join its micro-batch, in ms "
+        "(default for models without their own setting).",
+    ),
+    Setting(
+        "MODELDOCK_ROUTING_REFRESH_SECONDS",
+        0.5,
+        float,
+        "How often each worker checks the registry's change counter (new stable, "
+        "canary or shadow versions, revoked keys); 0 checks on every request.",
+    ),
+    Setting(
+        "MODELDOCK_RATELIMIT_DEFAULT",
+        "1200 per minute",
+        str,
+        "Default rate limit per API key (per address when anonymous).",
+    ),
+    Setting(
+        "MODELDOCK_RATELIMIT_LOGIN",
+        "10 per minute",
+        str,
+        "Rate limit on login attempts per address.",
+    ),
+    Setting(
+        "MODELDOCK_CORS_ORIGINS",
+        [],
+        _list,
+        "Origins allowed to call the API from a browser (comma-separated).",
+    ),
+    Setting(
+        "MODELDOCK_PROXY_HOPS",
+        0,
+        int,
+        "Reverse proxies in front of the app to trust for X-Forwarded-*.",
+    ),
+    Setting(
+        "MODELDOCK_REQUEST_LOG_FLUSH_SECONDS",
+        1.0,
+        float,
+        "Request logs are written in batches at most this often.",
+    ),
+    Setting(
+        "MODELDOCK_CSV_MAX_ROWS",
+        100_000,
+        int,
+        "Most rows in one CSV uploaded on the predict page; more is refused.",
+    ),
+    Setting(
+        "MODELDOCK_CSV_WAIT_SECONDS",
+        2.0,
+        float,
+        "How long a CSV upload waits for its job before showing the progress "
+        "page instead.",
+    ),
+    Setting(
+        "MODELDOCK_CSV_RESULT_HOURS",
+        24,
+        int,
+        "How long CSV prediction results are kept for viewing and download.",
+    ),
     Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
-    Setting("MODELDOCK_LOG_FORMAT", "json", str,
-            "`json`: one JSON object per log line with the request id; `text`: "
-            "plain lines for a terminal."),
-    Setting("MODELDOCK_TRUSTED_HOSTS", [], _list,
-            "Host names the app answers to (Flask's `TRUSTED_HOSTS`, comma-separated; "
-            "a leading dot allows subdomains). Empty: any host."),
-    Setting("MODELDOCK_REDIS_PREFIX", "modeldock:", str,
-            "Prefix of every Redis key (rate limits, caches), so deployments can "
-            "share one Redis."),
-    Setting("MODELDOCK_REDIS_OUTAGE", "degrade", str,
-            "While Redis is unreachable: `degrade` keeps serving (per-worker rate "
-            "limits, no prediction cache); `refuse` answers 503 on rate-limited "
-            "routes."),
-    Setting("MODELDOCK_PREDICTION_CACHE_SECONDS", 300, int,
-            "How long identical inputs to the same version answer from the "
-            "prediction cache; 0 turns it off."),
-    Setting("MODELDOCK_METRICS_TOKEN", None, str,
-            "Bearer token that opens `/metrics` from any address."),
-    Setting("MODELDOCK_METRICS_ALLOW", [], _list,
-            "Client networks allowed to read `/metrics` without the token, e.g. "
-            "`127.0.0.1/32,::1/128` (comma-separated). Empty: token only."),
-    Setting("MODELDOCK_REQUEST_LOG_ENABLED", True, _bool,
-            "Write one row per prediction request to the request log."),
-    Setting("MODELDOCK_LOG_PAYLOADS", False, _bool,
-            "Also store each prediction request's input in the request log."),
-    Setting("MODELDOCK_LOG_REDACT_FIELDS", [], _list,
-            "Feature or body field names replaced by `\"[redacted]\"` in stored "
-            "payloads."),
+    Setting(
+        "MODELDOCK_LOG_FORMAT",
+        "json",
+        str,
+        "`json`: one JSON object per log line with the request id; `text`: "
+        "plain lines for a terminal.",
+    ),
+    Setting(
+        "MODELDOCK_TRUSTED_HOSTS",
+        [],
+        _list,
+        "Host names the app answers to (Flask's `TRUSTED_HOSTS`, comma-separated; "
+        "a leading dot allows subdomains). Empty: any host.",
+    ),
+    Setting(
+        "MODELDOCK_REDIS_PREFIX",
+        "modeldock:",
+        str,
+        "Prefix of every Redis key (rate limits, caches), so deployments can "
+        "share one Redis.",
+    ),
+    Setting(
+        "MODELDOCK_REDIS_OUTAGE",
+        "degrade",
+        str,
+        "While Redis is unreachable: `degrade` keeps serving (per-worker rate "
+        "limits, no prediction cache); `refuse` answers 503 on rate-limited "
+        "routes.",
+    ),
+    Setting(
+        "MODELDOCK_PREDICTION_CACHE_SECONDS",
+        300,
+        int,
+        "How long identical inputs to the same version answer from the "
+        "prediction cache; 0 turns it off.",
+    ),
+    Setting(
+        "MODELDOCK_METRICS_TOKEN",
+        None,
+        str,
+        "Bearer token that opens `/metrics` from any address.",
+    ),
+    Setting(
+        "MODELDOCK_METRICS_ALLOW",
+        [],
+        _list,
+        "Client networks allowed to read `/metrics` without the token, e.g. "
+        "`127.0.0.1/32,::1/128` (comma-separated). Empty: token only.",
+    ),
+    Setting(
+        "MODELDOCK_REQUEST_LOG_ENABLED",
+        True,
+        _bool,
+        "Write one row per prediction request to the request log.",
+    ),
+    Setting(
+        "MODELDOCK_LOG_PAYLOADS",
+        False,
+        _bool,
+        "Also store each prediction request's input in the request log.",
+    ),
+    Setting(
+        "MODELDOCK_LOG_REDACT_FIELDS",
+        [],
+        _list,
+        'Feature or body field names replaced by `"[redacted]"` in stored payloads.',
+    ),
 )
 
 
@@ -158,8 +309,10 @@ def defaults() -> dict[str, Any]:
 def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     """Derive Flask's own keys from ours; fill the development-only defaults."""
     production = config["MODELDOCK_ENV"] == "production"
-    for key, allowed in (("MODELDOCK_REDIS_OUTAGE", ("degrade", "refuse")),
-                         ("MODELDOCK_LOG_FORMAT", ("json", "text"))):
+    for key, allowed in (
+        ("MODELDOCK_REDIS_OUTAGE", ("degrade", "refuse")),
+        ("MODELDOCK_LOG_FORMAT", ("json", "text")),
+    ):
         if config[key] not in allowed:
             raise RuntimeError(f"{key} must be one of {allowed}, not {config[key]!r}")
     if not config.get("SECRET_KEY"):
@@ -170,9 +323,9 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
         config["DATABASE_URL"] = f"sqlite:///{Path(instance_path) / 'modeldock.db'}"
     url = config["DATABASE_URL"]
     if url.startswith("postgres://"):  # Heroku-style URLs
-        url = "postgresql+psycopg://" + url[len("postgres://"):]
+        url = "postgresql+psycopg://" + url[len("postgres://") :]
     elif url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
     config["SQLALCHEMY_DATABASE_URI"] = url
     engine_options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
     engine_options.setdefault("pool_pre_ping", True)
@@ -196,10 +349,14 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     if redis_url:
         # Fail fast when Redis is gone; what happens then is MODELDOCK_REDIS_OUTAGE.
-        config.setdefault("RATELIMIT_STORAGE_OPTIONS", {
-            "socket_connect_timeout": 0.5, "socket_timeout": 0.5})
-        config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED",
-                          config["MODELDOCK_REDIS_OUTAGE"] != "refuse")
+        config.setdefault(
+            "RATELIMIT_STORAGE_OPTIONS",
+            {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        )
+        config.setdefault(
+            "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED",
+            config["MODELDOCK_REDIS_OUTAGE"] != "refuse",
+        )
         config.setdefault("CACHE_TYPE", "app.extensions.jsoncache.JSONRedisCache")
         config.setdefault("CACHE_REDIS_URL", redis_url)
     else:

@@ -16,8 +16,12 @@ def headers():
 
 client = httpclient.InferenceServerClient(URL)
 try:
-    print("live:", client.is_server_live(headers=headers()),
-          "ready:", client.is_server_ready(headers=headers()))
+    print(
+        "live:",
+        client.is_server_live(headers=headers()),
+        "ready:",
+        client.is_server_ready(headers=headers()),
+    )
     metadata = client.get_model_metadata("demo", headers=headers())
     print("inputs:", metadata["inputs"])
     print("outputs:", metadata["outputs"])
@@ -26,9 +30,15 @@ try:
     features = httpclient.InferInput("input", list(rows.shape), "FP32")
     features.set_data_from_numpy(rows)
     result = client.infer(
-        "demo", [features], request_id="readme-1", headers=headers(),
-        outputs=[httpclient.InferRequestedOutput("predict"),
-                 httpclient.InferRequestedOutput("predict_proba")])
+        "demo",
+        [features],
+        request_id="readme-1",
+        headers=headers(),
+        outputs=[
+            httpclient.InferRequestedOutput("predict"),
+            httpclient.InferRequestedOutput("predict_proba"),
+        ],
+    )
     print("id:", result.get_response()["id"])
     # Text labels arrive as a BYTES tensor: numpy bytes, one per row.
     print("labels:", [label.decode() for label in result.as_numpy("predict")])

@@ -43,8 +43,10 @@ def own_headers() -> str:
     from app.web.security_headers import HEADERS
 
     headers = {"Strict-Transport-Security": HSTS, **HEADERS}
-    return "\n".join(f'        add_header {name} "{value}" always;'
-                     for name, value in headers.items())
+    return "\n".join(
+        f'        add_header {name} "{value}" always;'
+        for name, value in headers.items()
+    )
 
 
 def api_paths() -> str:
@@ -91,22 +93,36 @@ def site_values(args: argparse.Namespace) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--server-name", action="append", required=True,
-                        help="a host name to serve (repeat for more)")
+    parser.add_argument(
+        "--server-name",
+        action="append",
+        required=True,
+        help="a host name to serve (repeat for more)",
+    )
     parser.add_argument("--cert", required=True, help="certificate chain (PEM)")
     parser.add_argument("--key", required=True, help="private key (PEM)")
-    parser.add_argument("--upstream", default="127.0.0.1:8000",
-                        help="gunicorn's address, or unix:/path/to.sock")
+    parser.add_argument(
+        "--upstream",
+        default="127.0.0.1:8000",
+        help="gunicorn's address, or unix:/path/to.sock",
+    )
     parser.add_argument("--static", default=str(ROOT / "static"))
     parser.add_argument("--listen", default="*", help="address to listen on")
     parser.add_argument("--http-port", type=int, default=80)
     parser.add_argument("--https-port", type=int, default=443)
-    parser.add_argument("--max-upload-mb", type=int, default=None,
-                        help="default: the app's MODELDOCK_MAX_UPLOAD_MB")
+    parser.add_argument(
+        "--max-upload-mb",
+        type=int,
+        default=None,
+        help="default: the app's MODELDOCK_MAX_UPLOAD_MB",
+    )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--out", help="write the site config here (default: stdout)")
-    target.add_argument("--standalone", metavar="DIR",
-                        help="write DIR/modeldock.conf and DIR/nginx.conf")
+    target.add_argument(
+        "--standalone",
+        metavar="DIR",
+        help="write DIR/modeldock.conf and DIR/nginx.conf",
+    )
     args = parser.parse_args(argv)
 
     site = fill((HERE / "modeldock.conf.template").read_text(), site_values(args))
@@ -116,13 +132,17 @@ def main(argv: list[str] | None = None) -> None:
             (prefix / sub).mkdir(parents=True, exist_ok=True)
         (prefix / "modeldock.conf").write_text(site)
         user = getpass.getuser()
-        (prefix / "nginx.conf").write_text(fill(
-            (HERE / "nginx.conf.template").read_text(), {
-                "PREFIX": str(prefix),
-                # Only root may switch users; then workers stay root so they can
-                # read the static files and temp folders it created.
-                "USER_LINE": f"user {user};" if os.geteuid() == 0 else "",
-            }))
+        (prefix / "nginx.conf").write_text(
+            fill(
+                (HERE / "nginx.conf.template").read_text(),
+                {
+                    "PREFIX": str(prefix),
+                    # Only root may switch users; then workers stay root so they can
+                    # read the static files and temp folders it created.
+                    "USER_LINE": f"user {user};" if os.geteuid() == 0 else "",
+                },
+            )
+        )
     elif args.out:
         Path(args.out).write_text(site)
     else:

@@ -25,7 +25,8 @@ from app.auth.credentials import create_api_key, create_user
 from app.extensions import db
 
 POSTGRES_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 BACKENDS = ["sqlite", "postgresql"]
 
 
@@ -132,22 +133,30 @@ def auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def upload(client, key: str, name: str, data: bytes, filename: str = "model.skops",
-           **fields):
+def upload(
+    client, key: str, name: str, data: bytes, filename: str = "model.skops", **fields
+):
     from werkzeug.datastructures import FileStorage
     from werkzeug.test import encode_multipart
 
     # Encoded in memory: the test client's own encoder leaks a temp file for
     # bodies over 500 kB.
     boundary, body = encode_multipart(
-        {"file": FileStorage(io.BytesIO(data), filename=filename, name="file"),
-         **fields})
-    return client.post(f"/api/v1/models/{name}/versions", data=body,
-                       headers=auth(key),
-                       content_type=f"multipart/form-data; boundary={boundary}")
+        {
+            "file": FileStorage(io.BytesIO(data), filename=filename, name="file"),
+            **fields,
+        }
+    )
+    return client.post(
+        f"/api/v1/models/{name}/versions",
+        data=body,
+        headers=auth(key),
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
 
 
 # --- reference models, trained once per session on data shipped with scikit-learn
+
 
 @dataclass
 class Trained:
@@ -202,6 +211,7 @@ def postgres_url():
 
 # --- browser-session helpers for the pages (CSRF tokens are required on every form)
 
+
 def csrf_token(client, path: str = "/auth/login") -> str:
     """The CSRF token of the client's session, read from a page's form."""
     import re
@@ -213,8 +223,10 @@ def csrf_token(client, path: str = "/auth/login") -> str:
 def sign_in(client, username: str, password: str) -> str:
     """Sign ``client`` in through the login form; return a CSRF token for later posts."""
     token = csrf_token(client)
-    with client.post("/auth/login", data={"username": username, "password": password,
-                                          "csrf_token": token}) as response:
+    with client.post(
+        "/auth/login",
+        data={"username": username, "password": password, "csrf_token": token},
+    ) as response:
         assert response.status_code == 302, response.text[-500:]
     return csrf_token(client, "/account")
 
@@ -223,5 +235,6 @@ def concrete_rule(rule: str) -> str:
     """Fill a URL rule's variables with plausible values (ints 1, strings 'demo')."""
     import re
 
-    return re.sub(r"<(?:(\w+):)?(\w+)>",
-                  lambda m: "1" if m.group(1) == "int" else "demo", rule)
+    return re.sub(
+        r"<(?:(\w+):)?(\w+)>", lambda m: "1" if m.group(1) == "int" else "demo", rule
+    )

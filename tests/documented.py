@@ -15,11 +15,13 @@ def documented(answer, shown) -> bool:
         return True
     if isinstance(shown, float) and isinstance(answer, (int, float)):
         decimals = len(repr(shown).split(".")[1]) if "." in repr(shown) else 0
-        return round(answer, decimals) == shown or \
-            answer == pytest.approx(shown, rel=1e-12, abs=1e-15)
+        return round(answer, decimals) == shown or answer == pytest.approx(
+            shown, rel=1e-12, abs=1e-15
+        )
     if isinstance(shown, list) and isinstance(answer, list):
         return len(answer) == len(shown) and all(map(documented, answer, shown))
     if isinstance(shown, dict) and isinstance(answer, dict):
         return answer.keys() == shown.keys() and all(
-            documented(answer[k], shown[k]) for k in shown)
+            documented(answer[k], shown[k]) for k in shown
+        )
     return answer == shown and type(answer) is type(shown)

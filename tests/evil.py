@@ -18,12 +18,19 @@ def global_reduce(module: str, name: str, arg: str) -> bytes:
 
 def stack_global_reduce(module: str, name: str, arg: str) -> bytes:
     """Protocol-4 pickle using STACK_GLOBAL (how modern pickles name globals)."""
+
     def unicode(text: str) -> bytes:
         raw = text.encode()
         return b"\x8c" + bytes([len(raw)]) + raw
 
-    return (b"\x80\x04" + unicode(module) + unicode(name) + b"\x93"
-            + unicode(arg) + b"\x85R.")
+    return (
+        b"\x80\x04"
+        + unicode(module)
+        + unicode(name)
+        + b"\x93"
+        + unicode(arg)
+        + b"\x85R."
+    )
 
 
 class Payload:
@@ -56,8 +63,9 @@ def joblib_with_object_array(marker, compress=0) -> bytes:
 
 def joblib_payload(marker, compress=3) -> bytes:
     buffer = io.BytesIO()
-    joblib.dump(Payload(subprocess.call, ["touch", str(marker)]), buffer,
-                compress=compress)
+    joblib.dump(
+        Payload(subprocess.call, ["touch", str(marker)]), buffer, compress=compress
+    )
     return buffer.getvalue()
 
 

@@ -61,7 +61,9 @@ def file_reading_stack(secret_path: str) -> tuple[bytes, list[float]]:
     # are replaced by the path, so transform() "predicts" the path for every row.
     stack = StackingClassifier(
         [("tree", DecisionTreeClassifier(max_depth=2, random_state=0))],
-        final_estimator=LogisticRegression(), stack_method="predict", cv=2,
+        final_estimator=LogisticRegression(),
+        stack_method="predict",
+        cv=2,
     ).fit(X, y)
     stack.estimators_[0].classes_ = np.array([secret_path] * 3, dtype=object)
     stack.named_estimators_ = {}  # a Bunch, which the policy refuses; unused here
@@ -94,8 +96,8 @@ def _guarded_tree(bad_child) -> tuple[bytes, list[float], list[float]]:
     nodes, values = state["nodes"].copy(), state["values"].copy()
     leaf = int(tree.apply(np.array([EXTREME_ROW]))[0])
     new_leaf = len(nodes)
-    nodes = np.concatenate([nodes, nodes[leaf:leaf + 1]])  # copy of the leaf
-    values = np.concatenate([values, values[leaf:leaf + 1]])
+    nodes = np.concatenate([nodes, nodes[leaf : leaf + 1]])  # copy of the leaf
+    values = np.concatenate([values, values[leaf : leaf + 1]])
     nodes[leaf]["feature"] = 0
     nodes[leaf]["threshold"] = GUARD_THRESHOLD
     nodes[leaf]["missing_go_to_left"] = 1
@@ -132,7 +134,7 @@ def hist_gradient_boosting_bad_node() -> tuple[bytes, list[float], list[float]]:
         go_left = EXTREME_ROW[node["feature_idx"]] <= node["num_threshold"]
         leaf = int(node["left"] if go_left else node["right"])
     new_leaf = len(nodes)
-    nodes = np.concatenate([nodes, nodes[leaf:leaf + 1]])
+    nodes = np.concatenate([nodes, nodes[leaf : leaf + 1]])
     nodes[leaf]["is_leaf"] = 0
     nodes[leaf]["feature_idx"] = 0
     nodes[leaf]["num_threshold"] = GUARD_THRESHOLD
@@ -162,14 +164,22 @@ def _onnx_model(nodes, initializers) -> bytes:
         helper.make_node("Add", ["zeros", "work"], ["variable"]),
     ]
     graph = helper.make_graph(
-        head + list(nodes) + tail, "hostile",
+        head + list(nodes) + tail,
+        "hostile",
         [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("variable", TensorProto.FLOAT, [None])],
-        [_scalar("zero_index", 0, TensorProto.INT64), _scalar("zero_float", 0.0),
-         _scalar("offset", ONNX_OFFSET), *initializers],
+        [
+            _scalar("zero_index", 0, TensorProto.INT64),
+            _scalar("zero_float", 0.0),
+            _scalar("offset", ONNX_OFFSET),
+            *initializers,
+        ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="modeldock-tests")
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17)],
+        producer_name="modeldock-tests",
+    )
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString()
@@ -178,26 +188,34 @@ def _onnx_model(nodes, initializers) -> bytes:
 def onnx_loop(trip_from_input: bool = True) -> bytes:
     """ONNX regression graph: a Loop of (max(x0) - 10) * 1e6 trips, else 2**62."""
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-         helper.make_node("Add", ["count_in", "one"], ["count_out"])],
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["count_in", "one"], ["count_out"]),
+        ],
         "body",
-        [helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
-         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("count_in", TensorProto.FLOAT, [])],
-        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("count_out", TensorProto.FLOAT, [])],
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("count_in", TensorProto.FLOAT, []),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("count_out", TensorProto.FLOAT, []),
+        ],
         [_scalar("one", 1.0)],
     )
     if trip_from_input:
-        trips = [helper.make_node("Mul", ["excess", "per_unit"], ["scaled"]),
-                 helper.make_node("Cast", ["scaled"], ["trips"],
-                                  to=TensorProto.INT64)]
+        trips = [
+            helper.make_node("Mul", ["excess", "per_unit"], ["scaled"]),
+            helper.make_node("Cast", ["scaled"], ["trips"], to=TensorProto.INT64),
+        ]
         constants = [_scalar("per_unit", LOOP_TRIPS_PER_UNIT)]
     else:
         trips = []
         constants = [_scalar("trips", 2**62, TensorProto.INT64)]
-    loop = helper.make_node("Loop", ["trips", "keep_going", "zero_float"],
-                            ["work"], body=body)
+    loop = helper.make_node(
+        "Loop", ["trips", "keep_going", "zero_float"], ["work"], body=body
+    )
     constants.append(helper.make_tensor("keep_going", TensorProto.BOOL, [], [True]))
     return _onnx_model([*trips, loop], constants)
 
@@ -208,11 +226,16 @@ def onnx_constant_of_shape() -> bytes:
         helper.make_node("Mul", ["excess", "per_unit"], ["scaled"]),
         helper.make_node("Cast", ["scaled"], ["length"], to=TensorProto.INT64),
         helper.make_node("Unsqueeze", ["length", "axis_zero"], ["shape"]),
-        helper.make_node("ConstantOfShape", ["shape"], ["block"],
-                         value=helper.make_tensor("fill", TensorProto.FLOAT, [1],
-                                                  [1.0])),
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            ["block"],
+            value=helper.make_tensor("fill", TensorProto.FLOAT, [1], [1.0]),
+        ),
         helper.make_node("ReduceSum", ["block"], ["work"], keepdims=0),
     ]
-    constants = [_scalar("per_unit", FLOATS_PER_UNIT),
-                 helper.make_tensor("axis_zero", TensorProto.INT64, [1], [0])]
+    constants = [
+        _scalar("per_unit", FLOATS_PER_UNIT),
+        helper.make_tensor("axis_zero", TensorProto.INT64, [1], [0]),
+    ]
     return _onnx_model(nodes, constants)

@@ -64,17 +64,36 @@ def wait_for(url_host: str, port: int, path: str = "/healthz", timeout: float = 
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], workers: int = 4, extra: list[str] | None = None,
-             log_path: Path | None = None):
+def gunicorn(
+    env: dict[str, str],
+    workers: int = 4,
+    extra: list[str] | None = None,
+    log_path: Path | None = None,
+):
     """Run ``gunicorn wsgi:app`` on a free 127.0.0.1 port; yield the port; stop it."""
     port = free_port()
-    command = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers",
-               str(workers), "--timeout", "60", "--graceful-timeout", "5",
-               "--no-control-socket",  # gunicorn 27's default socket is one per user
-               *(extra or []), "wsgi:app"]
+    command = [
+        str(BIN / "gunicorn"),
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--timeout",
+        "60",
+        "--graceful-timeout",
+        "5",
+        "--no-control-socket",  # gunicorn 27's default socket is one per user
+        *(extra or []),
+        "wsgi:app",
+    ]
     log = open(log_path or os.devnull, "wb")  # noqa: SIM115 (closed below)
-    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
-                               stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         try:
             wait_for("127.0.0.1", port, timeout=90)

@@ -13,8 +13,12 @@ from werkzeug.serving import make_server
 def serve(app):
     """Yield ``"127.0.0.1:<port>"`` while ``app`` is served; always shut down after."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server",
-                              kwargs={"poll_interval": 0.1}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        name="live-server",
+        kwargs={"poll_interval": 0.1},
+        daemon=True,
+    )
     thread.start()
     try:
         yield f"127.0.0.1:{server.server_port}"

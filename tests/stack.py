@@ -43,8 +43,9 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM,
-         timeout: float = 30.0) -> None:
+def stop(
+    process: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 30.0
+) -> None:
     """Stop one process we started, by its pid; kill it if it does not go."""
     if process is None or process.poll() is not None:
         return
@@ -97,12 +98,20 @@ class Client:
 
     def __init__(self, host: str, cafile: Path | None = None):
         self.host = host
-        self.context = ssl.create_default_context(cafile=str(cafile)) \
-            if cafile else None
+        self.context = (
+            ssl.create_default_context(cafile=str(cafile)) if cafile else None
+        )
 
-    def request(self, method: str, port: int, path: str, body: bytes | None = None,
-                headers: dict[str, str] | None = None, tls: bool = True,
-                timeout: float = 30.0) -> Response:
+    def request(
+        self,
+        method: str,
+        port: int,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        tls: bool = True,
+        timeout: float = 30.0,
+    ) -> Response:
         if tls:
             conn = _TLS(self.host, port, context=self.context, timeout=timeout)
         else:
@@ -112,27 +121,37 @@ class Client:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
             data = response.read()
-            return Response(response.status, response.msg, data,
-                            time.perf_counter() - started)
+            return Response(
+                response.status, response.msg, data, time.perf_counter() - started
+            )
         finally:
             conn.close()
 
 
-def openssl_handshake(port: int, version: str, servername: str | None = None,
-                      cafile: Path | None = None) -> tuple[bool, str]:
+def openssl_handshake(
+    port: int, version: str, servername: str | None = None, cafile: Path | None = None
+) -> tuple[bool, str]:
     """Try a TLS handshake with ``openssl s_client -<version>`` (tls1, tls1_1, …).
 
     SECLEVEL=0 lets the client offer the old protocols at all: modern OpenSSL
     refuses them by itself, which would prove nothing about the server.
     """
-    command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", f"-{version}",
-               "-cipher", "DEFAULT:@SECLEVEL=0"]
+    command = [
+        "openssl",
+        "s_client",
+        "-connect",
+        f"127.0.0.1:{port}",
+        f"-{version}",
+        "-cipher",
+        "DEFAULT:@SECLEVEL=0",
+    ]
     if servername:
         command += ["-servername", servername]
     if cafile:
         command += ["-CAfile", str(cafile)]
-    result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True,
-                            text=True, timeout=20)
+    result = subprocess.run(
+        command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20
+    )
     output = result.stdout + result.stderr
     negotiated = result.returncode == 0 and "Cipher is (NONE)" not in output
     return negotiated, output
@@ -142,14 +161,22 @@ def start_logged(command: list[str], log: Path, **kwargs) -> subprocess.Popen:
     """Start a server process with stdout and stderr in ``log``."""
     handle = open(log, "wb")
     try:
-        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, **kwargs)
+        return subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
+        )
     finally:
         handle.close()  # the child keeps its own descriptor
 
 
 def env_with(**values: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MODELDOCK_",
-                                                                   "PROMETHEUS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MODELDOCK_", "PROMETHEUS_"))
+    }
     env.update(values)
     return env

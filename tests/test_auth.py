@@ -15,15 +15,23 @@ from app.models._time import utcnow
 from tests.conftest import auth
 
 # The explicit public list: health, login, static assets, API docs.
-PUBLIC = {"/healthz", "/readyz", "/auth/login", "/static/<path:filename>",
-          "/favicon.ico", "/api/openapi.json", "/api/docs"}
+PUBLIC = {
+    "/healthz",
+    "/readyz",
+    "/auth/login",
+    "/static/<path:filename>",
+    "/favicon.ico",
+    "/api/openapi.json",
+    "/api/docs",
+}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 def concrete(rule: str) -> str:
     """Fill a URL rule's variables with plausible values."""
-    return re.sub(r"<(?:(\w+):)?(\w+)>",
-                  lambda m: "1" if m.group(1) == "int" else "demo", rule)
+    return re.sub(
+        r"<(?:(\w+):)?(\w+)>", lambda m: "1" if m.group(1) == "int" else "demo", rule
+    )
 
 
 def rules(app):
@@ -38,14 +46,21 @@ def test_every_route_refuses_anonymous_callers(app, client):
             if response.status_code == 302:  # browser pages send people to login
                 assert "/auth/login" in response.headers["Location"], (rule, method)
                 continue
-            assert response.status_code in {401, 403, 404, 405}, (rule, method,
-                                                                   response.status_code)
+            assert response.status_code in {401, 403, 404, 405}, (
+                rule,
+                method,
+                response.status_code,
+            )
 
 
-PREDICT_SCOPE = {"/api/v1/models", "/api/v1/models/<name>",
-                 "/api/v1/models/<name>/versions/<int:number>", "/predict",
-                 "/api/v1/models/<name>/predict",
-                 "/api/v1/models/<name>/versions/<int:number>/predict"}
+PREDICT_SCOPE = {
+    "/api/v1/models",
+    "/api/v1/models/<name>",
+    "/api/v1/models/<name>/versions/<int:number>",
+    "/predict",
+    "/api/v1/models/<name>/predict",
+    "/api/v1/models/<name>/versions/<int:number>/predict",
+}
 # TensorFlow Serving and Open Inference routes: all predict scope.
 PROTOCOLS = ("/v1/", "/v2")
 
@@ -53,11 +68,15 @@ PROTOCOLS = ("/v1/", "/v2")
 def test_predict_only_key_reaches_nothing_beyond_prediction(app, client, keys):
     for rule in rules(app):
         for method in METHODS:
-            response = client.open(concrete(rule), method=method,
-                                   headers=auth(keys.predict))
+            response = client.open(
+                concrete(rule), method=method, headers=auth(keys.predict)
+            )
             status = response.status_code
-            if rule in PREDICT_SCOPE or rule.startswith(PROTOCOLS) or (
-                    rule == "/api/v1/models/<name>/versions" and method == "GET"):
+            if (
+                rule in PREDICT_SCOPE
+                or rule.startswith(PROTOCOLS)
+                or (rule == "/api/v1/models/<name>/versions" and method == "GET")
+            ):
                 assert status != 403, (rule, method)
             elif status == 302:  # a key never signs a browser in
                 assert "/auth/login" in response.headers["Location"], (rule, method)
@@ -66,8 +85,15 @@ def test_predict_only_key_reaches_nothing_beyond_prediction(app, client, keys):
 
 
 def test_predict_key_cannot_reach_admin_routes(app, client, keys):
-    admin_rules = [r for r in rules(app) if r.startswith("/api/") and (
-        r.endswith(("/activate", "/archive", "/rollback")) or r.endswith("/versions"))]
+    admin_rules = [
+        r
+        for r in rules(app)
+        if r.startswith("/api/")
+        and (
+            r.endswith(("/activate", "/archive", "/rollback"))
+            or r.endswith("/versions")
+        )
+    ]
     assert admin_rules
     for rule in admin_rules:
         response = client.post(concrete(rule), headers=auth(keys.predict))
@@ -93,10 +119,12 @@ def test_unknown_revoked_and_expired_keys_are_refused(app, client, keys):
     assert bad.get_json()["error"]["code"] == "invalid_api_key"
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == "alice"))
-        _, expired = create_api_key(user, "old", ["predict"],
-                                    utcnow() - timedelta(seconds=1))
-        key = db.session.scalar(select(ApiKey).where(ApiKey.user_id == user.id,
-                                                     ApiKey.name == "predict"))
+        _, expired = create_api_key(
+            user, "old", ["predict"], utcnow() - timedelta(seconds=1)
+        )
+        key = db.session.scalar(
+            select(ApiKey).where(ApiKey.user_id == user.id, ApiKey.name == "predict")
+        )
         revoke_api_key(key)
         db.session.commit()
     assert client.get("/api/v1/models", headers=auth(keys.predict)).status_code == 401
@@ -104,8 +132,10 @@ def test_unknown_revoked_and_expired_keys_are_refused(app, client, keys):
 
 
 def test_x_api_key_header_works_and_query_string_keys_are_refused(client, keys):
-    assert client.get("/api/v1/models",
-                      headers={"X-API-Key": keys.predict}).status_code == 200
+    assert (
+        client.get("/api/v1/models", headers={"X-API-Key": keys.predict}).status_code
+        == 200
+    )
     response = client.get(f"/api/v1/models?api_key={keys.predict}")
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "key_in_query_string"
@@ -143,8 +173,9 @@ def test_anonymous_prediction_when_switched_on(client, keys, iris):
     from tests.conftest import upload
 
     upload(client, keys.admin, "demo", iris.as_skops())
-    response = client.post("/api/v1/models/demo/predict",
-                           json={"instances": iris.X[:2].tolist()})
+    response = client.post(
+        "/api/v1/models/demo/predict", json={"instances": iris.X[:2].tolist()}
+    )
     assert response.status_code == 200
     # Reading models is part of predicting (clients fetch metadata); admin is not.
     assert client.get("/api/v1/models").status_code == 200
@@ -153,17 +184,24 @@ def test_anonymous_prediction_when_switched_on(client, keys, iris):
 
 def test_login_logout_and_csrf(app, client, keys):
     page = client.get("/auth/login")
-    token = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"',
-                      page.data).group(1).decode()
-    refused = client.post("/auth/login", data={"username": "alice",
-                                               "password": "alice password 1"})
+    token = (
+        re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page.data)
+        .group(1)
+        .decode()
+    )
+    refused = client.post(
+        "/auth/login", data={"username": "alice", "password": "alice password 1"}
+    )
     assert refused.status_code == 403 and b"CSRF" in refused.data
-    wrong = client.post("/auth/login", data={"username": "alice", "password": "nope",
-                                             "csrf_token": token})
+    wrong = client.post(
+        "/auth/login",
+        data={"username": "alice", "password": "nope", "csrf_token": token},
+    )
     assert wrong.status_code == 401 and b"Wrong username or password" in wrong.data
-    ok = client.post("/auth/login", data={"username": "alice",
-                                          "password": "alice password 1",
-                                          "csrf_token": token})
+    ok = client.post(
+        "/auth/login",
+        data={"username": "alice", "password": "alice password 1", "csrf_token": token},
+    )
     assert ok.status_code == 302
     home = client.get("/")
     assert home.status_code == 200 and b"alice" in home.data
@@ -185,10 +223,15 @@ def test_login_logout_and_csrf(app, client, keys):
 def test_failed_logins_are_throttled(client, keys):
     def attempt(password):
         page = client.get("/auth/login")
-        token = re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"',
-                          page.data).group(1).decode()
-        return client.post("/auth/login", data={
-            "username": "alice", "password": password, "csrf_token": token})
+        token = (
+            re.search(rb'name="csrf_token" type="hidden" value="([^"]+)"', page.data)
+            .group(1)
+            .decode()
+        )
+        return client.post(
+            "/auth/login",
+            data={"username": "alice", "password": password, "csrf_token": token},
+        )
 
     assert [attempt("wrong").status_code for _ in range(3)] == [401, 401, 401]
     throttled = attempt("alice password 1")  # even the right password waits now
@@ -199,7 +242,9 @@ def test_failed_logins_are_throttled(client, keys):
 @pytest.mark.config(RATELIMIT_ENABLED=True, MODELDOCK_RATELIMIT_DEFAULT="3 per minute")
 def test_api_rate_limit_answers_json_with_retry_after(client, keys):
     for _ in range(3):
-        assert client.get("/api/v1/models", headers=auth(keys.predict)).status_code == 200
+        assert (
+            client.get("/api/v1/models", headers=auth(keys.predict)).status_code == 200
+        )
     response = client.get("/api/v1/models", headers=auth(keys.predict))
     assert response.status_code == 429
     assert response.get_json()["error"]["code"] == "rate_limited"

@@ -31,18 +31,29 @@ sync_api = pytest.importorskip("playwright.sync_api")
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ADMIN = ("root", "correct horse battery")
 ALICE = ("alice", "alice password 1")
 FEATURES = ["x0", "x1", "x2", "x3"]
 
 # Skipped without Chromium on a developer's machine, never in CI (it must run there).
 NO_CHROMIUM = not os.access(CHROMIUM, os.X_OK) and not os.environ.get("CI")
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240),
-              pytest.mark.skipif(NO_CHROMIUM, reason="Debian's chromium is not "
-                                 "installed (make test installs it)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(240),
+    pytest.mark.skipif(
+        NO_CHROMIUM, reason="Debian's chromium is not installed (make test installs it)"
+    ),
+]
 
 
 def free_port() -> int:
@@ -77,8 +88,14 @@ class Server:
     def api(self, path: str, key: str, body: dict | None = None):
         """Call the JSON API with an API key (not the browser session)."""
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, headers={
-            "Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+            },
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
 
@@ -94,24 +111,43 @@ def server(tmp_path_factory, iris):
             from app.extensions import db
             from app.rollout import versions as service
 
-            service.upload_version("iris", "iris.skops", iris.as_skops(),
-                                   description="Iris species")
+            service.upload_version(
+                "iris", "iris.skops", iris.as_skops(), description="Iris species"
+            )
             db.session.commit()
         port = free_port()
-        env = {**os.environ,
-               "DATABASE_URL": f"{url}?options={search_path.replace('=', '%3D')}",
-               "SECRET_KEY": "browser-test-secret",
-               "MODELDOCK_ROUTING_REFRESH_SECONDS": "0",
-               "MODELDOCK_REQUEST_LOG_FLUSH_SECONDS": "0.2",
-               "MODELDOCK_VALIDATION_MEMORY_MB": "1024",
-               "MODELDOCK_CSV_WAIT_SECONDS": "0",  # always show the progress page
-               "MODELDOCK_RATELIMIT_LOGIN": "100 per minute"}
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"{url}?options={search_path.replace('=', '%3D')}",
+            "SECRET_KEY": "browser-test-secret",
+            "MODELDOCK_ROUTING_REFRESH_SECONDS": "0",
+            "MODELDOCK_REQUEST_LOG_FLUSH_SECONDS": "0.2",
+            "MODELDOCK_VALIDATION_MEMORY_MB": "1024",
+            "MODELDOCK_CSV_WAIT_SECONDS": "0",  # always show the progress page
+            "MODELDOCK_RATELIMIT_LOGIN": "100 per minute",
+        }
         log = tmp / "gunicorn.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-                 "--workers", "2", "--timeout", "60", "--graceful-timeout", "2",
-                 "wsgi:app"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    "2",
+                    "--timeout",
+                    "60",
+                    "--graceful-timeout",
+                    "2",
+                    "wsgi:app",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_until_up(f"http://127.0.0.1:{port}", process, log)
             yield Server(f"http://127.0.0.1:{port}", keys, app)
@@ -130,8 +166,9 @@ def server(tmp_path_factory, iris):
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM,
-                                              args=CHROMIUM_ARGS)
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS
+        )
         try:
             yield chromium
         finally:
@@ -139,9 +176,11 @@ def browser():
 
 
 def new_page(browser, server, viewport=(1280, 860)):
-    context = browser.new_context(base_url=server.url, accept_downloads=True,
-                                  viewport={"width": viewport[0],
-                                            "height": viewport[1]})
+    context = browser.new_context(
+        base_url=server.url,
+        accept_downloads=True,
+        viewport={"width": viewport[0], "height": viewport[1]},
+    )
     context.set_default_timeout(15_000)
     return context.new_page()
 
@@ -152,7 +191,8 @@ def sign_in(page, who) -> None:
     page.get_by_label("Password").fill(who[1])
     page.get_by_role("button", name="Sign in").click()
     sync_api.expect(page.locator(".flash-success")).to_contain_text(
-        f"Signed in as {who[0]}")
+        f"Signed in as {who[0]}"
+    )
 
 
 def shot(page, name: str) -> None:
@@ -183,13 +223,15 @@ def test_login_then_predict_one_row_with_the_form(alice, server, iris):
     page.get_by_label("Password").fill("not her password")
     page.get_by_role("button", name="Sign in").click()
     sync_api.expect(page.locator(".flash-error")).to_have_text(
-        "Wrong username or password.")
+        "Wrong username or password."
+    )
     shot(page, "01-login")
     sign_in(page, ALICE)
     shot(page, "02-models")
     page.get_by_role("link", name="iris").click()
     sync_api.expect(page.locator("#active-version")).to_contain_text(
-        "Active version: 1")
+        "Active version: 1"
+    )
     for row in iris.X[[0, 70, 140]]:
         for name, value in zip(FEATURES, row, strict=True):
             page.get_by_label(name, exact=True).fill(str(value))
@@ -197,9 +239,11 @@ def test_login_then_predict_one_row_with_the_form(alice, server, iris):
         expected = iris.estimator.predict(row.reshape(1, -1))[0]
         sync_api.expect(page.locator("#prediction")).to_have_text(str(expected))
         shown = page.locator("#result table td:nth-child(2)").all_inner_texts()
-        np.testing.assert_allclose([float(p) for p in shown],
-                                   iris.estimator.predict_proba(row.reshape(1, -1))[0],
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            [float(p) for p in shown],
+            iris.estimator.predict_proba(row.reshape(1, -1))[0],
+            atol=1e-4,
+        )
     shot(page, "03-predict-form")
     page.get_by_label("x1", exact=True).fill("many")
     page.get_by_role("button", name="Predict", exact=True).click()
@@ -224,18 +268,30 @@ def _csv(rows: np.ndarray, extra: list[str]) -> str:
 def test_csv_upload_table_chart_and_download(alice, server, iris, tmp_path):
     page = alice
     rows = iris.X[np.arange(120) % 150]
-    comments = ["plain", "=HYPERLINK(\"http://x\")", "-3", "@SUM(A1)", "+1+2"]
+    comments = ["plain", '=HYPERLINK("http://x")', "-3", "@SUM(A1)", "+1+2"]
     path = tmp_path / "flowers.csv"
     path.write_text(_csv(rows, comments))
     expected = iris.estimator.predict(rows)
     page.goto("/models/iris")
     page.get_by_label("CSV file", exact=True).set_input_files(str(path))
     page.get_by_role("button", name="Upload and predict").click()
-    sync_api.expect(page.locator("h1")).to_have_text("Results for flowers.csv",
-                                                     timeout=30_000)
+    sync_api.expect(page.locator("h1")).to_have_text(
+        "Results for flowers.csv", timeout=30_000
+    )
     header = page.locator("#results thead th").all_inner_texts()
-    assert header == ["#", "id", "x3", "comment", "x1", "x0", "x2", "prediction",
-                      "probability_0", "probability_1", "probability_2"]
+    assert header == [
+        "#",
+        "id",
+        "x3",
+        "comment",
+        "x1",
+        "x0",
+        "x2",
+        "prediction",
+        "probability_0",
+        "probability_1",
+        "probability_2",
+    ]
     first = page.locator("#results tbody tr")
     assert first.count() == 50
     predicted = page.locator("#results tbody td:nth-child(8)").all_inner_texts()
@@ -256,18 +312,27 @@ def test_csv_upload_table_chart_and_download(alice, server, iris, tmp_path):
     assert table[0] == header[1:]
     body = table[1:]
     assert [int(r[6]) for r in body] == expected.tolist()
-    np.testing.assert_allclose([[float(v) for v in r[7:]] for r in body],
-                               iris.estimator.predict_proba(rows), rtol=1e-9)
+    np.testing.assert_allclose(
+        [[float(v) for v in r[7:]] for r in body],
+        iris.estimator.predict_proba(rows),
+        rtol=1e-9,
+    )
     assert [r[0] for r in body] == [str(i) for i in range(120)]  # extras echoed
-    assert {r[2] for r in body} == {"plain", "'=HYPERLINK(\"http://x\")", "-3",
-                                    "'@SUM(A1)", "'+1+2"}
+    assert {r[2] for r in body} == {
+        "plain",
+        '\'=HYPERLINK("http://x")',
+        "-3",
+        "'@SUM(A1)",
+        "'+1+2",
+    }
 
     path.write_text("x0,x1,id\n1,2,3\n")
     page.goto("/models/iris")
     page.get_by_label("CSV file", exact=True).set_input_files(str(path))
     page.get_by_role("button", name="Upload and predict").click()
     sync_api.expect(page.locator("#file-error")).to_contain_text(
-        "missing column(s): x2, x3")
+        "missing column(s): x2, x3"
+    )
 
 
 def test_large_csv_shows_progress_then_results(alice, server, iris, tmp_path):
@@ -283,8 +348,9 @@ def test_large_csv_shows_progress_then_results(alice, server, iris, tmp_path):
     sync_api.expect(page.locator("#job-progress")).to_have_attribute("max", "100000")
     shot(page, "06-csv-progress")
     # The page refreshes itself (no JavaScript needed) until the results are ready.
-    sync_api.expect(page.locator("h1")).to_have_text("Results for large.csv",
-                                                     timeout=60_000)
+    sync_api.expect(page.locator("h1")).to_have_text(
+        "Results for large.csv", timeout=60_000
+    )
     sync_api.expect(page.locator(".summary")).to_contain_text("100,000 rows")
     predicted = page.locator("#results tbody td:nth-child(6)").all_inner_texts()
     assert [int(p) for p in predicted] == iris.estimator.predict(rows[:50]).tolist()
@@ -336,17 +402,21 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
     page.get_by_label("Metrics (JSON object)").fill('{"accuracy": 0.9}')
     page.get_by_role("button", name="Upload and validate").click()
     sync_api.expect(page.locator(".flash-success")).to_contain_text(
-        "Stored iris version 2", timeout=60_000)
+        "Stored iris version 2", timeout=60_000
+    )
     sync_api.expect(page.locator("#version-2")).to_contain_text(
-        "stronger regularisation")
+        "stronger regularisation"
+    )
     sync_api.expect(page.locator("#active-version")).to_have_text("1")
     shot(page, "10-admin-versions")
     # Each row's Actions cell sits under the Actions heading (same column box).
     heading = page.locator("#versions thead th").last.bounding_box()
     for number in (1, 2):
         cell = page.locator(f"#version-{number} td").last.bounding_box()
-        assert abs(cell["x"] - heading["x"]) < 1 and \
-            abs(cell["width"] - heading["width"]) < 1, (heading, cell)
+        assert (
+            abs(cell["x"] - heading["x"]) < 1
+            and abs(cell["width"] - heading["width"]) < 1
+        ), (heading, cell)
 
     page.get_by_role("link", name="Activate version 2").click()
     sync_api.expect(page.locator("h1")).to_have_text("Activate version 2 of iris?")
@@ -356,8 +426,11 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
     sync_api.expect(page.locator("#active-version")).to_have_text("2")
 
     def served_version(expected_model) -> int:
-        body = server.api("/api/v1/models/iris/predict", server.keys.predict,
-                          {"instances": [row.tolist()]})
+        body = server.api(
+            "/api/v1/models/iris/predict",
+            server.keys.predict,
+            {"instances": [row.tolist()]},
+        )
         expected = expected_model.predict(row.reshape(1, -1)).tolist()
         assert body["predictions"] == expected
         return body["version"]
@@ -365,18 +438,21 @@ def test_admin_uploads_activates_and_rolls_back(admin, server, iris, iris_v2, tm
     assert served_version(iris_v2.estimator) == 2  # every worker switched
     page.goto("/models/iris")
     sync_api.expect(page.locator("#active-version")).to_contain_text(
-        "Active version: 2")
+        "Active version: 2"
+    )
     for name, value in zip(FEATURES, row, strict=True):
         page.get_by_label(name, exact=True).fill(str(value))
     page.get_by_role("button", name="Predict", exact=True).click()
     sync_api.expect(page.locator("#prediction")).to_have_text(
-        str(iris_v2.estimator.predict(row.reshape(1, -1))[0]))
+        str(iris_v2.estimator.predict(row.reshape(1, -1))[0])
+    )
 
     page.goto("/admin/models/iris")
     page.get_by_role("link", name="Roll back to version 1").click()
     page.get_by_role("button", name="Roll back").click()
     sync_api.expect(page.locator(".flash-success")).to_contain_text(
-        "serves version 1 again")
+        "serves version 1 again"
+    )
     sync_api.expect(page.locator("#active-version")).to_have_text("1")
     assert served_version(iris.estimator) == 1
 
@@ -392,8 +468,11 @@ def test_admin_canary_promote_and_roll_back(admin, server):
     page = admin
 
     def served() -> int:
-        return server.api("/api/v1/models/iris/predict", server.keys.predict,
-                          {"instances": [[5.1, 3.5, 1.4, 0.2]]})["version"]
+        return server.api(
+            "/api/v1/models/iris/predict",
+            server.keys.predict,
+            {"instances": [[5.1, 3.5, 1.4, 0.2]]},
+        )["version"]
 
     page.goto("/admin/models/iris")
     sync_api.expect(page.locator("#active-version")).to_have_text("1")
@@ -419,8 +498,12 @@ def test_admin_canary_promote_and_roll_back(admin, server):
     assert served() == 1
     page.goto("/admin/audit")
     actions = page.locator("#audit tbody td:nth-child(3)").all_inner_texts()
-    assert actions[:4] == ["alias.stable", "alias.stable", "alias.canary.clear",
-                           "alias.canary"]
+    assert actions[:4] == [
+        "alias.stable",
+        "alias.stable",
+        "alias.canary.clear",
+        "alias.canary",
+    ]
 
 
 def test_admin_overview_pages(admin, server):
@@ -440,8 +523,13 @@ def test_admin_overview_pages(admin, server):
 
 
 def test_non_admin_gets_403_and_visitors_go_to_login(alice, browser, server):
-    for path in ("/admin/", "/admin/models", "/admin/users", "/admin/upload",
-                 "/admin/models/iris/versions/1/activate"):
+    for path in (
+        "/admin/",
+        "/admin/models",
+        "/admin/users",
+        "/admin/upload",
+        "/admin/models/iris/versions/1/activate",
+    ):
         response = alice.goto(path)
         assert response.status == 403, path
         sync_api.expect(alice.locator("h1")).to_have_text("Error 403")
@@ -459,7 +547,8 @@ def test_form_post_without_csrf_token_is_refused(alice, server):
     page.goto("/account")
     page.get_by_label("Name", exact=True).fill("forged")
     page.locator("form[action='/account/keys'] input[name=csrf_token]").evaluate(
-        "element => element.remove()")
+        "element => element.remove()"
+    )
     with page.expect_response(lambda r: r.url.endswith("/account/keys")) as info:
         page.get_by_role("button", name="Create key").click()
     assert info.value.status == 403

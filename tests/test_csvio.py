@@ -17,19 +17,22 @@ def read(text: str, schema=SCHEMA, max_rows: int = 100):
     return csvio.read_csv(text.encode(), schema, max_rows)
 
 
-@pytest.mark.parametrize("cell, exported", [
-    ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
-    ("+SUM(A1:A2)", "'+SUM(A1:A2)"),
-    ("-2+3", "'-2+3"),
-    ("@SUM(A1)", "'@SUM(A1)"),
-    ("\t=1", "'\t=1"),
-    ("-1.5", "-1.5"),  # a plain number is no formula and stays a number
-    ("+3", "+3"),
-    ("-2.5e-3", "-2.5e-3"),
-    ("plain text", "plain text"),
-    ("a=b", "a=b"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "cell, exported",
+    [
+        ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+        ("+SUM(A1:A2)", "'+SUM(A1:A2)"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("-1.5", "-1.5"),  # a plain number is no formula and stays a number
+        ("+3", "+3"),
+        ("-2.5e-3", "-2.5e-3"),
+        ("plain text", "plain text"),
+        ("a=b", "a=b"),
+        ("", ""),
+    ],
+)
 def test_export_neutralises_formulas_but_not_numbers(cell, exported):
     assert csvio.neutralise(cell) == exported
     line = next(csvio.export_lines([[cell]]))
@@ -38,12 +41,21 @@ def test_export_neutralises_formulas_but_not_numbers(cell, exported):
 
 def test_columns_are_found_by_name_in_any_order_and_extras_are_kept():
     parsed = read("id,c,note,a,b\n7,3,hello,1,2\n8,6,,4,5\n")
-    np.testing.assert_array_equal(csvio.to_matrix(parsed, 0, 2, SCHEMA),
-                                  [[1, 2, 3], [4, 5, 6]])
+    np.testing.assert_array_equal(
+        csvio.to_matrix(parsed, 0, 2, SCHEMA), [[1, 2, 3], [4, 5, 6]]
+    )
     rows = list(csvio.result_rows(parsed, 0, np.array(["x", "y"]), None))
     assert rows == [["7", "3", "hello", "1", "2", "x"], ["8", "6", "", "4", "5", "y"]]
     assert csvio.result_header(parsed, ["x", "y"], True) == [
-        "id", "c", "note", "a", "b", "prediction", "probability_x", "probability_y"]
+        "id",
+        "c",
+        "note",
+        "a",
+        "b",
+        "prediction",
+        "probability_x",
+        "probability_y",
+    ]
 
 
 def test_missing_columns_are_named():
@@ -58,13 +70,16 @@ def test_byte_order_mark_and_blank_lines_are_ignored():
     assert len(parsed) == 2 and parsed.lines == [2, 4]
 
 
-@pytest.mark.parametrize("text, code, status, words", [
-    ("", "empty_batch", 400, "empty"),
-    ("a,b,c\n", "empty_batch", 400, "no rows"),
-    ("a,b,c\n1,2\n", "ragged_row", 400, "line 2 has 2 cells"),
-    ("a,a,b,c\n1,1,2,3\n", "duplicate_column", 400, "a"),
-    ("a,b,c\n" + "1,2,3\n" * 101, "batch_too_large", 413, "more than 100 rows"),
-])
+@pytest.mark.parametrize(
+    "text, code, status, words",
+    [
+        ("", "empty_batch", 400, "empty"),
+        ("a,b,c\n", "empty_batch", 400, "no rows"),
+        ("a,b,c\n1,2\n", "ragged_row", 400, "line 2 has 2 cells"),
+        ("a,a,b,c\n1,1,2,3\n", "duplicate_column", 400, "a"),
+        ("a,b,c\n" + "1,2,3\n" * 101, "batch_too_large", 413, "more than 100 rows"),
+    ],
+)
 def test_bad_files_get_clear_errors(text, code, status, words):
     with pytest.raises(APIError) as error:
         read(text)
@@ -113,5 +128,8 @@ def test_form_rows_use_the_api_validation():
     # Every bad field at once, each with its own message.
     with pytest.raises(csvio.FormRowError) as error:
         csvio.row_from_text(["", "x", "inf"], SCHEMA, 10)
-    assert error.value.messages == {0: "required", 1: "'x' is not a number",
-                                    2: "'inf' is not a finite number"}
+    assert error.value.messages == {
+        0: "required",
+        1: "'x' is not a number",
+        2: "'inf' is not a finite number",
+    }

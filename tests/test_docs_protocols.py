@@ -53,8 +53,13 @@ def test_readme_curl_session_answers_as_shown(demo_server):
         if not line.startswith("curl "):
             continue
         command = line.replace("127.0.0.1:5000", address)
-        output = subprocess.run(["bash", "-c", command], capture_output=True, text=True,
-                                timeout=30, env={**os.environ, "MODELDOCK_KEY": key})
+        output = subprocess.run(
+            ["bash", "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "MODELDOCK_KEY": key},
+        )
         assert output.returncode == 0, (line, output.stderr)
         answer = json.loads(output.stdout)
         if i + 1 < len(lines) and lines[i + 1].startswith("# {"):
@@ -68,8 +73,14 @@ def test_readme_curl_session_answers_as_shown(demo_server):
 def test_tritonclient_script_runs_against_the_server(demo_server):
     address, key = demo_server
     env = {**os.environ, "MODELDOCK_KEY": key, "MODELDOCK_URL": address}
-    output = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True,
-                            text=True, timeout=120, cwd=ROOT, env=env)
+    output = subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
     assert output.returncode == 0, output.stderr
     printed = output.stdout.splitlines()
     assert "live: True ready: True" in printed

@@ -39,8 +39,12 @@ def steps(page: Path) -> list[tuple[str, object | None]]:
             continue
         commands = _commands(block.group(2))
         found.extend(commands)
-        if after is not None and after.group(1) == "json" and commands and \
-                not text[block.end():after.start()].strip():
+        if (
+            after is not None
+            and after.group(1) == "json"
+            and commands
+            and not text[block.end() : after.start()].strip()
+        ):
             found[-1] = (found[-1][0], json.loads(after.group(2)))
     return found
 
@@ -78,8 +82,11 @@ def session_folder(tmp_path_factory):
             db.session.commit()
         (folder / ".venv").symlink_to(ROOT / ".venv")
         (folder / "wsgi.py").symlink_to(ROOT / "wsgi.py")
-        env = {**os.environ, "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-               "SECRET_KEY": app.config["SECRET_KEY"]}
+        env = {
+            **os.environ,
+            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+            "SECRET_KEY": app.config["SECRET_KEY"],
+        }
         with serve(app) as address:
             yield folder, address, env
 
@@ -91,17 +98,28 @@ def test_documented_session_runs_in_order_with_the_answers_shown(session_folder)
     checked = ran = 0
     for page in PAGES:
         for command, shown in steps(page):
-            script = (f"source {shlex.quote(str(state))}\n"
-                      f"{command.replace('127.0.0.1:5000', address)}\n"
-                      f"export -p > {shlex.quote(str(state))}")
-            output = subprocess.run(["bash", "-c", script], capture_output=True,
-                                    text=True, timeout=120, cwd=folder, env=env)
+            script = (
+                f"source {shlex.quote(str(state))}\n"
+                f"{command.replace('127.0.0.1:5000', address)}\n"
+                f"export -p > {shlex.quote(str(state))}"
+            )
+            output = subprocess.run(
+                ["bash", "-c", script],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=folder,
+                env=env,
+            )
             ran += 1
             assert output.returncode == 0, (page.name, command, output.stderr[-2000:])
             answers = json_documents(output.stdout)
             if shown is not None:
-                assert answers and documented(answers[-1], shown), \
-                    (page.name, command, output.stdout[:2000])
+                assert answers and documented(answers[-1], shown), (
+                    page.name,
+                    command,
+                    output.stdout[:2000],
+                )
                 checked += 1
             else:
                 errors = [a for a in answers if isinstance(a, dict) and "error" in a]

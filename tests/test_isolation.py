@@ -30,44 +30,71 @@ from tests import hostile_state as hostile
 from tests.conftest import auth, upload
 from tests.live import gunicorn
 
-IRIS_SCHEMA = {"estimator": "Hostile", "allow_nan": False, "n_features": 4,
-               "feature_names": ["x0", "x1", "x2", "x3"], "named_features": False,
-               "task": "regression", "classes": None, "has_proba": False}
+IRIS_SCHEMA = {
+    "estimator": "Hostile",
+    "allow_nan": False,
+    "n_features": 4,
+    "feature_names": ["x0", "x1", "x2", "x3"],
+    "named_features": False,
+    "task": "regression",
+    "classes": None,
+    "has_proba": False,
+}
 SECRET = "s3cr3t-value-that-must-never-leave-the-server"
 
 
-def register_unchecked(name: str, data: bytes, file_format: str,
-                       task: str = "classification") -> None:
+def register_unchecked(
+    name: str, data: bytes, file_format: str, task: str = "classification"
+) -> None:
     """Store a version as if upload validation had missed it (inside an app
     context), so that the runtime alone must contain it."""
-    schema = {**IRIS_SCHEMA, "task": task,
-              "classes": [0, 1, 2] if task == "classification" else None}
+    schema = {
+        **IRIS_SCHEMA,
+        "task": task,
+        "classes": [0, 1, 2] if task == "classification" else None,
+    }
     model = MLModel(name=name, description="", task=task)
     db.session.add(model)
     db.session.flush()
-    version = ModelVersion(model=model, number=1, file_format=file_format,
-                           sha256=hashlib.sha256(data).hexdigest(),
-                           size_bytes=len(data), input_schema=schema,
-                           sample={"rows": [hostile.NORMAL_ROW],
-                                   "predictions": [0], "probabilities": None},
-                           metrics=None, notes="registered without validation")
+    version = ModelVersion(
+        model=model,
+        number=1,
+        file_format=file_format,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        input_schema=schema,
+        sample={
+            "rows": [hostile.NORMAL_ROW],
+            "predictions": [0],
+            "probabilities": None,
+        },
+        metrics=None,
+        notes="registered without validation",
+    )
     version.artifact = ModelArtifact(data=data)
     db.session.add(version)
     db.session.flush()
-    db.session.add(ModelAlias(model_id=model.id, alias="stable", version_id=version.id,
-                              weight=100))
+    db.session.add(
+        ModelAlias(model_id=model.id, alias="stable", version_id=version.id, weight=100)
+    )
     changes.bump()
     db.session.commit()
 
 
 def predict(client, key, name, row):
-    return client.post(f"/api/v1/models/{name}/predict", headers=auth(key),
-                       json={"instances": [row]})
+    return client.post(
+        f"/api/v1/models/{name}/predict", headers=auth(key), json={"instances": [row]}
+    )
 
 
-@pytest.mark.parametrize("builder", [hostile.tree_out_of_range_child,
-                                     hostile.tree_self_loop,
-                                     hostile.hist_gradient_boosting_bad_node])
+@pytest.mark.parametrize(
+    "builder",
+    [
+        hostile.tree_out_of_range_child,
+        hostile.tree_self_loop,
+        hostile.hist_gradient_boosting_bad_node,
+    ],
+)
 def test_upload_refuses_trees_whose_state_would_misbehave(client, keys, builder):
     data, normal, extreme = builder()
     response = upload(client, keys.admin, "evil", data, filename="evil.joblib")
@@ -75,8 +102,9 @@ def test_upload_refuses_trees_whose_state_would_misbehave(client, keys, builder)
     error = response.get_json()["error"]
     assert error["code"] == "unsafe_model_state"
     assert "child index" in error["message"]
-    assert client.get("/api/v1/models/evil", headers=auth(keys.admin)
-                      ).status_code == 404  # nothing stored
+    assert (
+        client.get("/api/v1/models/evil", headers=auth(keys.admin)).status_code == 404
+    )  # nothing stored
 
 
 def test_upload_refuses_a_vectorizer_that_opens_files(client, keys, tmp_path):
@@ -90,8 +118,9 @@ def test_upload_refuses_a_vectorizer_that_opens_files(client, keys, tmp_path):
     assert SECRET not in body
 
 
-def test_an_isolated_runtime_cannot_open_the_secret_key(app, client, keys, tmp_path,
-                                                        caplog):
+def test_an_isolated_runtime_cannot_open_the_secret_key(
+    app, client, keys, tmp_path, caplog
+):
     instance = tmp_path / "instance"
     instance.mkdir()
     secret = instance / "secret_key"
@@ -101,8 +130,9 @@ def test_an_isolated_runtime_cannot_open_the_secret_key(app, client, keys, tmp_p
     data, row = hostile.file_reading_stack(str(secret))
     # Control: unconfined, this model really reads the file (its answer is the
     # count of characters in it).
-    assert Predictor(data, "joblib", {**IRIS_SCHEMA}).predict(
-        np.array([row]))[0][0] == len(SECRET)
+    assert Predictor(data, "joblib", {**IRIS_SCHEMA}).predict(np.array([row]))[0][
+        0
+    ] == len(SECRET)
     with app.app_context():
         register_unchecked("evil", data, "joblib", task="regression")
     with caplog.at_level(logging.WARNING):
@@ -116,29 +146,53 @@ def test_an_isolated_runtime_cannot_open_the_secret_key(app, client, keys, tmp_p
 
 
 def test_inference_process_holds_no_secrets_and_is_confined(iris):
-    runtime = IsolatedRuntime("x" * 64, iris.as_skops(), "skops",
-                              {**IRIS_SCHEMA, "task": "classification",
-                               "classes": [0, 1, 2], "has_proba": True})
+    runtime = IsolatedRuntime(
+        "x" * 64,
+        iris.as_skops(),
+        "skops",
+        {
+            **IRIS_SCHEMA,
+            "task": "classification",
+            "classes": [0, 1, 2],
+            "has_proba": True,
+        },
+    )
     try:
         [process] = runtime._all
         pid = process.proc.pid
         with open(f"/proc/{pid}/environ", "rb") as handle:
-            names = {item.split(b"=")[0].decode() for item in
-                     handle.read().split(b"\0") if item}
-        assert not names & {"SECRET_KEY", "DATABASE_URL", "REDIS_URL",
-                            "MODELDOCK_SECRET_KEY"}
-        assert names <= {"PATH", "PYTHONPATH", "OPENBLAS_NUM_THREADS",
-                         "OMP_NUM_THREADS", "MKL_NUM_THREADS", "JOBLIB_MULTIPROCESSING",
-                         "PYTHONDONTWRITEBYTECODE", "MODELDOCK_RUNTIME_MEMORY_MB",
-                         "MODELDOCK_RUNTIME_TRUSTED"}
+            names = {
+                item.split(b"=")[0].decode()
+                for item in handle.read().split(b"\0")
+                if item
+            }
+        assert not names & {
+            "SECRET_KEY",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "MODELDOCK_SECRET_KEY",
+        }
+        assert names <= {
+            "PATH",
+            "PYTHONPATH",
+            "OPENBLAS_NUM_THREADS",
+            "OMP_NUM_THREADS",
+            "MKL_NUM_THREADS",
+            "JOBLIB_MULTIPROCESSING",
+            "PYTHONDONTWRITEBYTECODE",
+            "MODELDOCK_RUNTIME_MEMORY_MB",
+            "MODELDOCK_RUNTIME_TRUSTED",
+        }
         layers = runtime.describe()["confinement"]
         assert any(layer.startswith("landlock") for layer in layers)
         labels, proba = runtime.predict(iris.X[:5], time.monotonic() + 10)
         assert labels.tolist() == iris.estimator.predict(iris.X[:5]).tolist()
     finally:
         runtime.close()
-    assert not os.path.exists(f"/proc/{pid}") or \
-        open(f"/proc/{pid}/status").read().find("State:\tZ") >= 0
+    assert (
+        not os.path.exists(f"/proc/{pid}")
+        or open(f"/proc/{pid}/status").read().find("State:\tZ") >= 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +218,21 @@ def hostile_server(tmp_path_factory, iris):
         register_unchecked("hang", hostile.tree_self_loop()[0], "joblib")
         db.engine.dispose()
     app.extensions["modeldock"].close()
-    env = {"DATABASE_URL": url, "SECRET_KEY": "isolation",
-           "MODELDOCK_PREDICT_TIMEOUT_SECONDS": "2",
-           "MODELDOCK_ISOLATED_MEMORY_MB": "1024", "MODELDOCK_RATELIMIT_DEFAULT":
-           "100000 per minute", "MODELDOCK_REQUEST_LOG_ENABLED": "false"}
+    env = {
+        "DATABASE_URL": url,
+        "SECRET_KEY": "isolation",
+        "MODELDOCK_PREDICT_TIMEOUT_SECONDS": "2",
+        "MODELDOCK_ISOLATED_MEMORY_MB": "1024",
+        "MODELDOCK_RATELIMIT_DEFAULT": "100000 per minute",
+        "MODELDOCK_REQUEST_LOG_ENABLED": "false",
+    }
     log = folder / "gunicorn.log"
-    with gunicorn(env, workers=2, extra=["--worker-class", "gthread", "--threads", "4"],
-                  log_path=log) as port:
+    with gunicorn(
+        env,
+        workers=2,
+        extra=["--worker-class", "gthread", "--threads", "4"],
+        log_path=log,
+    ) as port:
         yield port, key, log
 
 
@@ -180,13 +242,17 @@ def _post(port, key, name, row, timeout=30):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     started = time.monotonic()
     try:
-        conn.request("POST", f"/api/v1/models/{name}/predict",
-                     body=json.dumps({"instances": [row]}),
-                     headers={"Content-Type": "application/json",
-                              "Authorization": f"Bearer {key}"})
+        conn.request(
+            "POST",
+            f"/api/v1/models/{name}/predict",
+            body=json.dumps({"instances": [row]}),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {key}",
+            },
+        )
         response = conn.getresponse()
-        return response.status, json.loads(response.read()), \
-            time.monotonic() - started
+        return response.status, json.loads(response.read()), time.monotonic() - started
     finally:
         conn.close()
 
@@ -202,8 +268,12 @@ def test_hostile_models_fail_alone_while_healthy_traffic_answers(hostile_server)
             status, body, _ = _post(port, key, "healthy", hostile.NORMAL_ROW)
             healthy.append(status)
 
-    attacks = [("crash", hostile.EXTREME_ROW)] * 3 + [("hang", hostile.EXTREME_ROW)] * 3 \
-        + [("loop", hostile.EXTREME_ROW)] * 2 + [("bomb", [20.0, 0, 0, 0])] * 2
+    attacks = (
+        [("crash", hostile.EXTREME_ROW)] * 3
+        + [("hang", hostile.EXTREME_ROW)] * 3
+        + [("loop", hostile.EXTREME_ROW)] * 2
+        + [("bomb", [20.0, 0, 0, 0])] * 2
+    )
     with ThreadPoolExecutor(len(attacks) + 2) as pool:
         traffic = [pool.submit(healthy_traffic) for _ in range(2)]
         time.sleep(0.5)
@@ -224,8 +294,11 @@ def test_hostile_models_fail_alone_while_healthy_traffic_answers(hostile_server)
     assert crash <= {(502, "runtime_failed"), (504, "prediction_timeout")}
     assert {(s, c) for s, c, _ in by_name["hang"]} == {(504, "prediction_timeout")}
     assert {(s, c) for s, c, _ in by_name["loop"]} == {(504, "prediction_timeout")}
-    assert {c for _, c, _ in by_name["bomb"]} <= {"prediction_failed", "runtime_failed",
-                                                 "prediction_timeout"}
+    assert {c for _, c, _ in by_name["bomb"]} <= {
+        "prediction_failed",
+        "runtime_failed",
+        "prediction_timeout",
+    }
     assert healthy and set(healthy) == {200}, healthy.count(200)
     # A fresh process takes over: the crashed and hung models answer ordinary rows
     # again (as soon as the replacement has started: seconds on a busy machine).
@@ -244,11 +317,15 @@ def test_hostile_models_fail_alone_while_healthy_traffic_answers(hostile_server)
 def test_a_models_own_deadline_stops_its_runs(app, client, keys, runner):
     with app.app_context():
         register_unchecked("hang", hostile.tree_self_loop()[0], "joblib")
-    bad = client.put("/api/v1/models/hang/timeout", headers=auth(keys.admin),
-                     json={"seconds": -1})
+    bad = client.put(
+        "/api/v1/models/hang/timeout", headers=auth(keys.admin), json={"seconds": -1}
+    )
     assert bad.status_code == 400 and bad.get_json()["error"]["field"] == "seconds"
-    response = client.put("/api/v1/models/hang/timeout", headers=auth(keys.admin),
-                          json={"seconds": 0.5, "reason": "hostile"})
+    response = client.put(
+        "/api/v1/models/hang/timeout",
+        headers=auth(keys.admin),
+        json={"seconds": 0.5, "reason": "hostile"},
+    )
     assert response.get_json()["timeout"] == {"seconds": 0.5, "effective": 0.5}
     started = time.monotonic()
     answer = predict(client, keys.predict, "hang", hostile.EXTREME_ROW)
@@ -264,14 +341,20 @@ def _chain_of_matmuls(width: int = 256, depth: int = 400) -> bytes:
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.eye(width, dtype=np.float32), "w")
-    nodes = [helper.make_node("MatMul", ["X" if i == 0 else f"h{i}", "w"],
-                              [f"h{i + 1}"]) for i in range(depth)]
-    nodes.append(helper.make_node("ReduceSum", [f"h{depth}"], ["y"], axes=[1],
-                                  keepdims=0))
+    nodes = [
+        helper.make_node("MatMul", ["X" if i == 0 else f"h{i}", "w"], [f"h{i + 1}"])
+        for i in range(depth)
+    ]
+    nodes.append(
+        helper.make_node("ReduceSum", [f"h{depth}"], ["y"], axes=[1], keepdims=0)
+    )
     graph = helper.make_graph(
-        nodes, "chain", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
-                                                       [None, width])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])], [weight])
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [None, width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+        [weight],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
     model.ir_version = 8
     return model.SerializeToString()
@@ -281,8 +364,14 @@ def test_in_process_onnx_runs_are_terminated_at_their_deadline():
     from app.serving.runtimes.base import PredictionTimeout
     from app.serving.runtimes.onnx import InProcessOnnx
 
-    schema = {"estimator": "ONNX graph", "allow_nan": False, "n_features": 256,
-              "task": "regression", "classes": None, "has_proba": False}
+    schema = {
+        "estimator": "ONNX graph",
+        "allow_nan": False,
+        "n_features": 256,
+        "task": "regression",
+        "classes": None,
+        "has_proba": False,
+    }
     runtime = InProcessOnnx("c" * 64, _chain_of_matmuls(), schema)
     rows = np.ones((4000, 256))
     started = time.monotonic()
@@ -301,11 +390,14 @@ def test_only_allowlisted_graphs_run_in_process(app, client, keys, iris):
 
         state = serving_state()
         snapshot = state.routing.snapshot()
-        kinds = {name: state.load_version(model.alias_version("stable")).kind
-                 for name, model in snapshot.models.items()}
+        kinds = {
+            name: state.load_version(model.alias_version("stable")).kind
+            for name, model in snapshot.models.items()
+        }
     assert kinds == {"iris": "in-process onnxruntime", "loop": "isolated"}
     from app.serving.runtimes.onnx import inprocess_refusal
 
     assert "Loop" in inprocess_refusal(onnx.load_from_string(hostile.onnx_loop()))
     assert "ConstantOfShape" in inprocess_refusal(
-        onnx.load_from_string(hostile.onnx_constant_of_shape()))
+        onnx.load_from_string(hostile.onnx_constant_of_shape())
+    )

@@ -18,10 +18,13 @@ from tests.conftest import BACKENDS, build_app, database
 
 def attempt(client, password: str, username: str = "alice"):
     page = client.get("/auth/login")
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"',
-                      page.text).group(1)
-    return client.post("/auth/login", data={
-        "username": username, "password": password, "csrf_token": token})
+    token = re.search(
+        r'name="csrf_token" type="hidden" value="([^"]+)"', page.text
+    ).group(1)
+    return client.post(
+        "/auth/login",
+        data={"username": username, "password": password, "csrf_token": token},
+    )
 
 
 def from_address(app, address: str):
@@ -52,11 +55,14 @@ def test_account_waits_after_repeated_failures_then_success_resets(app, keys):
     # An account nobody guesses at is not affected.
     assert attempt(client, "alice password 1", "bob").status_code == 401
     with app.app_context():
-        [event] = db.session.scalars(select(AuditEvent).where(
-            AuditEvent.action == "user.login_backoff")).all()
+        [event] = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "user.login_backoff")
+        ).all()
         assert event.target == "user:alice" and event.remote_addr == "192.0.2.1"
-        assert event.details == {"failed_sign_ins": FREE_LOGIN_FAILURES,
-                                 "wait_seconds": LOGIN_BACKOFF_SECONDS}
+        assert event.details == {
+            "failed_sign_ins": FREE_LOGIN_FAILURES,
+            "wait_seconds": LOGIN_BACKOFF_SECONDS,
+        }
 
     # Once the wait is over, the next failure waits twice as long ...
     expire(app)
@@ -71,8 +77,9 @@ def test_account_waits_after_repeated_failures_then_success_resets(app, keys):
 
 def expire(app) -> None:
     with app.app_context():
-        db.session.execute(update(User).values(
-            login_locked_until=utcnow() - timedelta(seconds=1)))
+        db.session.execute(
+            update(User).values(login_locked_until=utcnow() - timedelta(seconds=1))
+        )
         db.session.commit()
 
 
@@ -86,8 +93,10 @@ def test_two_workers_share_one_count(backend, tmp_path):
 
             make_keys(first)
             one, two = first.test_client(), second.test_client()
-            statuses = [attempt(one if i % 2 else two, "wrong").status_code
-                        for i in range(FREE_LOGIN_FAILURES)]
+            statuses = [
+                attempt(one if i % 2 else two, "wrong").status_code
+                for i in range(FREE_LOGIN_FAILURES)
+            ]
             assert statuses == [401] * FREE_LOGIN_FAILURES
             # Neither worker saw more than 3 failures itself, yet both make it wait.
             assert attempt(one, "alice password 1").status_code == 429
@@ -105,12 +114,22 @@ def test_two_workers_share_one_count(backend, tmp_path):
 def test_owner_signs_in_while_others_hammer_the_account(app, keys):
     owner = from_address(app, "198.51.100.7")
     assert attempt(owner, "alice password 1").status_code == 302  # a known browser
-    owner.post("/auth/logout", data={"csrf_token": re.search(
-        r'name="csrf_token" value="([^"]+)"', owner.get("/").text).group(1)})
+    owner.post(
+        "/auth/logout",
+        data={
+            "csrf_token": re.search(
+                r'name="csrf_token" value="([^"]+)"', owner.get("/").text
+            ).group(1)
+        },
+    )
 
     attacker = from_address(app, "203.0.113.1")
-    assert [attempt(attacker, "guess").status_code for _ in range(4)] == \
-        [401, 401, 401, 429]  # the per-address limit stops this address ...
+    assert [attempt(attacker, "guess").status_code for _ in range(4)] == [
+        401,
+        401,
+        401,
+        429,
+    ]  # the per-address limit stops this address ...
     neighbour = from_address(app, "203.0.113.2")
     assert attempt(neighbour, "alice password 1").status_code == 302  # ... only it
     # Guesses from more addresses reach the account's limit: new browsers now wait,
@@ -136,11 +155,16 @@ def test_a_name_no_account_has_waits_like_an_account(app, keys):
     client = from_address(app, "192.0.2.9")
     answers = {}
     for name in ("alice", "nobody-has-this-name"):
-        statuses = [attempt(client, "wrong", name).status_code
-                    for _ in range(FREE_LOGIN_FAILURES + 1)]
+        statuses = [
+            attempt(client, "wrong", name).status_code
+            for _ in range(FREE_LOGIN_FAILURES + 1)
+        ]
         answers[name] = statuses
-    assert answers["alice"] == answers["nobody-has-this-name"] == \
-        [401] * FREE_LOGIN_FAILURES + [429]
+    assert (
+        answers["alice"]
+        == answers["nobody-has-this-name"]
+        == [401] * FREE_LOGIN_FAILURES + [429]
+    )
     waited = attempt(client, "wrong", "nobody-has-this-name")
     assert waited.status_code == 429
     assert "Too many failed sign-ins for this account" in waited.text

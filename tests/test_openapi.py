@@ -22,13 +22,19 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 
 
 def routes(app) -> set[tuple[str, str]]:
-    return {(openapi_path(rule.rule), method) for rule in app.url_map.iter_rules()
-            for method in rule.methods - IGNORED_METHODS}
+    return {
+        (openapi_path(rule.rule), method)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - IGNORED_METHODS
+    }
 
 
 def documented(document) -> set[tuple[str, str]]:
-    return {(path, method.upper()) for path, item in document["paths"].items()
-            for method in item}
+    return {
+        (path, method.upper())
+        for path, item in document["paths"].items()
+        for method in item
+    }
 
 
 def test_document_is_valid_openapi_3_1(client):
@@ -48,9 +54,12 @@ def test_every_route_is_documented_and_every_documented_route_exists(app):
 
 def test_every_api_route_has_a_written_operation(app):
     """Only browser pages are documented from the URL map; API routes are written."""
-    api = {(rule.rule, method) for rule in app.url_map.iter_rules()
-           for method in rule.methods - IGNORED_METHODS
-           if rule.endpoint.split(".")[0] not in PAGE_BLUEPRINTS}
+    api = {
+        (rule.rule, method)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - IGNORED_METHODS
+        if rule.endpoint.split(".")[0] not in PAGE_BLUEPRINTS
+    }
     assert api - set(OPERATIONS) == set()
     assert any(rule.startswith("/v2/") for rule, _ in api)
 
@@ -59,12 +68,20 @@ def test_auth_is_documented_and_public_routes_are_marked(app):
     document = build_document(app)
     schemes = document["components"]["securitySchemes"]
     assert (schemes["bearerAuth"]["type"], schemes["bearerAuth"]["scheme"]) == (
-        "http", "bearer")
+        "http",
+        "bearer",
+    )
     assert (schemes["apiKeyHeader"]["in"], schemes["apiKeyHeader"]["name"]) == (
-        "header", "X-API-Key")
+        "header",
+        "X-API-Key",
+    )
     assert document["security"] == [{"bearerAuth": []}, {"apiKeyHeader": []}]
-    keyed = {(p, m) for p, item in document["paths"].items() for m, op in item.items()
-             if "security" not in op}
+    keyed = {
+        (p, m)
+        for p, item in document["paths"].items()
+        for m, op in item.items()
+        if "security" not in op
+    }
     assert ("/v2/models/{name}/infer", "post") in keyed
     assert ("/v1/models/{name}:predict", "post") in keyed
     assert ("/api/v1/models/{name}/predict", "post") in keyed
@@ -90,8 +107,9 @@ def test_docs_page_uses_only_vendored_assets(client):
         html = page.data.decode()
     assert page.status_code == 200
     assets = [a for a in re.findall(r'(?:src|href)="([^"]+)"', html) if a != "data:,"]
-    assert assets and all(a.startswith("/") and not a.startswith("//")
-                          for a in assets), assets
+    assert assets and all(
+        a.startswith("/") and not a.startswith("//") for a in assets
+    ), assets
     assert "http://" not in html and "https://" not in html
     for asset in assets:
         with client.get(asset) as response:
@@ -123,14 +141,26 @@ def target(tmp_path_factory, iris):
 # What /api/openapi.json serves (building it needs an app, not a database). Browser
 # pages are left out: they take a signed-in session and CSRF-protected forms, so with
 # an API key every one of them only redirects to the sign-in page.
-schema = schemathesis.openapi.from_dict(build_document(create_app({
-    "TESTING": True, "SECRET_KEY": "x", "DATABASE_URL": "sqlite://"}))).exclude(
-    tag="browser")
+schema = schemathesis.openapi.from_dict(
+    build_document(
+        create_app({"TESTING": True, "SECRET_KEY": "x", "DATABASE_URL": "sqlite://"})
+    )
+).exclude(tag="browser")
+
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, database=None, derandomize=True,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=8,
+    deadline=None,
+    database=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+)
 def test_api_conforms_to_its_document(case, target):
     base_url, headers = target
-    case.call_and_validate(base_url=base_url, headers=headers, timeout=30,
-                           excluded_checks=[st_checks.positive_data_acceptance])
+    case.call_and_validate(
+        base_url=base_url,
+        headers=headers,
+        timeout=30,
+        excluded_checks=[st_checks.positive_data_acceptance],
+    )

@@ -38,12 +38,14 @@ def postgres_behind_a_switch(tmp_path):
 
 
 def predict(client, key, rows):
-    return client.post("/api/v1/models/iris/predict", headers=auth(key),
-                       json={"instances": rows})
+    return client.post(
+        "/api/v1/models/iris/predict", headers=auth(key), json={"instances": rows}
+    )
 
 
 def test_database_outage_keeps_loaded_models_serving_and_recovers(
-        postgres_behind_a_switch, iris):
+    postgres_behind_a_switch, iris
+):
     url, options, proxy = postgres_behind_a_switch
     app = build_app(url, options, MODELDOCK_ROUTING_REFRESH_SECONDS=0.2)
     try:
@@ -60,8 +62,10 @@ def test_database_outage_keeps_loaded_models_serving_and_recovers(
         rows = iris.X[[50, 100]].tolist()  # new rows: the model predicts, not a cache
         during = predict(client, keys.predict, rows)
         assert during.status_code == 200, during.get_json()
-        assert during.get_json()["predictions"] == iris.estimator.predict(
-            iris.X[[50, 100]]).tolist()
+        assert (
+            during.get_json()["predictions"]
+            == iris.estimator.predict(iris.X[[50, 100]]).tolist()
+        )
         # A key this worker never verified needs the database.
         refused = client.get("/api/v1/models", headers=auth(fresh))
         assert refused.status_code == 503
@@ -116,9 +120,14 @@ def test_redis_outage_policy_refuse_answers_503(tmp_path):
                                response.headers.get("Retry-After")]
         print(json.dumps(outcome))
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=120,
-                            capture_output=True, text=True,
-                            env={**os.environ, "MODELDOCK_LOG_FORMAT": "text"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        timeout=120,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MODELDOCK_LOG_FORMAT": "text"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     status, body, retry_after = outcome["refuse"]

@@ -44,16 +44,21 @@ def site(app, keys, iris, iris_v2):
 
 def test_the_app_sends_the_security_headers_itself(app, keys):
     client = app.test_client()
-    responses = [client.get("/auth/login"), client.get("/nope"),
-                 client.get("/api/v1/models", headers=auth(keys.predict)),
-                 client.get("/static/css/app.css")]
+    responses = [
+        client.get("/auth/login"),
+        client.get("/nope"),
+        client.get("/api/v1/models", headers=auth(keys.predict)),
+        client.get("/static/css/app.css"),
+    ]
     for response in responses:
         response.close()  # a static file's response holds it open
     assert [r.status_code for r in responses] == [200, 404, 200, 200]
     for response in responses:
         for name, value in HEADERS.items():
-            assert response.headers.getlist(name) == [value], (response.request.path,
-                                                               name)
+            assert response.headers.getlist(name) == [value], (
+                response.request.path,
+                name,
+            )
     csp = HEADERS["Content-Security-Policy"]
     assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert HEADERS["X-Frame-Options"] == "DENY"
@@ -64,8 +69,9 @@ def test_favicon_is_served_and_linked(app, keys):
     with client.get("/favicon.ico") as icon:
         assert icon.status_code == 200 and icon.data[:4] == b"\x00\x00\x01\x00"  # ICO
     login = client.get("/auth/login").text
-    href = re.search(r'<link rel="icon" type="image/svg\+xml" href="([^"]+)"',
-                     login).group(1)
+    href = re.search(
+        r'<link rel="icon" type="image/svg\+xml" href="([^"]+)"', login
+    ).group(1)
     with client.get(href) as svg:
         assert svg.status_code == 200 and svg.mimetype == "image/svg+xml"
         assert svg.data.startswith(b"<svg")
@@ -77,32 +83,57 @@ def test_every_element_id_is_unique_on_every_page(site, keys):
     sign_in(admin, *ROOT)
     pages = {
         "/auth/login": site.test_client().get("/auth/login"),
-        "/": alice.get("/"), "/account": alice.get("/account"),
+        "/": alice.get("/"),
+        "/account": alice.get("/account"),
         "/models/iris": alice.get("/models/iris"),
-        "/models/iris (errors)": alice.post("/models/iris", data={
-            "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
-                                    alice.get("/models/iris").text).group(1)}),
-        "/models/iris (result)": alice.post("/models/iris", data={
-            "csrf_token": re.search(r'name="csrf_token" value="([^"]+)"',
-                                    alice.get("/models/iris").text).group(1),
-            "f0": "5.1", "f1": "3.5", "f2": "1.4", "f3": "0.2"}),
+        "/models/iris (errors)": alice.post(
+            "/models/iris",
+            data={
+                "csrf_token": re.search(
+                    r'name="csrf_token" value="([^"]+)"', alice.get("/models/iris").text
+                ).group(1)
+            },
+        ),
+        "/models/iris (result)": alice.post(
+            "/models/iris",
+            data={
+                "csrf_token": re.search(
+                    r'name="csrf_token" value="([^"]+)"', alice.get("/models/iris").text
+                ).group(1),
+                "f0": "5.1",
+                "f1": "3.5",
+                "f2": "1.4",
+                "f3": "0.2",
+            },
+        ),
     }
-    for path in ("/admin/", "/admin/models", "/admin/models/iris", "/admin/users",
-                 "/admin/keys", "/admin/requests", "/admin/audit", "/admin/upload"):
+    for path in (
+        "/admin/",
+        "/admin/models",
+        "/admin/models/iris",
+        "/admin/users",
+        "/admin/keys",
+        "/admin/requests",
+        "/admin/audit",
+        "/admin/upload",
+    ):
         pages[path] = admin.get(path)
     for path, response in pages.items():
         assert response.status_code in (200, 400), (path, response.status_code)
         assert duplicate_ids(response.text) == [], path
     # The checker does find duplicates (two forms' CSRF fields once shared an id).
-    assert duplicate_ids('<input id="csrf_token"><input id="csrf_token">') == \
-        ["csrf_token"]
+    assert duplicate_ids('<input id="csrf_token"><input id="csrf_token">') == [
+        "csrf_token"
+    ]
 
 
 def test_predict_form_marks_every_bad_field_and_says_required(site, keys):
     client = site.test_client()
     token = sign_in(client, *ALICE)
-    page = client.post("/models/iris", data={"csrf_token": token, "f0": "",
-                                             "f1": "3.5", "f2": "tall", "f3": ""})
+    page = client.post(
+        "/models/iris",
+        data={"csrf_token": token, "f0": "", "f1": "3.5", "f2": "tall", "f3": ""},
+    )
     assert page.status_code == 400
     text = page.text
     assert 'id="f0-error" class="error">required</p>' in text
@@ -115,7 +146,8 @@ def test_predict_form_marks_every_bad_field_and_says_required(site, keys):
 
 
 def test_versions_page_offers_roll_back_only_when_there_is_a_version_to_go_back_to(
-        site, keys, iris_v2):
+    site, keys, iris_v2
+):
     admin = site.test_client()
     token = sign_in(admin, *ROOT)
     page = admin.get("/admin/models/iris").text
@@ -123,8 +155,9 @@ def test_versions_page_offers_roll_back_only_when_there_is_a_version_to_go_back_
     assert '<td class="row-actions">' in page
     client = site.test_client()
     assert upload(client, keys.admin, "iris", iris_v2.as_skops()).status_code == 201
-    activate = client.post("/api/v1/models/iris/versions/2/activate",
-                           headers=auth(keys.admin))
+    activate = client.post(
+        "/api/v1/models/iris/versions/2/activate", headers=auth(keys.admin)
+    )
     assert activate.status_code == 200
     page = admin.get("/admin/models/iris").text
     assert "Roll back to version 1</a>" in page
@@ -140,17 +173,28 @@ def test_versions_page_offers_roll_back_only_when_there_is_a_version_to_go_back_
 def test_audit_log_shows_names_and_numbers_not_dicts_or_ids(site, keys, iris_v2):
     client = site.test_client()
     assert upload(client, keys.admin, "iris", iris_v2.as_skops()).status_code == 201
-    assert client.post("/api/v1/models/iris/versions/2/activate",
-                       headers=auth(keys.admin)).status_code == 200
-    assert client.put("/api/v1/models/iris/batching", headers=auth(keys.admin),
-                      json={"max_rows": 8, "max_wait_ms": 2}).status_code == 200
+    assert (
+        client.post(
+            "/api/v1/models/iris/versions/2/activate", headers=auth(keys.admin)
+        ).status_code
+        == 200
+    )
+    assert (
+        client.put(
+            "/api/v1/models/iris/batching",
+            headers=auth(keys.admin),
+            json={"max_rows": 8, "max_wait_ms": 2},
+        ).status_code
+        == 200
+    )
     with site.app_context():
         # An event written before details named versions by number (by id, then).
         from app.models import ModelVersion
         from app.observability import audit
 
-        version = db.session.scalar(db.select(ModelVersion).where(
-            ModelVersion.number == 2))
+        version = db.session.scalar(
+            db.select(ModelVersion).where(ModelVersion.number == 2)
+        )
         audit.record("alias.canary.clear", "iris", {"version_id": version.id})
         db.session.commit()
     admin = site.test_client()

@@ -77,13 +77,28 @@ class Stack:
     def client(self) -> Client:
         return Client(HOST, self.cert)
 
-    def post(self, key: str, rows, path: str = PREDICT, port: int | None = None,
-             headers: dict | None = None, tls: bool = True):
+    def post(
+        self,
+        key: str,
+        rows,
+        path: str = PREDICT,
+        port: int | None = None,
+        headers: dict | None = None,
+        tls: bool = True,
+    ):
         body = json.dumps({"instances": rows}).encode()
         response = self.client.request(
-            "POST", port or self.https_port, path, body,
-            {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
-             **(headers or {})}, tls=tls)
+            "POST",
+            port or self.https_port,
+            path,
+            body,
+            {
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "application/json",
+                **(headers or {}),
+            },
+            tls=tls,
+        )
         if response.headers.get("X-Request-ID"):  # the app answered, not nginx
             with self.lock:
                 self.reached_app += 1
@@ -102,18 +117,43 @@ class Stack:
 
 def _redis_server(port: int, folder: Path) -> subprocess.Popen:
     process = start_logged(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(folder)], folder / f"redis-{port}.log")
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        folder / f"redis-{port}.log",
+    )
     wait_for_port(port, 10, process)
     return process
 
 
-def _gunicorn(stack: Stack, port: int, workers: int, log: str,
-              **env) -> subprocess.Popen:
+def _gunicorn(
+    stack: Stack, port: int, workers: int, log: str, **env
+) -> subprocess.Popen:
     process = start_logged(
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "wsgi:app"], stack.tmp / log, cwd=ROOT,
-        env=env_with(**env))
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(workers),
+            "wsgi:app",
+        ],
+        stack.tmp / log,
+        cwd=ROOT,
+        env=env_with(**env),
+    )
     return process
 
 
@@ -123,6 +163,7 @@ def _wait_warm(stack: Stack, process: subprocess.Popen, log: str, workers: int):
             raise RuntimeError((stack.tmp / log).read_text()[-3000:])
         warm = sum("warmed up" in e.get("message", "") for e in stack.log(log))
         return warm >= workers
+
     wait_for(warm, 90, 0.2, f"{workers} warm gunicorn workers")
 
 
@@ -136,51 +177,113 @@ def stack(tmp_path_factory, iris):
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
     url = POSTGRES_URL.rsplit("/", 1)[0] + f"/{database}"
-    stack = Stack(tmp=tmp, cert=tmp / "certs" / f"{HOST}.crt", database_url=url,
-                  prefix=f"e2e-{uuid.uuid4().hex[:12]}:", keys={},
-                  iris_X=iris.X, iris_predict=iris.estimator.predict,
-                  app_port=free_port(), https_port=free_port(), http_port=free_port(),
-                  outage_port=free_port(), redis_port=free_port())
+    stack = Stack(
+        tmp=tmp,
+        cert=tmp / "certs" / f"{HOST}.crt",
+        database_url=url,
+        prefix=f"e2e-{uuid.uuid4().hex[:12]}:",
+        keys={},
+        iris_X=iris.X,
+        iris_predict=iris.estimator.predict,
+        app_port=free_port(),
+        https_port=free_port(),
+        http_port=free_port(),
+        outage_port=free_port(),
+        redis_port=free_port(),
+    )
     common = dict(
-        DATABASE_URL=url, MODELDOCK_ENV="production", SECRET_KEY=uuid.uuid4().hex,
-        MODELDOCK_PROXY_HOPS="1", MODELDOCK_TRUSTED_HOSTS=HOST,
-        MODELDOCK_CORS_ORIGINS=ORIGIN, MODELDOCK_METRICS_TOKEN=TOKEN,
-        MODELDOCK_REDIS_PREFIX=stack.prefix, MODELDOCK_MAX_UPLOAD_MB="1",
+        DATABASE_URL=url,
+        MODELDOCK_ENV="production",
+        SECRET_KEY=uuid.uuid4().hex,
+        MODELDOCK_PROXY_HOPS="1",
+        MODELDOCK_TRUSTED_HOSTS=HOST,
+        MODELDOCK_CORS_ORIGINS=ORIGIN,
+        MODELDOCK_METRICS_TOKEN=TOKEN,
+        MODELDOCK_REDIS_PREFIX=stack.prefix,
+        MODELDOCK_MAX_UPLOAD_MB="1",
         # Written only when a worker stops: the final count proves the flush.
-        MODELDOCK_REQUEST_LOG_FLUSH_SECONDS="600")
+        MODELDOCK_REQUEST_LOG_FLUSH_SECONDS="600",
+    )
     try:
-        subprocess.run(["sh", str(ROOT / "nginx" / "self-signed-cert.sh"), HOST,
-                        str(tmp / "certs")], check=True, capture_output=True,
-                       timeout=60)
+        subprocess.run(
+            [
+                "sh",
+                str(ROOT / "nginx" / "self-signed-cert.sh"),
+                HOST,
+                str(tmp / "certs"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         stack.own_redis = _redis_server(stack.redis_port, tmp)
         _seed(stack, iris)
-        stack.gunicorn = _gunicorn(stack, stack.app_port, 4, "gunicorn.log",
-                                   REDIS_URL=SHARED_REDIS,
-                                   PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"),
-                                   **common)
+        stack.gunicorn = _gunicorn(
+            stack,
+            stack.app_port,
+            4,
+            "gunicorn.log",
+            REDIS_URL=SHARED_REDIS,
+            PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"),
+            **common,
+        )
         stack.outage_gunicorn = _gunicorn(
-            stack, stack.outage_port, 2, "outage.log",
+            stack,
+            stack.outage_port,
+            2,
+            "outage.log",
             REDIS_URL=f"redis://127.0.0.1:{stack.redis_port}/0",
-            PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics-outage"), **common)
-        subprocess.run([str(BIN / "python"), str(ROOT / "nginx" / "render.py"),
-                        "--server-name", HOST, "--cert", str(stack.cert),
-                        "--key", str(tmp / "certs" / f"{HOST}.key"),
-                        "--upstream", f"127.0.0.1:{stack.app_port}",
-                        "--listen", "127.0.0.1", "--http-port", str(stack.http_port),
-                        "--https-port", str(stack.https_port),
-                        "--standalone", str(tmp / "nginx")],
-                       check=True, timeout=60,
-                       env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"))
+            PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics-outage"),
+            **common,
+        )
+        subprocess.run(
+            [
+                str(BIN / "python"),
+                str(ROOT / "nginx" / "render.py"),
+                "--server-name",
+                HOST,
+                "--cert",
+                str(stack.cert),
+                "--key",
+                str(tmp / "certs" / f"{HOST}.key"),
+                "--upstream",
+                f"127.0.0.1:{stack.app_port}",
+                "--listen",
+                "127.0.0.1",
+                "--http-port",
+                str(stack.http_port),
+                "--https-port",
+                str(stack.https_port),
+                "--standalone",
+                str(tmp / "nginx"),
+            ],
+            check=True,
+            timeout=60,
+            env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"),
+        )
         stack.nginx = start_logged(
-            [NGINX, "-p", str(tmp / "nginx"), "-c", str(tmp / "nginx" / "nginx.conf"),
-             "-g", "daemon off;"], tmp / "nginx.log")
+            [
+                NGINX,
+                "-p",
+                str(tmp / "nginx"),
+                "-c",
+                str(tmp / "nginx" / "nginx.conf"),
+                "-g",
+                "daemon off;",
+            ],
+            tmp / "nginx.log",
+        )
         wait_for_port(stack.https_port, 20, stack.nginx)
         _wait_warm(stack, stack.gunicorn, "gunicorn.log", 4)
         _wait_warm(stack, stack.outage_gunicorn, "outage.log", 2)
         yield stack
     finally:
-        for process in (stack.nginx, stack.gunicorn, stack.outage_gunicorn,
-                        stack.own_redis):
+        for process in (
+            stack.nginx,
+            stack.gunicorn,
+            stack.outage_gunicorn,
+            stack.own_redis,
+        ):
             stop(process)
         shared = redis.Redis.from_url(SHARED_REDIS)
         for key in shared.scan_iter(f"*{stack.prefix}*"):
@@ -200,18 +303,26 @@ def _seed(stack: Stack, iris) -> None:
     from app.extensions import db
     from app.rollout import versions as service
 
-    app = create_app({"DATABASE_URL": stack.database_url, "SECRET_KEY": "seed",
-                      "RATELIMIT_ENABLED": False, "MODELDOCK_LOG_FORMAT": "text"})
+    app = create_app(
+        {
+            "DATABASE_URL": stack.database_url,
+            "SECRET_KEY": "seed",
+            "RATELIMIT_ENABLED": False,
+            "MODELDOCK_LOG_FORMAT": "text",
+        }
+    )
     with app.app_context():
         upgrade()  # what `flask db upgrade` runs
         ops = create_user("ops", "a long password", "admin")
         user = create_user("alice", "another password", "user")
         stack.keys["admin"] = create_api_key(ops, "ops", ["predict", "admin"])[1]
         stack.keys["predict"] = create_api_key(user, "app", ["predict"])[1]
-        stack.keys["limited"] = create_api_key(user, "trial", ["predict"],
-                                               rate_limit="10 per minute")[1]
-        stack.keys["bulk"] = create_api_key(user, "bulk", ["predict"],
-                                            rate_limit="100000 per minute")[1]
+        stack.keys["limited"] = create_api_key(
+            user, "trial", ["predict"], rate_limit="10 per minute"
+        )[1]
+        stack.keys["bulk"] = create_api_key(
+            user, "bulk", ["predict"], rate_limit="100000 per minute"
+        )[1]
         service.upload_version("demo", "demo.skops", iris.as_skops())
         db.session.commit()
         db.session.remove()
@@ -224,16 +335,24 @@ def expected(stack: Stack, index) -> list:
 
 def test_prediction_over_https_with_the_real_client_address(stack):
     rows = stack.iris_X[[0, 60, 120]].tolist()
-    response = stack.post(stack.keys["predict"], rows, headers={
-        "X-Request-ID": "e2e-first", "X-Forwarded-For": "203.0.113.9"})
+    response = stack.post(
+        stack.keys["predict"],
+        rows,
+        headers={"X-Request-ID": "e2e-first", "X-Forwarded-For": "203.0.113.9"},
+    )
     assert response.status == 200, response.body
     body = response.json()
     assert body["predictions"] == expected(stack, [0, 60, 120])
     assert body["request_id"] == "e2e-first" == response.headers["X-Request-ID"]
     # JSON access log line with the request id; the client address is the one
     # nginx saw, not the one the client claimed.
-    entry = wait_for(lambda: [e for e in stack.log("gunicorn.log")
-                              if e.get("request_id") == "e2e-first"], 5, what="log")
+    entry = wait_for(
+        lambda: [
+            e for e in stack.log("gunicorn.log") if e.get("request_id") == "e2e-first"
+        ],
+        5,
+        what="log",
+    )
     assert entry[0]["status"] == 200 and entry[0]["path"] == PREDICT
     assert entry[0]["client"] == "127.0.0.1"
     # The same rows again answer from the prediction cache (Redis, any worker).
@@ -242,13 +361,17 @@ def test_prediction_over_https_with_the_real_client_address(stack):
 
 
 def test_http_redirects_pages_and_refuses_api_calls(stack):
-    page = stack.client.request("GET", stack.http_port, "/auth/login?next=%2F",
-                                tls=False)
+    page = stack.client.request(
+        "GET", stack.http_port, "/auth/login?next=%2F", tls=False
+    )
     assert page.status == 301
-    assert page.headers["Location"] == \
-        f"https://{HOST}:{stack.https_port}/auth/login?next=%2F"
-    api = stack.post(stack.keys["predict"], [[1, 2, 3, 4]], port=stack.http_port,
-                     tls=False)
+    assert (
+        page.headers["Location"]
+        == f"https://{HOST}:{stack.https_port}/auth/login?next=%2F"
+    )
+    api = stack.post(
+        stack.keys["predict"], [[1, 2, 3, 4]], port=stack.http_port, tls=False
+    )
     assert api.status == 403 and "Location" not in api.headers
     assert api.json()["error"]["code"] == "https_required"
 
@@ -257,11 +380,22 @@ def test_only_tls_12_and_13_are_spoken(stack):
     # Positive control: this openssl client does speak TLS 1.0 when a server allows it.
     port = free_port()
     server = start_logged(
-        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}",
-         "-cert", str(stack.cert),
-         "-key", str(stack.tmp / "certs" / f"{HOST}.key"), "-tls1",
-         "-cipher", "DEFAULT:@SECLEVEL=0", "-quiet"],
-        stack.tmp / "s_server.log")
+        [
+            "openssl",
+            "s_server",
+            "-accept",
+            f"127.0.0.1:{port}",
+            "-cert",
+            str(stack.cert),
+            "-key",
+            str(stack.tmp / "certs" / f"{HOST}.key"),
+            "-tls1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+            "-quiet",
+        ],
+        stack.tmp / "s_server.log",
+    )
     try:
         wait_for_port(port, 10, server)
         ok, output = openssl_handshake(port, "tls1")
@@ -280,13 +414,15 @@ def test_only_tls_12_and_13_are_spoken(stack):
 def test_unknown_host_is_refused(stack):
     for tls, port in ((True, stack.https_port), (False, stack.http_port)):
         with pytest.raises((ConnectionError, OSError)):
-            stack.client.request("GET", port, "/healthz",
-                                 headers={"Host": "evil.example"}, tls=tls)
+            stack.client.request(
+                "GET", port, "/healthz", headers={"Host": "evil.example"}, tls=tls
+            )
     ok, output = openssl_handshake(stack.https_port, "tls1_2", "evil.example")
     assert not ok and "unrecognized name" in output
     # Straight to gunicorn (bypassing nginx) the app refuses the host itself.
-    direct = Client(HOST).request("GET", stack.app_port, "/healthz",
-                                  headers={"Host": "evil.example"}, tls=False)
+    direct = Client(HOST).request(
+        "GET", stack.app_port, "/healthz", headers={"Host": "evil.example"}, tls=False
+    )
     assert direct.status == 400
 
 
@@ -319,9 +455,16 @@ def test_security_headers_once_each_and_static_files_from_nginx(stack):
 
 def test_cors_through_nginx_one_set_of_headers(stack):
     def preflight(origin):
-        return stack.client.request("OPTIONS", stack.https_port, PREDICT, headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization, content-type"})
+        return stack.client.request(
+            "OPTIONS",
+            stack.https_port,
+            PREDICT,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
 
     allowed = preflight(ORIGIN)
     assert allowed.status == 200
@@ -333,8 +476,9 @@ def test_cors_through_nginx_one_set_of_headers(stack):
     other = preflight("https://evil.example")
     assert other.all("Access-Control-Allow-Origin") == []
     assert other.all("Access-Control-Allow-Methods") == []
-    actual = stack.post(stack.keys["predict"], stack.iris_X[[2]].tolist(),
-                        headers={"Origin": ORIGIN})
+    actual = stack.post(
+        stack.keys["predict"], stack.iris_X[[2]].tolist(), headers={"Origin": ORIGIN}
+    )
     assert actual.status == 200
     assert actual.all("Access-Control-Allow-Origin") == [ORIGIN]
 
@@ -351,8 +495,14 @@ def test_ten_per_minute_allows_exactly_ten_across_all_workers(stack):
     rows = stack.iris_X[[3]].tolist()
     ids = [f"rl-{i}" for i in range(16)]
     with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(lambda rid: stack.post(
-            stack.keys["limited"], rows, headers={"X-Request-ID": rid}), ids))
+        responses = list(
+            pool.map(
+                lambda rid: stack.post(
+                    stack.keys["limited"], rows, headers={"X-Request-ID": rid}
+                ),
+                ids,
+            )
+        )
     statuses = sorted(r.status for r in responses)
     assert statuses == [200] * 10 + [429] * 6
     for refused in (r for r in responses if r.status == 429):
@@ -361,17 +511,27 @@ def test_ten_per_minute_allows_exactly_ten_across_all_workers(stack):
         assert refused.headers["X-RateLimit-Limit"] == "10"
         assert refused.headers["X-RateLimit-Remaining"] == "0"
     # The requests really were spread over several worker processes.
-    pids = wait_for(lambda: {e["pid"] for e in stack.log("gunicorn.log")
-                             if e.get("logger") == "gunicorn.access"
-                             and e.get("request_id", "").startswith("rl-")}, 5,
-                    what="access log")
+    pids = wait_for(
+        lambda: {
+            e["pid"]
+            for e in stack.log("gunicorn.log")
+            if e.get("logger") == "gunicorn.access"
+            and e.get("request_id", "").startswith("rl-")
+        },
+        5,
+        what="access log",
+    )
     assert len(pids) >= 2, pids
 
 
 def _scrape(stack: Stack, port: int | None = None, tls: bool = True) -> dict:
     response = stack.client.request(
-        "GET", port or stack.https_port, "/metrics",
-        headers={"Authorization": f"Bearer {TOKEN}", "Host": HOST}, tls=tls)
+        "GET",
+        port or stack.https_port,
+        "/metrics",
+        headers={"Authorization": f"Bearer {TOKEN}", "Host": HOST},
+        tls=tls,
+    )
     assert response.status == 200, response.body[:300]
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(response.body.decode()):
@@ -388,8 +548,11 @@ def test_metrics_totals_equal_the_requests_sent(stack):
     assert totals["modeldock_request_duration_seconds_count"] == stack.reached_app
     assert totals["modeldock_rate_limited_total"] == 6
     served = stack.reached_app - 6
-    assert totals["modeldock_prediction_cache_hits_total"] + \
-        totals["modeldock_prediction_cache_misses_total"] == served
+    assert (
+        totals["modeldock_prediction_cache_hits_total"]
+        + totals["modeldock_prediction_cache_misses_total"]
+        == served
+    )
     assert totals["modeldock_prediction_cache_hits_total"] >= 1
     assert totals["modeldock_predictions_total"] >= served
     assert totals["modeldock_model_load_seconds_count"] == 4  # one per worker
@@ -408,10 +571,12 @@ def test_hup_reload_during_traffic_fails_no_request(stack):
         while not done.is_set():
             index = [(worker * 50 + i) % 150]
             response = stack.post(stack.keys["bulk"], stack.iris_X[index].tolist())
-            ok = response.status == 200 and \
-                response.json()["predictions"] == expected(stack, index)
-            results.append((response.status if ok else -response.status,
-                            response.elapsed))
+            ok = response.status == 200 and response.json()["predictions"] == expected(
+                stack, index
+            )
+            results.append(
+                (response.status if ok else -response.status, response.elapsed)
+            )
             i += 1
 
     threads = [threading.Thread(target=traffic, args=(n,)) for n in range(3)]
@@ -421,8 +586,12 @@ def test_hup_reload_during_traffic_fails_no_request(stack):
         time.sleep(1.0)
         before_hup = len(results)
         os.kill(master, signal.SIGHUP)
-        wait_for(lambda: len(children(master)) == 4 and not children(master) & old,
-                 60, 0.2, "new workers replacing the old ones")
+        wait_for(
+            lambda: len(children(master)) == 4 and not children(master) & old,
+            60,
+            0.2,
+            "new workers replacing the old ones",
+        )
         settled = len(results)
         wait_for(lambda: len(results) >= settled + 30, 30, 0.1, "traffic after reload")
     finally:
@@ -431,8 +600,10 @@ def test_hup_reload_during_traffic_fails_no_request(stack):
             thread.join(timeout=60)
     statuses = [status for status, _ in results]
     slowest = max(elapsed for _, elapsed in results)
-    print(f"\nHUP reload: {len(results)} requests ({before_hup} before the HUP), "
-          f"all {set(statuses)}, slowest {slowest:.2f} s")
+    print(
+        f"\nHUP reload: {len(results)} requests ({before_hup} before the HUP), "
+        f"all {set(statuses)}, slowest {slowest:.2f} s"
+    )
     assert before_hup > 0 and statuses == [200] * len(results)
     assert stack.gunicorn.poll() is None
 
@@ -444,10 +615,18 @@ def test_redis_outage_degrades_then_recovers(stack):
     sent = {"n": 0}
 
     def predict(index):
-        response = client.request("POST", stack.outage_port, PREDICT, json.dumps(
-            {"instances": stack.iris_X[index].tolist()}).encode(), {
-            "Authorization": f"Bearer {stack.keys['predict']}",
-            "Content-Type": "application/json", "Host": HOST}, tls=False)
+        response = client.request(
+            "POST",
+            stack.outage_port,
+            PREDICT,
+            json.dumps({"instances": stack.iris_X[index].tolist()}).encode(),
+            {
+                "Authorization": f"Bearer {stack.keys['predict']}",
+                "Content-Type": "application/json",
+                "Host": HOST,
+            },
+            tls=False,
+        )
         if response.headers.get("X-Request-ID"):
             sent["n"] += 1
         return response
@@ -466,7 +645,8 @@ def test_redis_outage_degrades_then_recovers(stack):
             assert response.json()["predictions"] == expected(stack, [i])
             assert "X-RateLimit-Limit" in response.headers  # per-worker limits
         errors = _scrape(stack, stack.outage_port, tls=False)[
-            "modeldock_prediction_cache_errors_total"]
+            "modeldock_prediction_cache_errors_total"
+        ]
         assert errors >= 1
 
         stack.own_redis = _redis_server(stack.redis_port, stack.tmp)  # back, empty
@@ -474,8 +654,9 @@ def test_redis_outage_degrades_then_recovers(stack):
         def recovered():
             response = predict([int(time.monotonic() * 1000) % 150])
             assert response.status == 200
-            return list(store.scan_iter(f"*{stack.prefix}key:*")) and \
-                list(store.scan_iter(f"{stack.prefix}pred:*"))
+            return list(store.scan_iter(f"*{stack.prefix}key:*")) and list(
+                store.scan_iter(f"{stack.prefix}pred:*")
+            )
 
         wait_for(recovered, 40, 0.25, "limits and cache back in Redis")
         assert children(stack.outage_gunicorn.pid) == workers  # no worker restarted
@@ -500,9 +681,11 @@ def _slow_body(port: int, tls: bool, context=None):
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     if tls:
         sock = context.wrap_socket(sock, server_hostname=HOST)
-    sock.sendall(f"POST /auth/login HTTP/1.1\r\nHost: {HOST}\r\n"
-                 "Content-Type: application/x-www-form-urlencoded\r\n"
-                 "Content-Length: 1000\r\n\r\n".encode())
+    sock.sendall(
+        f"POST /auth/login HTTP/1.1\r\nHost: {HOST}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        "Content-Length: 1000\r\n\r\n".encode()
+    )
     return sock
 
 
@@ -514,36 +697,84 @@ def test_slow_body_client_ties_up_gunicorn_alone_but_not_behind_nginx(stack):
 
     app_port, https_port, http_port = free_port(), free_port(), free_port()
     gunicorn = start_logged(
-        [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--bind",
-         f"127.0.0.1:{app_port}", "--workers", "1", "--threads", "1", "wsgi:app"],
-        stack.tmp / "single.log", cwd=ROOT, env=env_with(
-            DATABASE_URL=stack.database_url, MODELDOCK_ENV="production",
-            SECRET_KEY=uuid.uuid4().hex, MODELDOCK_PROXY_HOPS="1",
-            MODELDOCK_TRUSTED_HOSTS=HOST, REDIS_URL=SHARED_REDIS,
-            MODELDOCK_REDIS_PREFIX=stack.prefix, MODELDOCK_MAX_UPLOAD_MB="1",
-            PROMETHEUS_MULTIPROC_DIR=str(stack.tmp / "metrics-single")))
+        [
+            str(BIN / "gunicorn"),
+            "-c",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{app_port}",
+            "--workers",
+            "1",
+            "--threads",
+            "1",
+            "wsgi:app",
+        ],
+        stack.tmp / "single.log",
+        cwd=ROOT,
+        env=env_with(
+            DATABASE_URL=stack.database_url,
+            MODELDOCK_ENV="production",
+            SECRET_KEY=uuid.uuid4().hex,
+            MODELDOCK_PROXY_HOPS="1",
+            MODELDOCK_TRUSTED_HOSTS=HOST,
+            REDIS_URL=SHARED_REDIS,
+            MODELDOCK_REDIS_PREFIX=stack.prefix,
+            MODELDOCK_MAX_UPLOAD_MB="1",
+            PROMETHEUS_MULTIPROC_DIR=str(stack.tmp / "metrics-single"),
+        ),
+    )
     nginx = None
     try:
-        subprocess.run([str(BIN / "python"), str(ROOT / "nginx" / "render.py"),
-                        "--server-name", HOST, "--cert", str(stack.cert),
-                        "--key", str(stack.tmp / "certs" / f"{HOST}.key"),
-                        "--upstream", f"127.0.0.1:{app_port}", "--listen", "127.0.0.1",
-                        "--http-port", str(http_port), "--https-port", str(https_port),
-                        "--standalone", str(stack.tmp / "nginx-single")],
-                       check=True, timeout=60,
-                       env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"))
+        subprocess.run(
+            [
+                str(BIN / "python"),
+                str(ROOT / "nginx" / "render.py"),
+                "--server-name",
+                HOST,
+                "--cert",
+                str(stack.cert),
+                "--key",
+                str(stack.tmp / "certs" / f"{HOST}.key"),
+                "--upstream",
+                f"127.0.0.1:{app_port}",
+                "--listen",
+                "127.0.0.1",
+                "--http-port",
+                str(http_port),
+                "--https-port",
+                str(https_port),
+                "--standalone",
+                str(stack.tmp / "nginx-single"),
+            ],
+            check=True,
+            timeout=60,
+            env=env_with(MODELDOCK_MAX_UPLOAD_MB="1"),
+        )
         nginx = start_logged(
-            [NGINX, "-p", str(stack.tmp / "nginx-single"), "-c",
-             str(stack.tmp / "nginx-single" / "nginx.conf"), "-g", "daemon off;"],
-            stack.tmp / "nginx-single.log")
+            [
+                NGINX,
+                "-p",
+                str(stack.tmp / "nginx-single"),
+                "-c",
+                str(stack.tmp / "nginx-single" / "nginx.conf"),
+                "-g",
+                "daemon off;",
+            ],
+            stack.tmp / "nginx-single.log",
+        )
         wait_for_port(https_port, 20, nginx)
         _wait_warm(stack, gunicorn, "single.log", 1)
         direct = Client(HOST)
 
         def healthz(port, tls, timeout):
             return (stack.client if tls else direct).request(
-                "GET", port, "/healthz", headers={"Host": HOST}, tls=tls,
-                timeout=timeout)
+                "GET",
+                port,
+                "/healthz",
+                headers={"Host": HOST},
+                tls=tls,
+                timeout=timeout,
+            )
 
         assert healthz(app_port, False, 10).status == 200
 
@@ -560,8 +791,12 @@ def test_slow_body_client_ties_up_gunicorn_alone_but_not_behind_nginx(stack):
             stop_sending.set()
             sender.join()
             slow.close()
-        wait_for(lambda: healthz(app_port, False, 10).status == 200, 20, 0.2,
-                 "gunicorn free again")
+        wait_for(
+            lambda: healthz(app_port, False, 10).status == 200,
+            20,
+            0.2,
+            "gunicorn free again",
+        )
 
         # Behind nginx: the same client, and every other request is answered.
         context = ssl.create_default_context(cafile=str(stack.cert))
@@ -579,8 +814,10 @@ def test_slow_body_client_ties_up_gunicorn_alone_but_not_behind_nginx(stack):
             stop_sending.set()
             sender.join()
             slow.close()
-        print(f"\nbehind nginx, during a slow body: {len(answered)} requests answered, "
-              f"slowest {max(e for _, e in answered):.3f} s")
+        print(
+            f"\nbehind nginx, during a slow body: {len(answered)} requests answered, "
+            f"slowest {max(e for _, e in answered):.3f} s"
+        )
         assert len(answered) >= 5 and {status for status, _ in answered} == {200}
     finally:
         stop(nginx)
@@ -595,9 +832,12 @@ def test_graceful_shutdown_writes_every_request_log(stack):
     try:
         with engine.connect() as conn:
             count = conn.execute(sa.text("SELECT count(*) FROM request_logs")).scalar()
-            first = conn.execute(sa.text(
-                "SELECT remote_addr, payload FROM request_logs "
-                "WHERE request_id = 'e2e-first'")).one()
+            first = conn.execute(
+                sa.text(
+                    "SELECT remote_addr, payload FROM request_logs "
+                    "WHERE request_id = 'e2e-first'"
+                )
+            ).one()
     finally:
         engine.dispose()
     # Flushing every 600 s, so all of these were written by the exit hook.

@@ -25,7 +25,8 @@ def storage():
 
 def redis_count(storage, limit, identifier) -> int:
     value = redis.Redis.from_url(REDIS_URL).get(
-        storage.prefixed_key(limit.key_for(identifier)))
+        storage.prefixed_key(limit.key_for(identifier))
+    )
     return int(value or 0)
 
 
@@ -47,8 +48,10 @@ def test_small_limits_are_counted_request_by_request_in_redis(storage):
 
 def test_large_limits_lease_blocks_and_never_exceed_the_limit(storage):
     limit = parse("1000 per minute")  # blocks of 10
-    first, second = FixedWindowRateLimiter(storage), FixedWindowRateLimiter(
-        worker(storage))
+    first, second = (
+        FixedWindowRateLimiter(storage),
+        FixedWindowRateLimiter(worker(storage)),
+    )
     assert all(first.hit(limit, "k") for _ in range(25))
     assert redis_count(storage, limit, "k") == 30  # three round trips, not 25
     assert first.get_window_stats(limit, "k").remaining == 1000 - 25
@@ -77,16 +80,24 @@ def test_prediction_responses_carry_rate_limit_headers(tmp_path, iris):
     # A limit no other run uses gives this test its own Redis key (the limiter
     # extension is shared by every app in the process, its key prefix with it).
     amount = 1000 + uuid.uuid4().int % 100000
-    with running_app("sqlite", tmp_path, REDIS_URL=REDIS_URL, RATELIMIT_ENABLED=True,
-                     MODELDOCK_RATELIMIT_DEFAULT=f"{amount} per minute") as app:
+    with running_app(
+        "sqlite",
+        tmp_path,
+        REDIS_URL=REDIS_URL,
+        RATELIMIT_ENABLED=True,
+        MODELDOCK_RATELIMIT_DEFAULT=f"{amount} per minute",
+    ) as app:
         assert app.config["RATELIMIT_STORAGE_URI"].startswith("modeldock+redis://")
         keys = make_keys(app)
         client = app.test_client()
         assert upload(client, keys.admin, "iris", iris.as_skops()).status_code == 201
         remaining = []
         for _ in range(3):
-            with client.post("/api/v1/models/iris/predict", headers=auth(keys.predict),
-                             json={"instances": iris.X[:1].tolist()}) as response:
+            with client.post(
+                "/api/v1/models/iris/predict",
+                headers=auth(keys.predict),
+                json={"instances": iris.X[:1].tolist()},
+            ) as response:
                 assert response.status_code == 200
                 remaining.append(int(response.headers["X-RateLimit-Remaining"]))
                 assert int(response.headers["X-RateLimit-Reset"]) > time.time()

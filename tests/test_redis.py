@@ -29,29 +29,41 @@ def test_rate_limits_are_counted_in_redis(tmp_path, redis_client):
     tests/test_ratelimit_storage.py (two storages, as two workers, on one Redis).
     """
     prefix = f"test-{uuid.uuid4().hex}"
-    settings = {"REDIS_URL": REDIS_URL, "RATELIMIT_ENABLED": True,
-                "MODELDOCK_REDIS_PREFIX": prefix + ":",
-                "MODELDOCK_RATELIMIT_DEFAULT": "3 per minute"}
+    settings = {
+        "REDIS_URL": REDIS_URL,
+        "RATELIMIT_ENABLED": True,
+        "MODELDOCK_REDIS_PREFIX": prefix + ":",
+        "MODELDOCK_RATELIMIT_DEFAULT": "3 per minute",
+    }
     with running_app("sqlite", tmp_path, **settings) as app:
         keys = make_keys(app)
         client = app.test_client()
-        statuses = [client.get("/api/v1/models", headers=auth(keys.predict)).status_code
-                    for _ in range(4)]
+        statuses = [
+            client.get("/api/v1/models", headers=auth(keys.predict)).status_code
+            for _ in range(4)
+        ]
         assert statuses == [200, 200, 200, 429]
-        counters = [int(redis_client.get(k)) for k in redis_client.scan_iter(
-            f"*{prefix}*")]
+        counters = [
+            int(redis_client.get(k)) for k in redis_client.scan_iter(f"*{prefix}*")
+        ]
         assert counters == [3]  # the refusal was decided without another increment
         redis_client.delete(*redis_client.scan_iter(f"*{prefix}*"))
 
 
 def test_cache_backend_is_redis(tmp_path, redis_client):
-    with running_app("sqlite", tmp_path, REDIS_URL=REDIS_URL,
-                     CACHE_KEY_PREFIX=f"test-{uuid.uuid4().hex}-") as app:
+    with running_app(
+        "sqlite",
+        tmp_path,
+        REDIS_URL=REDIS_URL,
+        CACHE_KEY_PREFIX=f"test-{uuid.uuid4().hex}-",
+    ) as app:
         from app.extensions import cache
 
         with app.app_context():
             cache.set("probe", {"answer": 42})
             assert cache.get("probe") == {"answer": 42}
-            raw_keys = list(redis_client.scan_iter(f"{app.config['CACHE_KEY_PREFIX']}*"))
+            raw_keys = list(
+                redis_client.scan_iter(f"{app.config['CACHE_KEY_PREFIX']}*")
+            )
             assert len(raw_keys) == 1
             cache.delete("probe")

@@ -15,17 +15,27 @@ from tests.conftest import auth, upload
 
 
 def flip(data: bytes, at: int = 100) -> bytes:
-    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
 
 
 def predict(client, key, rows, path="/api/v1/models/iris/predict"):
-    return client.post(path, data=json.dumps({"instances": rows}), headers=auth(key),
-                       content_type="application/json")
+    return client.post(
+        path,
+        data=json.dumps({"instances": rows}),
+        headers=auth(key),
+        content_type="application/json",
+    )
 
 
 def test_versions_activation_rollback_and_archive(app, client, keys, iris, iris_v2):
-    first = upload(client, keys.admin, "iris", iris.as_skops(), notes="baseline",
-                   metrics=json.dumps({"accuracy": 0.97}))
+    first = upload(
+        client,
+        keys.admin,
+        "iris",
+        iris.as_skops(),
+        notes="baseline",
+        metrics=json.dumps({"accuracy": 0.97}),
+    )
     assert first.status_code == 201
     assert first.get_json()["status"] == "active"  # a model's first version serves
     assert first.get_json()["metrics"] == {"accuracy": 0.97}
@@ -37,15 +47,19 @@ def test_versions_activation_rollback_and_archive(app, client, keys, iris, iris_
     v2_proba = iris_v2.estimator.predict_proba(np.array(rows))
     assert predict(client, keys.predict, rows).get_json()["predictions"] == v1
 
-    activated = client.post("/api/v1/models/iris/versions/2/activate",
-                            json={"reason": "better calibrated"}, headers=auth(keys.admin))
+    activated = client.post(
+        "/api/v1/models/iris/versions/2/activate",
+        json={"reason": "better calibrated"},
+        headers=auth(keys.admin),
+    )
     assert activated.status_code == 200 and activated.get_json()["active_version"] == 2
     body = predict(client, keys.predict, rows).get_json()
     assert body["version"] == 2
     np.testing.assert_allclose(body["probabilities"], v2_proba)
 
-    refused = client.post("/api/v1/models/iris/versions/2/archive",
-                          headers=auth(keys.admin))
+    refused = client.post(
+        "/api/v1/models/iris/versions/2/archive", headers=auth(keys.admin)
+    )
     assert refused.status_code == 409
     assert refused.get_json()["error"]["code"] == "version_in_use"
 
@@ -53,30 +67,44 @@ def test_versions_activation_rollback_and_archive(app, client, keys, iris, iris_
     assert back.get_json()["active_version"] == 1
     assert predict(client, keys.predict, rows).get_json()["version"] == 1
 
-    archived = client.post("/api/v1/models/iris/versions/2/archive",
-                           headers=auth(keys.admin))
+    archived = client.post(
+        "/api/v1/models/iris/versions/2/archive", headers=auth(keys.admin)
+    )
     assert archived.get_json()["status"] == "archived"
-    pinned = predict(client, keys.predict, rows,
-                     "/api/v1/models/iris/versions/2/predict")
+    pinned = predict(
+        client, keys.predict, rows, "/api/v1/models/iris/versions/2/predict"
+    )
     assert pinned.status_code == 409
-    cannot = client.post("/api/v1/models/iris/versions/2/activate",
-                         headers=auth(keys.admin))
+    cannot = client.post(
+        "/api/v1/models/iris/versions/2/activate", headers=auth(keys.admin)
+    )
     assert cannot.status_code == 409
 
     with app.app_context():
         history = db.session.scalars(select(Activation).order_by(Activation.id)).all()
         assert [(a.from_version_id, a.to_version_id) for a in history] == [
-            (None, 1), (1, 2), (2, 1)]
+            (None, 1),
+            (1, 2),
+            (2, 1),
+        ]
         assert history[1].reason == "better calibrated"
         assert history[1].actor == "root (key #1)"
-        actions = db.session.scalars(select(AuditEvent.action)
-                                     .order_by(AuditEvent.id)).all()
-        assert actions == ["version.upload", "alias.stable", "version.upload",
-                           "alias.stable", "alias.stable", "version.archive"]
+        actions = db.session.scalars(
+            select(AuditEvent.action).order_by(AuditEvent.id)
+        ).all()
+        assert actions == [
+            "version.upload",
+            "alias.stable",
+            "version.upload",
+            "alias.stable",
+            "alias.stable",
+            "version.archive",
+        ]
 
 
-def test_artifact_is_stored_with_its_version_and_verified_on_load(app, client, keys,
-                                                                   iris):
+def test_artifact_is_stored_with_its_version_and_verified_on_load(
+    app, client, keys, iris
+):
     data = iris.as_skops()
     upload(client, keys.admin, "iris", data)
     with app.app_context():
@@ -88,8 +116,9 @@ def test_artifact_is_stored_with_its_version_and_verified_on_load(app, client, k
         # from it, which is what serves): a worker must refuse to load them.
         graph = db.session.scalar(select(ModelArtifact.onnx))
         assert graph is not None and version.runtime_verdict == "verified"
-        db.session.execute(update(ModelArtifact).values(data=flip(data),
-                                                        onnx=flip(graph)))
+        db.session.execute(
+            update(ModelArtifact).values(data=flip(data), onnx=flip(graph))
+        )
         db.session.commit()
     app.extensions["modeldock"].models.clear()  # as in a freshly started worker
     response = predict(client, keys.predict, iris.X[:1].tolist())
@@ -150,7 +179,9 @@ def test_request_logs_are_written_in_batches_and_count_key_use(app, client, keys
     with app.app_context():
         logs = db.session.scalars(select(RequestLog).order_by(RequestLog.id)).all()
         assert [(log.status_code, log.rows, log.error_code) for log in logs] == [
-            (200, 3, None), (400, 0, "wrong_feature_count")]
+            (200, 3, None),
+            (400, 0, "wrong_feature_count"),
+        ]
         assert all(log.model_name == "iris" and log.version == 1 for log in logs)
         from app.models import ApiKey
 

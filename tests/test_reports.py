@@ -19,11 +19,21 @@ NOW = datetime(2026, 5, 4, 12, 30, 20, tzinfo=UTC)
 
 
 def log(at, model="iris", version=1, status=200, latency=10.0, key=None, **extra):
-    return {"created_at": at, "request_id": extra.pop("request_id", "r"),
-            "protocol": "native", "model_name": model, "version": version,
-            "api_key_id": key, "user_id": None, "status_code": status,
-            "error_code": None if status < 400 else "bad", "rows": 1,
-            "latency_ms": latency, "remote_addr": "127.0.0.1", **extra}
+    return {
+        "created_at": at,
+        "request_id": extra.pop("request_id", "r"),
+        "protocol": "native",
+        "model_name": model,
+        "version": version,
+        "api_key_id": key,
+        "user_id": None,
+        "status_code": status,
+        "error_code": None if status < 400 else "bad",
+        "rows": 1,
+        "latency_ms": latency,
+        "remote_addr": "127.0.0.1",
+        **extra,
+    }
 
 
 def store(app, rows):
@@ -34,10 +44,13 @@ def store(app, rows):
 
 def test_percentiles_error_rates_and_requests_per_minute(app):
     minute = timedelta(minutes=1)
-    rows = [log(NOW - 5 * minute, latency=float(ms), status=500 if ms <= 10 else 200)
-            for ms in range(1, 101)]                       # v1: 1..100 ms, 10 errors
-    rows += [log(NOW - 2 * minute, version=2, latency=float(10 * i))
-             for i in range(1, 21)]                        # v2: 10..200 ms
+    rows = [
+        log(NOW - 5 * minute, latency=float(ms), status=500 if ms <= 10 else 200)
+        for ms in range(1, 101)
+    ]  # v1: 1..100 ms, 10 errors
+    rows += [
+        log(NOW - 2 * minute, version=2, latency=float(10 * i)) for i in range(1, 21)
+    ]  # v2: 10..200 ms
     rows += [log(NOW - 3 * timedelta(hours=1), version=2, latency=1.0)]  # only "day"
     store(app, rows)
     with app.app_context():
@@ -65,14 +78,22 @@ def test_request_log_filters_pagination_and_safe_export(app, keys):
         key = db.session.query(ApiKey).filter_by(name="predict").one()
         key_id, prefix = key.id, key.prefix
     now = utcnow()
-    rows = [log(now - timedelta(minutes=i), status=200 if i % 4 else 404,
-                key=key_id if i < 30 else None) for i in range(60)]
-    rows.append(log(now, model="=HYPERLINK(\"http://evil\")", status=404,
-                    request_id="@cmd"))
+    rows = [
+        log(
+            now - timedelta(minutes=i),
+            status=200 if i % 4 else 404,
+            key=key_id if i < 30 else None,
+        )
+        for i in range(60)
+    ]
+    rows.append(
+        log(now, model='=HYPERLINK("http://evil")', status=404, request_id="@cmd")
+    )
     store(app, rows)
     client = app.test_client()
     sign_in(client, "root", "correct horse battery")
     with app.app_context():
+
         def count(**args):
             return reports.request_log_page(reports.LogFilters.from_args(args), 1).total
 
@@ -101,8 +122,13 @@ def test_request_log_filters_pagination_and_safe_export(app, keys):
 
 def test_models_page_counts_requests_and_errors_of_the_last_day(app, keys):
     now = utcnow()
-    store(app, [log(now - timedelta(hours=1), model="iris", status=200),
-                log(now - timedelta(hours=2), model="iris", status=422),
-                log(now - timedelta(hours=30), model="iris", status=500)])
+    store(
+        app,
+        [
+            log(now - timedelta(hours=1), model="iris", status=200),
+            log(now - timedelta(hours=2), model="iris", status=422),
+            log(now - timedelta(hours=30), model="iris", status=500),
+        ],
+    )
     with app.app_context():
         assert reports.model_traffic(now - timedelta(hours=24)) == {"iris": (2, 1)}

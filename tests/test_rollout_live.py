@@ -69,8 +69,12 @@ def _traffic(port: int, clients: list[str], stop: threading.Event, out: list[Ans
         i += 1
         sent = time.monotonic()
         try:
-            conn.request("POST", "/api/v1/models/iris/predict", body=ROW, headers={
-                "Content-Type": "application/json", "X-Client-Id": client})
+            conn.request(
+                "POST",
+                "/api/v1/models/iris/predict",
+                body=ROW,
+                headers={"Content-Type": "application/json", "X-Client-Id": client},
+            )
             response = conn.getresponse()
             body = json.loads(response.read())
             status, version = response.status, body.get("version")
@@ -87,8 +91,10 @@ def _warm_every_worker(port: int) -> None:
     for _ in range(3):
         answers: list[Answer] = []
         stop = threading.Event()
-        threads = [threading.Thread(target=_traffic, args=(port, ["warm"], stop, answers))
-                   for _ in range(8)]
+        threads = [
+            threading.Thread(target=_traffic, args=(port, ["warm"], stop, answers))
+            for _ in range(8)
+        ]
         for thread in threads:
             thread.start()
         time.sleep(2.0)
@@ -99,11 +105,17 @@ def _warm_every_worker(port: int) -> None:
             return
 
 
-def _admin(port: int, key: str, method: str, path: str, body: dict) -> tuple[float, float]:
+def _admin(
+    port: int, key: str, method: str, path: str, body: dict
+) -> tuple[float, float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     started = time.monotonic()
-    conn.request(method, path, body=json.dumps(body), headers={
-        "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    conn.request(
+        method,
+        path,
+        body=json.dumps(body),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+    )
     response = conn.getresponse()
     payload = response.read()
     conn.close()
@@ -113,19 +125,23 @@ def _admin(port: int, key: str, method: str, path: str, body: dict) -> tuple[flo
 
 def test_switches_under_load_on_four_workers(postgres_url, iris, iris_v2, tmp_path):
     key = _prepare(postgres_url, iris, iris_v2)
-    env = {"DATABASE_URL": postgres_url, "SECRET_KEY": "live",
-           "MODELDOCK_ALLOW_ANONYMOUS_PREDICT": "true",
-           "MODELDOCK_ROUTING_REFRESH_SECONDS": "0.5",
-           "MODELDOCK_RATELIMIT_DEFAULT": "1000000 per minute",
-           "MODELDOCK_REQUEST_LOG_FLUSH_SECONDS": "1"}
+    env = {
+        "DATABASE_URL": postgres_url,
+        "SECRET_KEY": "live",
+        "MODELDOCK_ALLOW_ANONYMOUS_PREDICT": "true",
+        "MODELDOCK_ROUTING_REFRESH_SECONDS": "0.5",
+        "MODELDOCK_RATELIMIT_DEFAULT": "1000000 per minute",
+        "MODELDOCK_REQUEST_LOG_FLUSH_SECONDS": "1",
+    }
     with gunicorn(env, workers=4, log_path=tmp_path / "gunicorn.log") as port:
         _warm_every_worker(port)
         clients = [f"client-{i}" for i in range(200)]
         answers: list[Answer] = []
         stop = threading.Event()
-        threads = [threading.Thread(target=_traffic,
-                                    args=(port, clients[i::6], stop, answers))
-                   for i in range(6)]
+        threads = [
+            threading.Thread(target=_traffic, args=(port, clients[i::6], stop, answers))
+            for i in range(6)
+        ]
         start = time.monotonic()
         states = [State(start - 60, start - 60, stable=1)]
         for thread in threads:
@@ -133,8 +149,13 @@ def test_switches_under_load_on_four_workers(postgres_url, iris, iris_v2, tmp_pa
         plan = [
             (1.5, "POST", "/api/v1/models/iris/versions/2/activate", {}, {"stable": 2}),
             (3.5, "POST", "/api/v1/models/iris/versions/1/activate", {}, {"stable": 1}),
-            (5.5, "PUT", "/api/v1/models/iris/canary", {"version": 3, "weight": 30},
-             {"canary": 3, "weight": 30}),
+            (
+                5.5,
+                "PUT",
+                "/api/v1/models/iris/canary",
+                {"version": 3, "weight": 30},
+                {"canary": 3, "weight": 30},
+            ),
             (7.5, "POST", "/api/v1/models/iris/versions/2/activate", {}, {"stable": 2}),
         ]
         try:
@@ -142,9 +163,18 @@ def test_switches_under_load_on_four_workers(postgres_url, iris, iris_v2, tmp_pa
                 time.sleep(max(0.0, start + at - time.monotonic()))
                 sent, done = _admin(port, key, method, path, body)
                 previous = states[-1]
-                states.append(State(sent, done, **{
-                    "stable": previous.stable, "canary": previous.canary,
-                    "weight": previous.weight, **change}))
+                states.append(
+                    State(
+                        sent,
+                        done,
+                        **{
+                            "stable": previous.stable,
+                            "canary": previous.canary,
+                            "weight": previous.weight,
+                            **change,
+                        },
+                    )
+                )
             # Keep traffic going well past the last change, however slow the machine.
             until = max(start + 10.0, states[-1].committed + 2 * SWITCH_LIMIT + 1.0)
             time.sleep(max(0.0, until - time.monotonic()))
@@ -176,8 +206,11 @@ def test_switches_under_load_on_four_workers(postgres_url, iris, iris_v2, tmp_pa
         for k in range(1, len(states)):
             gone = states[k - 1].versions() - states[k].versions()
             end = states[k + 1].start if k + 1 < len(states) else float("inf")
-            late = [a.sent - states[k].committed for a in answers
-                    if a.version in gone and states[k].committed <= a.sent < end]
+            late = [
+                a.sent - states[k].committed
+                for a in answers
+                if a.version in gone and states[k].committed <= a.sent < end
+            ]
             delays.append(max(late, default=0.0))
         assert max(delays) <= SWITCH_LIMIT
 
@@ -193,17 +226,28 @@ def test_switches_under_load_on_four_workers(postgres_url, iris, iris_v2, tmp_pa
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         on_canary = 0
         for i in range(1000):
-            conn.request("POST", "/api/v1/models/iris/predict", body=ROW, headers={
-                "Content-Type": "application/json", "X-Client-Id": f"share-{i}"})
+            conn.request(
+                "POST",
+                "/api/v1/models/iris/predict",
+                body=ROW,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Client-Id": f"share-{i}",
+                },
+            )
             on_canary += json.loads(conn.getresponse().read())["version"] == 3
         conn.close()
         share = on_canary / 1000
         assert abs(share - 0.30) < 0.04
 
-    report = {"requests": len(answers), "failed": len(failed),
-              "switch_delays_s": [round(d, 3) for d in delays],
-              "max_switch_delay_s": round(max(delays), 3),
-              "canary_weight": 30, "canary_share": share}
+    report = {
+        "requests": len(answers),
+        "failed": len(failed),
+        "switch_delays_s": [round(d, 3) for d in delays],
+        "max_switch_delay_s": round(max(delays), 3),
+        "canary_weight": 30,
+        "canary_share": share,
+    }
     artifacts = ROOT / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
     (artifacts / "rollout-proof.json").write_text(json.dumps(report, indent=2))

@@ -28,19 +28,35 @@ def marker(tmp_path):
 HOSTILE = [
     ("os.system", lambda m: evil.global_reduce("os", "system", f"touch {m}")),
     ("posix.system", lambda m: evil.pickled(evil.Payload(os.system, f"touch {m}"))),
-    ("builtins.eval", lambda m: evil.global_reduce(
-        "builtins", "eval", f"__import__('os').system('touch {m}')")),
-    ("builtins.exec", lambda m: evil.pickled(evil.Payload(
-        builtins.exec, f"open('{m}', 'w')"))),
-    ("subprocess.Popen", lambda m: evil.stack_global_reduce(
-        "subprocess", "Popen", f"touch {m}")),
-    ("subprocess.call", lambda m: evil.pickled(evil.Payload(
-        subprocess.call, ["touch", str(m)]))),
+    (
+        "builtins.eval",
+        lambda m: evil.global_reduce(
+            "builtins", "eval", f"__import__('os').system('touch {m}')"
+        ),
+    ),
+    (
+        "builtins.exec",
+        lambda m: evil.pickled(evil.Payload(builtins.exec, f"open('{m}', 'w')")),
+    ),
+    (
+        "subprocess.Popen",
+        lambda m: evil.stack_global_reduce("subprocess", "Popen", f"touch {m}"),
+    ),
+    (
+        "subprocess.call",
+        lambda m: evil.pickled(evil.Payload(subprocess.call, ["touch", str(m)])),
+    ),
     # Reached through an allowed package: judged by what it resolves to.
-    ("joblib.numpy_pickle.os.system", lambda m: evil.stack_global_reduce(
-        "joblib.numpy_pickle", "os.system", f"touch {m}")),
-    ("numpy.testing", lambda m: evil.stack_global_reduce(
-        "numpy", "testing.assert_", "x")),
+    (
+        "joblib.numpy_pickle.os.system",
+        lambda m: evil.stack_global_reduce(
+            "joblib.numpy_pickle", "os.system", f"touch {m}"
+        ),
+    ),
+    (
+        "numpy.testing",
+        lambda m: evil.stack_global_reduce("numpy", "testing.assert_", "x"),
+    ),
     ("builtins.getattr", lambda m: evil.global_reduce("__builtin__", "getattr", "x")),
 ]
 
@@ -80,22 +96,34 @@ def test_garbage_bytes_are_a_clear_error_not_a_crash():
 
 
 def test_plain_pickle_and_joblib_of_real_models_load(iris):
-    for fmt, data in (("pickle", iris.as_pickle()), ("joblib", iris.as_joblib(3)),
-                      ("skops", iris.as_skops())):
+    for fmt, data in (
+        ("pickle", iris.as_pickle()),
+        ("joblib", iris.as_joblib(3)),
+        ("skops", iris.as_skops()),
+    ):
         model = load_bytes(data, fmt)
         assert (model.predict(iris.X) == iris.estimator.predict(iris.X)).all()
 
 
 def _registry_counts(app):
     with app.app_context():
-        return (db.session.scalar(select(func.count(ModelVersion.id))),
-                db.session.scalar(select(func.count()).select_from(ModelArtifact)))
+        return (
+            db.session.scalar(select(func.count(ModelVersion.id))),
+            db.session.scalar(select(func.count()).select_from(ModelArtifact)),
+        )
 
 
 UPLOADS = [
-    ("evil.pkl", lambda m: evil.global_reduce("os", "system", f"touch {m}"),
-     "os.system"),
-    ("evil.pkl", lambda m: evil.global_reduce("builtins", "eval", "1"), "builtins.eval"),
+    (
+        "evil.pkl",
+        lambda m: evil.global_reduce("os", "system", f"touch {m}"),
+        "os.system",
+    ),
+    (
+        "evil.pkl",
+        lambda m: evil.global_reduce("builtins", "eval", "1"),
+        "builtins.eval",
+    ),
     ("evil.joblib", lambda m: evil.joblib_with_object_array(m, 3), "posix.system"),
     ("evil.joblib", evil.joblib_payload, "subprocess.call"),
 ]
@@ -103,7 +131,8 @@ UPLOADS = [
 
 @pytest.mark.parametrize(("filename", "make", "reference"), UPLOADS)
 def test_malicious_upload_is_refused_and_registry_unchanged(
-        client, app, keys, iris, marker, filename, make, reference):
+    client, app, keys, iris, marker, filename, make, reference
+):
     assert upload(client, keys.admin, "iris", iris.as_skops()).status_code == 201
     before = _registry_counts(app)
     response = upload(client, keys.admin, "iris", make(marker), filename)
@@ -119,16 +148,21 @@ def test_malicious_upload_is_refused_and_registry_unchanged(
 
 def test_decompression_bomb_is_stopped_by_the_memory_limit(client, app, keys):
     app.config["MODELDOCK_VALIDATION_MEMORY_MB"] = 700
-    response = upload(client, keys.admin, "bomb", evil.decompression_bomb(),
-                      "bomb.joblib")
+    response = upload(
+        client, keys.admin, "bomb", evil.decompression_bomb(), "bomb.joblib"
+    )
     assert response.status_code == 422
-    assert response.get_json()["error"]["code"] in {"model_validation_failed",
-                                                    "invalid_model_file"}
+    assert response.get_json()["error"]["code"] in {
+        "model_validation_failed",
+        "invalid_model_file",
+    }
     assert _registry_counts(app) == (0, 0)
 
 
-@pytest.mark.config(MODELDOCK_TRUSTED_MODULES=["tests.slow_estimators"],
-                    MODELDOCK_VALIDATION_CPU_SECONDS=3)
+@pytest.mark.config(
+    MODELDOCK_TRUSTED_MODULES=["tests.slow_estimators"],
+    MODELDOCK_VALIDATION_CPU_SECONDS=3,
+)
 def test_endless_predict_is_stopped_by_the_cpu_limit(client, app, keys, iris):
     from tests.slow_estimators import EndlessClassifier
 
@@ -146,14 +180,15 @@ def test_trusted_modules_come_from_config_only(client, keys, iris):
     data = pickle.dumps(EndlessClassifier().fit(iris.X, [0, 1] * 75))
     response = upload(client, keys.admin, "endless", data, "endless.pkl")
     assert response.status_code == 422
-    assert "tests.slow_estimators.EndlessClassifier" in \
-        response.get_json()["error"]["message"]
+    assert (
+        "tests.slow_estimators.EndlessClassifier"
+        in response.get_json()["error"]["message"]
+    )
 
 
 @pytest.mark.config(MODELDOCK_MAX_UPLOAD_MB=1)
 def test_oversized_upload_gets_413(client, keys):
-    response = upload(client, keys.admin, "big", b"\x00" * (2 * 1024 * 1024),
-                      "big.pkl")
+    response = upload(client, keys.admin, "big", b"\x00" * (2 * 1024 * 1024), "big.pkl")
     assert response.status_code == 413
     assert response.get_json()["error"]["code"] == "payload_too_large"
 

@@ -16,9 +16,15 @@ ROOT = ("root", "correct horse battery")
 
 
 def admin_rules(app):
-    return sorted({(r.rule, m) for r in app.url_map.iter_rules()
-                   if r.rule.startswith("/admin") for m in r.methods
-                   if m in {"GET", "POST"}})
+    return sorted(
+        {
+            (r.rule, m)
+            for r in app.url_map.iter_rules()
+            if r.rule.startswith("/admin")
+            for m in r.methods
+            if m in {"GET", "POST"}
+        }
+    )
 
 
 def test_users_get_403_on_every_admin_page_and_visitors_go_to_login(app, keys):
@@ -58,45 +64,73 @@ def test_user_and_key_actions_take_effect_and_are_audited(app, keys):
     token = sign_in(admin, *ROOT)
     alice = app.test_client()
     sign_in(alice, *ALICE)
-    with admin.post("/admin/users", data={"csrf_token": token, "username": "bob",
-                                          "password": "short", "role": "user"}) as bad:
+    with admin.post(
+        "/admin/users",
+        data={
+            "csrf_token": token,
+            "username": "bob",
+            "password": "short",
+            "role": "user",
+        },
+    ) as bad:
         assert bad.status_code == 400
         assert "password must have 8 characters or more" in bad.text
-    with admin.post("/admin/users", data={"csrf_token": token, "username": "bob",
-                                          "password": "bob password", "role": "user"}):
+    with admin.post(
+        "/admin/users",
+        data={
+            "csrf_token": token,
+            "username": "bob",
+            "password": "bob password",
+            "role": "user",
+        },
+    ):
         pass
     with app.app_context():
         bob = db.session.scalar(select(User).where(User.username == "bob"))
         assert bob.role == "user"
-    with admin.post(f"/admin/users/{bob.id}/role", data={"csrf_token": token,
-                                                         "role": "admin"}):
+    with admin.post(
+        f"/admin/users/{bob.id}/role", data={"csrf_token": token, "role": "admin"}
+    ):
         pass
     with admin.get(f"/admin/users/{keys.user_id}/disable") as confirm:
         assert "Disable &#39;alice&#39;?" in confirm.text  # a confirmation step first
-    assert app.test_client().get("/api/v1/models",
-                                 headers=auth(keys.predict)).status_code == 200
-    with admin.post(f"/admin/users/{keys.user_id}/disable",
-                    data={"csrf_token": token}) as done:
+    assert (
+        app.test_client().get("/api/v1/models", headers=auth(keys.predict)).status_code
+        == 200
+    )
+    with admin.post(
+        f"/admin/users/{keys.user_id}/disable", data={"csrf_token": token}
+    ) as done:
         assert done.status_code == 302
     # Her key stops in every worker (change counter) and her session ends.
-    assert app.test_client().get("/api/v1/models",
-                                 headers=auth(keys.predict)).status_code == 401
+    assert (
+        app.test_client().get("/api/v1/models", headers=auth(keys.predict)).status_code
+        == 401
+    )
     with alice.get("/account") as signed_out:
         assert signed_out.status_code == 302 and "/auth/login" in signed_out.location
-    with admin.post(f"/admin/users/{keys.admin_user_id}/disable",
-                    data={"csrf_token": token}, follow_redirects=True) as own:
+    with admin.post(
+        f"/admin/users/{keys.admin_user_id}/disable",
+        data={"csrf_token": token},
+        follow_redirects=True,
+    ) as own:
         assert "you cannot disable your own account" in own.text
     with app.app_context():
         admin_key = db.session.get(User, keys.admin_user_id).api_keys[0]
     with admin.post(f"/admin/keys/{admin_key.id}/revoke", data={"csrf_token": token}):
         pass
-    assert app.test_client().get("/api/v1/models",
-                                 headers=auth(keys.admin)).status_code == 401
+    assert (
+        app.test_client().get("/api/v1/models", headers=auth(keys.admin)).status_code
+        == 401
+    )
     with app.app_context():
         events = db.session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
         assert [(e.action, e.target) for e in events] == [
-            ("user.create", "user:bob"), ("user.role", "user:bob"),
-            ("user.disable", "user:alice"), ("key.revoke", f"key:{admin_key.prefix}")]
+            ("user.create", "user:bob"),
+            ("user.role", "user:bob"),
+            ("user.disable", "user:alice"),
+            ("key.revoke", f"key:{admin_key.prefix}"),
+        ]
         assert {e.actor for e in events} == {"root"}
         assert {e.remote_addr for e in events} == {"127.0.0.1"}
     with admin.get("/admin/audit?action=user.") as page:
@@ -106,23 +140,41 @@ def test_user_and_key_actions_take_effect_and_are_audited(app, keys):
 def test_model_upload_errors_are_shown_next_to_the_field(app, keys):
     client = app.test_client()
     token = sign_in(client, *ROOT)
-    with client.post("/admin/upload", data={
-            "csrf_token": token, "name": "iris", "metrics": "[1, 2]",
-            "file": (io.BytesIO(b"x"), "model.pkl")}) as bad_metrics:
+    with client.post(
+        "/admin/upload",
+        data={
+            "csrf_token": token,
+            "name": "iris",
+            "metrics": "[1, 2]",
+            "file": (io.BytesIO(b"x"), "model.pkl"),
+        },
+    ) as bad_metrics:
         assert bad_metrics.status_code == 400
-        assert re.search(r'id="metrics-error" class="error">Metrics must be a JSON',
-                         bad_metrics.text)
-    with client.post("/admin/upload", data={
-            "csrf_token": token, "name": "Not A Name",
-            "file": (io.BytesIO(b"x"), "model.pkl")}) as bad_name:
+        assert re.search(
+            r'id="metrics-error" class="error">Metrics must be a JSON', bad_metrics.text
+        )
+    with client.post(
+        "/admin/upload",
+        data={
+            "csrf_token": token,
+            "name": "Not A Name",
+            "file": (io.BytesIO(b"x"), "model.pkl"),
+        },
+    ) as bad_name:
         assert bad_name.status_code == 400
         assert 'id="name-error"' in bad_name.text
-    with client.post("/admin/upload", data={
-            "csrf_token": token, "name": "iris",
-            "file": (io.BytesIO(b"x"), "model.txt")}) as bad_type:
+    with client.post(
+        "/admin/upload",
+        data={
+            "csrf_token": token,
+            "name": "iris",
+            "file": (io.BytesIO(b"x"), "model.txt"),
+        },
+    ) as bad_type:
         assert bad_type.status_code == 422
-        assert re.search(r'id="file-error" class="error">unsupported file type',
-                         bad_type.text)
+        assert re.search(
+            r'id="file-error" class="error">unsupported file type', bad_type.text
+        )
     with client.get("/admin/models") as page:
         assert "No models yet." in page.text
 
@@ -130,7 +182,10 @@ def test_model_upload_errors_are_shown_next_to_the_field(app, keys):
 def test_unknown_models_are_404_pages(app, keys):
     client = app.test_client()
     sign_in(client, *ROOT)
-    for path in ("/admin/models/nope", "/admin/models/nope/rollback",
-                 "/admin/models/nope/versions/1/activate"):
+    for path in (
+        "/admin/models/nope",
+        "/admin/models/nope/rollback",
+        "/admin/models/nope/versions/1/activate",
+    ):
         with client.get(path) as page:
             assert page.status_code == 404 and "no model named" in page.text, path

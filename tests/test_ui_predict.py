@@ -45,10 +45,19 @@ def upload_csv(client, token, model, text, filename="data.csv"):
     from werkzeug.test import encode_multipart
 
     # Encoded in memory: the test client's encoder leaks a temp file for large bodies.
-    boundary, body = encode_multipart({"csrf_token": token, "file": FileStorage(
-        io.BytesIO(text.encode()), filename=filename, name="file")})
-    return client.post(f"/models/{model}/csv", data=body,
-                       content_type=f"multipart/form-data; boundary={boundary}")
+    boundary, body = encode_multipart(
+        {
+            "csrf_token": token,
+            "file": FileStorage(
+                io.BytesIO(text.encode()), filename=filename, name="file"
+            ),
+        }
+    )
+    return client.post(
+        f"/models/{model}/csv",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+    )
 
 
 def finished(client, location, timeout=60.0):
@@ -94,7 +103,8 @@ def test_csv_results_download_matches_predict_and_neutralises_formulas(site, iri
     rows = iris.X[::3]
     text = "note,x2,x0,x3,x1\n" + "".join(
         f"{'=1+2' if i % 2 else '-7'},{r[2]},{r[0]},{r[3]},{r[1]}\n"
-        for i, r in enumerate(rows))
+        for i, r in enumerate(rows)
+    )
     with upload_csv(client, token, "iris", text, "flowers.csv") as response:
         assert response.status_code == 302
         location = response.headers["Location"]
@@ -102,18 +112,32 @@ def test_csv_results_download_matches_predict_and_neutralises_formulas(site, iri
     assert "50 rows predicted by iris version 1" in page
     assert page.count('<svg class="chart"') == 1 and "Rows per predicted class" in page
     table = download(client, location)
-    assert table[0] == ["note", "x2", "x0", "x3", "x1", "prediction", "probability_0",
-                        "probability_1", "probability_2"]
+    assert table[0] == [
+        "note",
+        "x2",
+        "x0",
+        "x3",
+        "x1",
+        "prediction",
+        "probability_0",
+        "probability_1",
+        "probability_2",
+    ]
     assert [int(r[5]) for r in table[1:]] == iris.estimator.predict(rows).tolist()
-    np.testing.assert_allclose([[float(v) for v in r[6:]] for r in table[1:]],
-                               iris.estimator.predict_proba(rows), rtol=1e-9)
+    np.testing.assert_allclose(
+        [[float(v) for v in r[6:]] for r in table[1:]],
+        iris.estimator.predict_proba(rows),
+        rtol=1e-9,
+    )
     assert [r[0] for r in table[1:3]] == ["-7", "'=1+2"]
-    np.testing.assert_allclose([[float(r[2]), float(r[4]), float(r[1]), float(r[3])]
-                                for r in table[1:]], rows)
+    np.testing.assert_allclose(
+        [[float(r[2]), float(r[4]), float(r[1]), float(r[3])] for r in table[1:]], rows
+    )
 
 
 def test_regressor_results_get_a_histogram_and_negative_numbers_stay_numbers(
-        site, diabetes):
+    site, diabetes
+):
     app, _ = site
     client, token = client_for(app)
     names = [f"x{i}" for i in range(10)]
@@ -125,10 +149,12 @@ def test_regressor_results_get_a_histogram_and_negative_numbers_stay_numbers(
     assert "Histogram of predicted values" in page
     table = download(client, location)
     assert table[0] == [*names, "prediction"]
-    np.testing.assert_allclose([[float(v) for v in r[:10]] for r in table[1:]],
-                               diabetes.X)
-    np.testing.assert_allclose([float(r[10]) for r in table[1:]],
-                               diabetes.estimator.predict(diabetes.X))
+    np.testing.assert_allclose(
+        [[float(v) for v in r[:10]] for r in table[1:]], diabetes.X
+    )
+    np.testing.assert_allclose(
+        [float(r[10]) for r in table[1:]], diabetes.estimator.predict(diabetes.X)
+    )
 
 
 def test_missing_columns_are_named_and_nothing_runs(site):
@@ -160,8 +186,9 @@ def test_row_cap_is_configurable(site):
 def test_bad_cell_fails_the_job_with_its_line_and_column(site):
     app, _ = site
     client, token = client_for(app)
-    with upload_csv(client, token, "iris",
-                    "x0,x1,x2,x3\n1,2,3,4\n1,2,oops,4\n") as response:
+    with upload_csv(
+        client, token, "iris", "x0,x1,x2,x3\n1,2,3,4\n1,2,oops,4\n"
+    ) as response:
         location = response.headers["Location"]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -184,8 +211,9 @@ def test_100k_rows_show_progress_then_results_from_another_worker(site, iris):
     out = io.StringIO()
     np.savetxt(out, rows, delimiter=",", header="x3,x2,x1,x0", comments="", fmt="%.2f")
     app.config["MODELDOCK_CSV_WAIT_SECONDS"] = 0.0
-    other = build_app(app.config["DATABASE_URL"],
-                      app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+    other = build_app(
+        app.config["DATABASE_URL"], app.config["SQLALCHEMY_ENGINE_OPTIONS"]
+    )
     try:
         started = time.perf_counter()
         with upload_csv(client, token, "iris", out.getvalue(), "big.csv") as response:
@@ -212,10 +240,19 @@ def test_jobs_are_private_and_a_dead_worker_is_reported(site):
     app, keys = site
     with app.app_context():
         for job_id, owner in (("a" * 32, keys.user_id), ("b" * 32, keys.admin_user_id)):
-            db.session.add(PredictionJob(
-                id=job_id, user_id=owner, model_name="iris", version=1,
-                filename="x.csv", status="running", total_rows=10, done_rows=5,
-                updated_at=utcnow() - timedelta(minutes=10)))
+            db.session.add(
+                PredictionJob(
+                    id=job_id,
+                    user_id=owner,
+                    model_name="iris",
+                    version=1,
+                    filename="x.csv",
+                    status="running",
+                    total_rows=10,
+                    done_rows=5,
+                    updated_at=utcnow() - timedelta(minutes=10),
+                )
+            )
         db.session.commit()
     client, _ = client_for(app)
     with client.get("/jobs/" + "b" * 32) as other_users:
@@ -228,27 +265,33 @@ def test_jobs_are_private_and_a_dead_worker_is_reported(site):
 def test_account_key_is_shown_once_then_only_by_prefix(site):
     app, keys = site
     client, token = client_for(app)
-    with client.post("/account/keys", data={"csrf_token": token, "name": "ci",
-                                            "scope_predict": "y"}) as page:
+    with client.post(
+        "/account/keys", data={"csrf_token": token, "name": "ci", "scope_predict": "y"}
+    ) as page:
         assert page.status_code == 200
         assert page.headers["Cache-Control"] == "no-store"
-        key = re.search(r'id="new-key" class="key" readonly value="([^"]+)"',
-                        page.text).group(1)
+        key = re.search(
+            r'id="new-key" class="key" readonly value="([^"]+)"', page.text
+        ).group(1)
     with client.get("/account") as page:
         assert key not in page.text and key[:12] in page.text
     assert app.test_client().get("/api/v1/models", headers=auth(key)).status_code == 200
-    with client.post("/account/keys", data={"csrf_token": token, "name": "x",
-                                            "scope_admin": "y"}) as refused:
+    with client.post(
+        "/account/keys", data={"csrf_token": token, "name": "x", "scope_admin": "y"}
+    ) as refused:
         assert refused.status_code == 403
         assert "only admins can hold admin-scope keys" in refused.text
     with app.app_context():
         mine = db.session.query(ApiKey).filter_by(name="ci").one().id
-        root_key = db.session.query(ApiKey).filter_by(
-            user_id=keys.admin_user_id).first()
-    with client.post(f"/account/keys/{root_key.id}/revoke",
-                     data={"csrf_token": token}) as not_mine:
+        root_key = (
+            db.session.query(ApiKey).filter_by(user_id=keys.admin_user_id).first()
+        )
+    with client.post(
+        f"/account/keys/{root_key.id}/revoke", data={"csrf_token": token}
+    ) as not_mine:
         assert not_mine.status_code == 404
-    with client.post(f"/account/keys/{mine}/revoke",
-                     data={"csrf_token": token}) as done:
+    with client.post(
+        f"/account/keys/{mine}/revoke", data={"csrf_token": token}
+    ) as done:
         assert done.status_code == 302
     assert app.test_client().get("/api/v1/models", headers=auth(key)).status_code == 401

@@ -22,7 +22,9 @@ def _json_field(name: str):
     try:
         return json.loads(raw)
     except ValueError as exc:
-        raise APIError(400, "malformed_json", f"'{name}' is not valid JSON", name) from exc
+        raise APIError(
+            400, "malformed_json", f"'{name}' is not valid JSON", name
+        ) from exc
 
 
 def _reason() -> str:
@@ -30,8 +32,12 @@ def _reason() -> str:
     if request.is_json and request.get_data().strip():
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
-            raise APIError(400, "invalid_body",
-                           "send a JSON object such as {\"reason\": \"...\"}", "body")
+            raise APIError(
+                400,
+                "invalid_body",
+                'send a JSON object such as {"reason": "..."}',
+                "body",
+            )
     if body is not None and "reason" in body:
         if not isinstance(body["reason"], str):
             raise APIError(400, "invalid_reason", "reason must be a string", "reason")
@@ -44,21 +50,30 @@ def _reason() -> str:
 def upload_version(name: str):
     upload = request.files.get("file")
     if upload is None or not upload.filename:
-        raise APIError(400, "file_missing",
-                       "send the model as multipart form field 'file'", "file")
+        raise APIError(
+            400, "file_missing", "send the model as multipart form field 'file'", "file"
+        )
     metrics = _json_field("metrics")
     if metrics is not None and not isinstance(metrics, dict):
-        raise APIError(400, "invalid_metrics", "metrics must be a JSON object",
-                       "metrics")
+        raise APIError(
+            400, "invalid_metrics", "metrics must be a JSON object", "metrics"
+        )
     with upload.stream:  # large uploads are spooled to a temporary file
         data = upload.read()
     version = versions.upload_version(
-        name, upload.filename, data, actor_id=g.principal.user_id,
+        name,
+        upload.filename,
+        data,
+        actor_id=g.principal.user_id,
         description=request.form.get("description"),
-        notes=request.form.get("notes", ""), metrics=metrics,
-        sample_rows=_json_field("sample"))
+        notes=request.form.get("notes", ""),
+        metrics=metrics,
+        sample_rows=_json_field("sample"),
+    )
     commit()
-    return jsonify(describe.version_dict(version, describe.aliases_of(version.model))), 201
+    return jsonify(
+        describe.version_dict(version, describe.aliases_of(version.model))
+    ), 201
 
 
 @api_bp.post("/models/<name>/versions/<int:number>/activate")
@@ -85,8 +100,12 @@ def set_version_runtime(name: str, number: int):
 def set_model_batching(name: str):
     """Body: {"max_rows": n | null, "max_wait_ms": x | null, "reason": "..."}."""
     body = _json_body()
-    model = runtime_settings.set_batching(service.get_model(name), body.get("max_rows"),
-                                 body.get("max_wait_ms"), _reason())
+    model = runtime_settings.set_batching(
+        service.get_model(name),
+        body.get("max_rows"),
+        body.get("max_wait_ms"),
+        _reason(),
+    )
     commit()
     return jsonify(describe.model_dict(model))
 
@@ -96,8 +115,9 @@ def set_model_batching(name: str):
 def set_model_timeout(name: str):
     """Body: {"seconds": x | null, "reason": "..."}."""
     body = _json_body()
-    model = runtime_settings.set_timeout(service.get_model(name), body.get("seconds"),
-                                _reason())
+    model = runtime_settings.set_timeout(
+        service.get_model(name), body.get("seconds"), _reason()
+    )
     commit()
     return jsonify(describe.model_dict(model))
 
@@ -130,9 +150,12 @@ def _json_body() -> dict:
 def set_canary(name: str):
     """Body: {"version": n, "weight": 0-100, "reason": "..."}."""
     body = _json_body()
-    aliases.set_canary(name, json_whole_number(body, "version"),
-                       json_whole_number(body, "weight", 0, 100),
-                       str(body.get("reason", "")))
+    aliases.set_canary(
+        name,
+        json_whole_number(body, "version"),
+        json_whole_number(body, "weight", 0, 100),
+        str(body.get("reason", "")),
+    )
     commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
@@ -159,8 +182,9 @@ def promote_canary(name: str):
 def set_shadow(name: str):
     """Body: {"version": n, "reason": "..."}."""
     body = _json_body()
-    aliases.set_shadow(name, json_whole_number(body, "version"),
-                       str(body.get("reason", "")))
+    aliases.set_shadow(
+        name, json_whole_number(body, "version"), str(body.get("reason", ""))
+    )
     commit()
     return jsonify(describe.model_dict(service.get_model(name)))
 
@@ -173,8 +197,13 @@ def shadow_report(name: str):
     if hours is None:
         raise APIError(400, "invalid_hours", "hours must be 1-744", "hours")
     pointers = describe.aliases_of(service.get_model(name))
-    return jsonify({"model": name, "shadow": pointers.get("shadow"),
-                    "hours": history.shadow_stats(name, hours)})
+    return jsonify(
+        {
+            "model": name,
+            "shadow": pointers.get("shadow"),
+            "hours": history.shadow_stats(name, hours),
+        }
+    )
 
 
 @api_bp.get("/models/<name>/history")

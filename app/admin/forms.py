@@ -26,23 +26,35 @@ from app.models.users import ROLES
 
 
 class UploadForm(FlaskForm):
-    name = StringField("Model name", validators=[DataRequired(), Length(max=64)],
-                       description="Lowercase letters, digits, '_', '.', '-'. A new "
-                       "name creates a new model.")
-    file = FileField("Model file (.skops, .joblib, .pkl, .onnx)",
-                     validators=[FileRequired("Choose a model file.")])
-    description = StringField("Model description", validators=[Optional(),
-                                                                Length(max=500)])
+    name = StringField(
+        "Model name",
+        validators=[DataRequired(), Length(max=64)],
+        description="Lowercase letters, digits, '_', '.', '-'. A new "
+        "name creates a new model.",
+    )
+    file = FileField(
+        "Model file (.skops, .joblib, .pkl, .onnx)",
+        validators=[FileRequired("Choose a model file.")],
+    )
+    description = StringField(
+        "Model description", validators=[Optional(), Length(max=500)]
+    )
     notes = TextAreaField("Version notes", validators=[Optional(), Length(max=5000)])
-    metrics = TextAreaField("Metrics (JSON object)", validators=[Optional()],
-                            description='For example {"accuracy": 0.97}')
+    metrics = TextAreaField(
+        "Metrics (JSON object)",
+        validators=[Optional()],
+        description='For example {"accuracy": 0.97}',
+    )
     submit = SubmitField("Upload and validate")
 
 
 class UserForm(FlaskForm):
     username = StringField("Username", validators=[DataRequired(), Length(max=80)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)],
-                             description="8 characters or more.")
+    password = PasswordField(
+        "Password",
+        validators=[DataRequired(), Length(max=200)],
+        description="8 characters or more.",
+    )
     role = SelectField("Role", choices=list(ROLES), default="user")
     submit = SubmitField("Create user")
 
@@ -53,32 +65,51 @@ class RoleForm(FlaskForm):
 
 
 class CanaryForm(FlaskForm):
-    weight = IntegerField("Share of clients on the canary (%)", default=10,
-                          validators=[InputRequired(), NumberRange(min=0, max=100)],
-                          description="Sticky per client; raising it only adds clients.")
-    reason = StringField("Reason (optional, kept in the audit log)",
-                         validators=[Optional(), Length(max=500)])
+    weight = IntegerField(
+        "Share of clients on the canary (%)",
+        default=10,
+        validators=[InputRequired(), NumberRange(min=0, max=100)],
+        description="Sticky per client; raising it only adds clients.",
+    )
+    reason = StringField(
+        "Reason (optional, kept in the audit log)",
+        validators=[Optional(), Length(max=500)],
+    )
     submit = SubmitField("Confirm")
 
 
 class RuntimeForm(FlaskForm):
-    runtime = SelectField("Runtime", choices=[
-        SelectChoice("auto", "auto: the verified ONNX graph when there is one, "
-                     "else scikit-learn"),
-        SelectChoice("onnx", "onnx: always onnxruntime"),
-        SelectChoice("sklearn", "sklearn: always scikit-learn")])
-    reason = StringField("Reason (optional, kept in the audit log)",
-                         validators=[Optional(), Length(max=500)])
+    runtime = SelectField(
+        "Runtime",
+        choices=[
+            SelectChoice(
+                "auto",
+                "auto: the verified ONNX graph when there is one, else scikit-learn",
+            ),
+            SelectChoice("onnx", "onnx: always onnxruntime"),
+            SelectChoice("sklearn", "sklearn: always scikit-learn"),
+        ],
+    )
+    reason = StringField(
+        "Reason (optional, kept in the audit log)",
+        validators=[Optional(), Length(max=500)],
+    )
     submit = SubmitField("Confirm")
 
 
 class BatchingForm(FlaskForm):
-    max_rows = IntegerField("Most rows per batch", validators=[
-        Optional(), NumberRange(min=0, max=1024)],
-        description="Empty: the deployment's default. 0 turns batching off.")
-    max_wait_ms = FloatField("Longest wait for company (ms)", validators=[
-        Optional(), NumberRange(min=0, max=1000)],
-        description="Empty: the deployment's default.")
-    reason = StringField("Reason (optional, kept in the audit log)",
-                         validators=[Optional(), Length(max=500)])
+    max_rows = IntegerField(
+        "Most rows per batch",
+        validators=[Optional(), NumberRange(min=0, max=1024)],
+        description="Empty: the deployment's default. 0 turns batching off.",
+    )
+    max_wait_ms = FloatField(
+        "Longest wait for company (ms)",
+        validators=[Optional(), NumberRange(min=0, max=1000)],
+        description="Empty: the deployment's default.",
+    )
+    reason = StringField(
+        "Reason (optional, kept in the audit log)",
+        validators=[Optional(), Length(max=500)],
+    )
     submit = SubmitField("Save")

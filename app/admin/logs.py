@@ -29,25 +29,44 @@ def dashboard():
     series["errors"] = data.errors_per_minute
     versions = data.versions
     labels = [v.label for v in versions]
-    chart_rate = charts.line_chart(data.bucket_labels, series,
-                                   "Requests per minute by model version")
+    chart_rate = charts.line_chart(
+        data.bucket_labels, series, "Requests per minute by model version"
+    )
     chart_latency = charts.bar_chart(
-        labels, {"p50 ms": [v.p50_ms or 0 for v in versions],
-                 "p95 ms": [v.p95_ms or 0 for v in versions]},
-        "Latency p50 and p95 by model version (ms)", lambda v: f"{v:.1f}")
+        labels,
+        {
+            "p50 ms": [v.p50_ms or 0 for v in versions],
+            "p95 ms": [v.p95_ms or 0 for v in versions],
+        },
+        "Latency p50 and p95 by model version (ms)",
+        lambda v: f"{v:.1f}",
+    )
     chart_errors = charts.bar_chart(
-        labels, {"error rate": [v.error_rate for v in versions]},
-        "Error rate by model version", lambda v: f"{100 * v:.1f}%")
-    return render_template("admin/dashboard.html", data=data, chart_rate=chart_rate,
-                           chart_latency=chart_latency, chart_errors=chart_errors)
+        labels,
+        {"error rate": [v.error_rate for v in versions]},
+        "Error rate by model version",
+        lambda v: f"{100 * v:.1f}%",
+    )
+    return render_template(
+        "admin/dashboard.html",
+        data=data,
+        chart_rate=chart_rate,
+        chart_latency=chart_latency,
+        chart_errors=chart_errors,
+    )
 
 
 @bp.get("/requests")
 def requests_log():
     filters = reports.LogFilters.from_args(request.args)
     page = reports.request_log_page(filters, page_number())
-    return render_template("admin/requests.html", filters=filters, page=page,
-                           models=reports.model_names(), args=filters.query_args())
+    return render_template(
+        "admin/requests.html",
+        filters=filters,
+        page=page,
+        models=reports.model_names(),
+        args=filters.query_args(),
+    )
 
 
 @bp.get("/requests.csv")
@@ -56,8 +75,11 @@ def requests_export():
     if filters.problems:
         return redirect(url_for("admin_pages.requests_log", **request.args))
     rows = export_lines(reports.request_log_rows(filters))
-    return Response(stream_with_context(rows), mimetype="text/csv", headers={
-        "Content-Disposition": 'attachment; filename="request-log.csv"'})
+    return Response(
+        stream_with_context(rows),
+        mimetype="text/csv",
+        headers={"Content-Disposition": 'attachment; filename="request-log.csv"'},
+    )
 
 
 @bp.get("/audit")

@@ -17,8 +17,9 @@ from app.web.errors import APIError
 def _users_page(form: UserForm | None = None, status: int = 200):
     users = accounts.all_users()
     role_forms = {u.id: RoleForm(formdata=None, role=u.role) for u in users}
-    return render_template("admin/users.html", users=users, form=form or UserForm(),
-                           role_forms=role_forms), status
+    return render_template(
+        "admin/users.html", users=users, form=form or UserForm(), role_forms=role_forms
+    ), status
 
 
 @bp.get("/users")
@@ -32,8 +33,9 @@ def create_user():
     if not form.validate_on_submit():
         return _users_page(form, 400)
     try:
-        user = accounts.create_user(form.username.data, form.password.data,
-                                    form.role.data)
+        user = accounts.create_user(
+            form.username.data, form.password.data, form.role.data
+        )
     except APIError as error:
         db.session.rollback()
         field = getattr(form, error.field, None) if error.field else None
@@ -60,21 +62,37 @@ def change_role(user_id: int):
     return redirect(url_for("admin_pages.users"))
 
 
-@bp.route("/users/<int:user_id>/disable", methods=["GET", "POST"],
-          defaults={"action": "disable"})
-@bp.route("/users/<int:user_id>/enable", methods=["GET", "POST"],
-          defaults={"action": "enable"})
+@bp.route(
+    "/users/<int:user_id>/disable",
+    methods=["GET", "POST"],
+    defaults={"action": "disable"},
+)
+@bp.route(
+    "/users/<int:user_id>/enable",
+    methods=["GET", "POST"],
+    defaults={"action": "enable"},
+)
 def set_enabled(user_id: int, action: str):
     """Confirm, then disable (or re-enable) a user."""
     user = accounts.get_user(user_id)
-    details = ["They can no longer sign in; their sessions and API keys stop working "
-               "at once."] if action == "disable" else ["They can sign in again."]
+    details = (
+        [
+            "They can no longer sign in; their sessions and API keys stop working "
+            "at once."
+        ]
+        if action == "disable"
+        else ["They can sign in again."]
+    )
     return confirm_action(
         lambda _: accounts.set_enabled(user, action == "enable", current_user.id),
         lambda _: f"'{user.username}' {action}d.",
-        title=f"{action.capitalize()} '{user.username}'?", details=details,
-        button=f"{action.capitalize()} user", back=url_for("admin_pages.users"),
-        danger=action == "disable", reason=False)
+        title=f"{action.capitalize()} '{user.username}'?",
+        details=details,
+        button=f"{action.capitalize()} user",
+        back=url_for("admin_pages.users"),
+        danger=action == "disable",
+        reason=False,
+    )
 
 
 @bp.get("/keys")
@@ -89,7 +107,14 @@ def revoke_key(key_id: int):
         lambda _: accounts.revoke_key(key),
         lambda _: f"Key {key.prefix} of '{key.user.username}' revoked.",
         title=f"Revoke key {key.prefix}?",
-        details=[f"Owner: {key.user.username}", f"Name: {key.name}",
-                 f"Scopes: {key.scopes}", "Scripts using it stop working at once."],
-        button="Revoke key", back=url_for("admin_pages.keys"), danger=True,
-        reason=False)
+        details=[
+            f"Owner: {key.user.username}",
+            f"Name: {key.name}",
+            f"Scopes: {key.scopes}",
+            "Scripts using it stop working at once.",
+        ],
+        button="Revoke key",
+        back=url_for("admin_pages.keys"),
+        danger=True,
+        reason=False,
+    )

@@ -37,8 +37,14 @@ def models():
     rows = []
     for model in db.session.scalars(select(MLModel).order_by(MLModel.name)):
         count, errors = traffic.get(model.name, (0, 0))
-        rows.append({**describe.model_dict(model), "requests": count, "errors": errors,
-                     "error_rate": errors / count if count else None})
+        rows.append(
+            {
+                **describe.model_dict(model),
+                "requests": count,
+                "errors": errors,
+                "error_rate": errors / count if count else None,
+            }
+        )
     return render_template("admin/models.html", models=rows)
 
 
@@ -46,14 +52,24 @@ def models():
 def versions(name: str):
     model = service.get_model(name)
     aliases = describe.aliases_of(model)
-    history = db.session.scalars(select(Activation).where(
-        Activation.model_id == model.id).order_by(Activation.id.desc()).limit(20))
+    history = db.session.scalars(
+        select(Activation)
+        .where(Activation.model_id == model.id)
+        .order_by(Activation.id.desc())
+        .limit(20)
+    )
     return render_template(
-        "admin/versions.html", model=describe.model_dict(model), aliases=aliases,
-        versions=[describe.version_dict(v, aliases) | {"created_at": v.created_at}
-                  for v in reversed(model.versions)],  # a datetime, for the |when filter
-        history=list(history), rollback_to=service.rollback_target(model),
-        shadow_hours=rollout_history.shadow_hours(name) if "shadow" in aliases else [])
+        "admin/versions.html",
+        model=describe.model_dict(model),
+        aliases=aliases,
+        versions=[
+            describe.version_dict(v, aliases) | {"created_at": v.created_at}
+            for v in reversed(model.versions)
+        ],  # a datetime, for the |when filter
+        history=list(history),
+        rollback_to=service.rollback_target(model),
+        shadow_hours=rollout_history.shadow_hours(name) if "shadow" in aliases else [],
+    )
 
 
 @bp.route("/upload", methods=["GET", "POST"])
@@ -63,8 +79,9 @@ def upload():
     if request.method == "GET" and request.args.get("model"):
         form.name.data = request.args["model"]
     if not form.validate_on_submit():
-        return render_template("admin/upload.html", form=form), \
-            400 if request.method == "POST" else 200
+        return render_template(
+            "admin/upload.html", form=form
+        ), 400 if request.method == "POST" else 200
     try:
         metrics = json.loads(form.metrics.data) if form.metrics.data else None
         if metrics is not None and not isinstance(metrics, dict):
@@ -77,9 +94,14 @@ def upload():
         data = upload_file.read()
     try:
         version = rollout_versions.upload_version(
-            form.name.data.strip(), upload_file.filename or "", data,
-            actor_id=current_user.id, description=form.description.data or None,
-            notes=form.notes.data or "", metrics=metrics)
+            form.name.data.strip(),
+            upload_file.filename or "",
+            data,
+            actor_id=current_user.id,
+            description=form.description.data or None,
+            notes=form.notes.data or "",
+            metrics=metrics,
+        )
     except APIError as error:
         db.session.rollback()
         field = getattr(form, error.field if error.field in UPLOAD_FIELDS else "file")
@@ -88,8 +110,12 @@ def upload():
         return render_template("admin/upload.html", form=form), error.status
     name, number = version.model.name, version.number
     commit()
-    flash(f"Stored {name} version {number}. It is not active until you activate it."
-          if number > 1 else f"Stored {name} version 1; it is active.", "success")
+    flash(
+        f"Stored {name} version {number}. It is not active until you activate it."
+        if number > 1
+        else f"Stored {name} version 1; it is active.",
+        "success",
+    )
     return redirect(url_for("admin_pages.versions", name=name))
 
 
@@ -106,12 +132,18 @@ def activate(name: str, number: int):
     return confirm_action(
         lambda reason: rollout_versions.activate_version(name, number, reason),
         lambda _: f"{name} now serves version {number}.",
-        title=f"Activate version {number} of {name}?", details=[
-            f"Now active: version {current.number}" if current else "No active version.",
+        title=f"Activate version {number} of {name}?",
+        details=[
+            f"Now active: version {current.number}"
+            if current
+            else "No active version.",
             f"Version {number}: {version.input_schema['estimator']}, "
             f"sha256 {version.sha256[:12]}",
-            "Predictions switch to it on every worker within a second."],
-        button=f"Activate version {number}", back=model_page(name))
+            "Predictions switch to it on every worker within a second.",
+        ],
+        button=f"Activate version {number}",
+        back=model_page(name),
+    )
 
 
 @bp.route("/models/<name>/rollback", methods=["GET", "POST"])
@@ -120,10 +152,17 @@ def rollback(name: str):
     return confirm_action(
         lambda reason: rollout_versions.rollback(name, reason),
         lambda version: f"Rolled back: {name} serves version {version.number} again.",
-        title=f"Roll back {name}?", details=[
-            f"Now active: version {current.number}" if current else "No active version.",
-            "The version that was active before it becomes active again."],
-        button="Roll back", back=model_page(name), danger=True)
+        title=f"Roll back {name}?",
+        details=[
+            f"Now active: version {current.number}"
+            if current
+            else "No active version.",
+            "The version that was active before it becomes active again.",
+        ],
+        button="Roll back",
+        back=model_page(name),
+        danger=True,
+    )
 
 
 @bp.route("/models/<name>/versions/<int:number>/archive", methods=["GET", "POST"])
@@ -134,4 +173,7 @@ def archive(name: str, number: int):
         lambda _: f"Version {number} of {name} archived.",
         title=f"Archive version {number} of {name}?",
         details=["It stays stored but can no longer serve or be activated."],
-        button=f"Archive version {number}", back=model_page(name), danger=True)
+        button=f"Archive version {number}",
+        back=model_page(name),
+        danger=True,
+    )

@@ -47,9 +47,11 @@ def openapi_path(rule: str) -> str:
     return _VARIABLE.sub(lambda m: "{" + m.group(2) + "}", rule)
 
 
-CONVERTER_SCHEMAS = {"int": {"type": "integer", "minimum": 0},
-                     "float": {"type": "number"}, "uuid": {"type": "string",
-                                                           "format": "uuid"}}
+CONVERTER_SCHEMAS = {
+    "int": {"type": "integer", "minimum": 0},
+    "float": {"type": "number"},
+    "uuid": {"type": "string", "format": "uuid"},
+}
 
 
 def path_parameters(rule: str) -> list[dict]:
@@ -58,9 +60,11 @@ def path_parameters(rule: str) -> list[dict]:
     for m in _VARIABLE.finditer(rule):
         converter, name = m.group(1), m.group(2)
         schema = PATH_PARAMETERS.get(name) or CONVERTER_SCHEMAS.get(
-            converter, {"type": "string"})
-        out.append({"name": name, "in": "path", "required": True,
-                    "schema": deepcopy(schema)})
+            converter, {"type": "string"}
+        )
+        out.append(
+            {"name": name, "in": "path", "required": True, "schema": deepcopy(schema)}
+        )
     return out
 
 
@@ -85,11 +89,17 @@ def _responses() -> dict:
     out = {}
     for status, text in STATUS_TEXT.items():
         for family, schema in (("Native", "Error"), ("Plain", "PlainError")):
-            response = {"description": text,
-                        "content": {"application/json": {"schema": ref(schema)}}}
+            response = {
+                "description": text,
+                "content": {"application/json": {"schema": ref(schema)}},
+            }
             if status == 429:
-                response["headers"] = {"Retry-After": {
-                    "description": "Seconds to wait", "schema": {"type": "string"}}}
+                response["headers"] = {
+                    "Retry-After": {
+                        "description": "Seconds to wait",
+                        "schema": {"type": "string"},
+                    }
+                }
             out[f"{family}{status}"] = response
     return out
 
@@ -127,12 +137,17 @@ def build_document(app: Flask) -> dict:
             "schemas": deepcopy(SCHEMAS),
             "responses": _responses(),
             "securitySchemes": {
-                "bearerAuth": {"type": "http", "scheme": "bearer",
-                               "description": "`Authorization: Bearer mdk_...`"},
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`Authorization: Bearer mdk_...`",
+                },
                 "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-                "metricsToken": {"type": "http", "scheme": "bearer",
-                                 "description": "`MODELDOCK_METRICS_TOKEN`, for "
-                                                "`/metrics` only"},
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`MODELDOCK_METRICS_TOKEN`, for `/metrics` only",
+                },
             },
         },
     }

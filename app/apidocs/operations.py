@@ -18,16 +18,22 @@ def body(schema: str, media: str = JSON, required: bool = True) -> dict:
     return {"required": required, "content": {media: {"schema": ref(schema)}}}
 
 
-def reply(description: str, schema: dict | str | None = None, media: str = JSON,
-          **headers: str) -> dict:
+def reply(
+    description: str,
+    schema: dict | str | None = None,
+    media: str = JSON,
+    **headers: str,
+) -> dict:
     response: dict = {"description": description}
     if schema is not None:
-        response["content"] = {media: {"schema": ref(schema) if isinstance(
-            schema, str) else schema}}
+        response["content"] = {
+            media: {"schema": ref(schema) if isinstance(schema, str) else schema}
+        }
     if headers:
-        response["headers"] = {name.replace("_", "-"): {
-            "description": text, "schema": {"type": "string"}}
-            for name, text in headers.items()}
+        response["headers"] = {
+            name.replace("_", "-"): {"description": text, "schema": {"type": "string"}}
+            for name, text in headers.items()
+        }
     return response
 
 
@@ -36,19 +42,29 @@ def errors(family: str, *statuses: int) -> dict:
 
 
 HTML_PAGE = {"content": {HTML: {"schema": {"type": "string"}}}}
-HTML_OR_JSON_ERROR = {"description": "Error page (JSON when the client asks for it).",
-                      "content": {HTML: {"schema": {"type": "string"}},
-                                  JSON: {"schema": ref("Error")}}}
-REDIRECT = {"description": "Redirect (to the sign-in page, or after signing in/out).",
-            "headers": {"Location": {"schema": {"type": "string"}}}}
+HTML_OR_JSON_ERROR = {
+    "description": "Error page (JSON when the client asks for it).",
+    "content": {HTML: {"schema": {"type": "string"}}, JSON: {"schema": ref("Error")}},
+}
+REDIRECT = {
+    "description": "Redirect (to the sign-in page, or after signing in/out).",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
 
 # Statuses every key-protected route can answer besides its own.
 AUTH = (400, 401, 403, 429)
 
 
-def op(tag: str, summary: str, responses: dict, *, description: str = "",
-       request: dict | None = None, security: list | None = None,
-       parameters: list | None = None) -> dict:
+def op(
+    tag: str,
+    summary: str,
+    responses: dict,
+    *,
+    description: str = "",
+    request: dict | None = None,
+    security: list | None = None,
+    parameters: list | None = None,
+) -> dict:
     operation = {"tags": [tag], "summary": summary, "responses": responses}
     if description:
         operation["description"] = description
@@ -62,15 +78,24 @@ def op(tag: str, summary: str, responses: dict, *, description: str = "",
 
 
 def native(summary: str, schema: str, *statuses: int, **kwargs) -> dict:
-    return op("native", summary, {"200": reply("OK", schema),
-                                  **errors("Native", *AUTH, *statuses)}, **kwargs)
+    return op(
+        "native",
+        summary,
+        {"200": reply("OK", schema), **errors("Native", *AUTH, *statuses)},
+        **kwargs,
+    )
 
 
-def admin(summary: str, schema: str, *statuses: int, status: str = "200",
-          **kwargs) -> dict:
-    return op("admin", summary, {status: reply("OK", schema),
-                                 **errors("Native", *AUTH, 404, *statuses)},
-              description="Needs an API key with the `admin` scope.", **kwargs)
+def admin(
+    summary: str, schema: str, *statuses: int, status: str = "200", **kwargs
+) -> dict:
+    return op(
+        "admin",
+        summary,
+        {status: reply("OK", schema), **errors("Native", *AUTH, 404, *statuses)},
+        description="Needs an API key with the `admin` scope.",
+        **kwargs,
+    )
 
 
 def tf(summary: str, schema: str, *statuses: int, **kwargs) -> dict:
@@ -80,116 +105,214 @@ def tf(summary: str, schema: str, *statuses: int, **kwargs) -> dict:
 
 PREDICT_ERRORS = (404, 409, 413, 415, 422, 503)
 NATIVE_PREDICT = native(
-    "Predict with the active (or a pinned) version", "NativePrediction",
-    *PREDICT_ERRORS, request=body("NativePredictRequest"),
+    "Predict with the active (or a pinned) version",
+    "NativePrediction",
+    *PREDICT_ERRORS,
+    request=body("NativePredictRequest"),
     description="Rows (`instances`, positional or by feature name) or columns "
-                "(`inputs`). Classifiers also answer `classes` and `probabilities`.")
+    "(`inputs`). Classifiers also answer `classes` and `probabilities`.",
+)
 
 
-def tf_post(verb: str, answer: str, schema: str, request: str, description: str) -> dict:
+def tf_post(
+    verb: str, answer: str, schema: str, request: str, description: str
+) -> dict:
     """A TensorFlow Serving ``:<verb>`` operation: prediction errors in TF's shape."""
-    return op("tfserving", f"{verb.capitalize()} (TensorFlow Serving `:{verb}`)",
-              {"200": reply(answer, schema),
-               **errors("Plain", *AUTH, 404, 409, 413, 422, 503)},
-              request=body(request), description=description)
+    return op(
+        "tfserving",
+        f"{verb.capitalize()} (TensorFlow Serving `:{verb}`)",
+        {
+            "200": reply(answer, schema),
+            **errors("Plain", *AUTH, 404, 409, 413, 422, 503),
+        },
+        request=body(request),
+        description=description,
+    )
 
 
 TF_PREDICT = tf_post(
-    "predict", "`predictions` for the row format, `outputs` for the columnar one.",
-    "TFPrediction", "TFPredictRequest",
+    "predict",
+    "`predictions` for the row format, `outputs` for the columnar one.",
+    "TFPrediction",
+    "TFPredictRequest",
     "The body is read as JSON whatever its Content-Type, as TensorFlow Serving does. "
     "Without a version or label the `stable` (active) version answers; labels are "
-    "ModelDock aliases.")
+    "ModelDock aliases.",
+)
 TF_CLASSIFY = tf_post(
-    "classify", "Every class with its probability, per example.", "TFClassification",
-    "TFExamplesRequest", "For classifiers with class probabilities; labels come back "
-    "as strings, as in TensorFlow Serving.")
-TF_REGRESS = tf_post("regress", "One value per example.", "TFRegression",
-                     "TFExamplesRequest", "For single-output regression models.")
+    "classify",
+    "Every class with its probability, per example.",
+    "TFClassification",
+    "TFExamplesRequest",
+    "For classifiers with class probabilities; labels come back "
+    "as strings, as in TensorFlow Serving.",
+)
+TF_REGRESS = tf_post(
+    "regress",
+    "One value per example.",
+    "TFRegression",
+    "TFExamplesRequest",
+    "For single-output regression models.",
+)
 TF_STATUS = tf("Version status", "TFModelStatus")
 TF_METADATA = tf("Signature metadata", "TFMetadata", 409)
-INFER_HEADER = {"name": "Inference-Header-Content-Length", "in": "header",
-                "required": False, "schema": {"type": "string", "pattern": "^[0-9]+$"},
-                "description": "Binary tensor data extension: length of the JSON part; "
-                               "the tensors' bytes follow it."}
+INFER_HEADER = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    "description": "Binary tensor data extension: length of the JSON part; "
+    "the tensors' bytes follow it.",
+}
 V2_INFER = op(
-    "v2", "Infer (Open Inference Protocol)",
-    {"200": {"description": "Outputs `predict` (labels) and, for classifiers, "
-                            "`predict_proba`; binary outputs follow the JSON header.",
-             "content": {JSON: {"schema": ref("V2InferResponse")},
-                         "application/octet-stream": {"schema": {"type": "string"}}},
-             "headers": {"Inference-Header-Content-Length": {
-                 "description": "Set when binary outputs follow the JSON part.",
-                 "schema": {"type": "string"}}}},
-     **errors("Plain", *AUTH, 404, 409, 413, 415, 422, 503)},
-    request=body("V2InferRequest"), parameters=[INFER_HEADER],
+    "v2",
+    "Infer (Open Inference Protocol)",
+    {
+        "200": {
+            "description": "Outputs `predict` (labels) and, for classifiers, "
+            "`predict_proba`; binary outputs follow the JSON header.",
+            "content": {
+                JSON: {"schema": ref("V2InferResponse")},
+                "application/octet-stream": {"schema": {"type": "string"}},
+            },
+            "headers": {
+                "Inference-Header-Content-Length": {
+                    "description": "Set when binary outputs follow the JSON part.",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        **errors("Plain", *AUTH, 404, 409, 413, 415, 422, 503),
+    },
+    request=body("V2InferRequest"),
+    parameters=[INFER_HEADER],
     description="Tensors FP32, FP64, INT8–64, UINT8–64, FP16, BOOL and BYTES (numbers "
-                "as text); one tensor `[rows, features]` or one `[rows]` tensor per "
-                "feature name. The request `id` is echoed.")
-V2_METADATA = op("v2", "Model metadata", {"200": reply("OK", "V2ModelMetadata"),
-                                          **errors("Plain", *AUTH, 404, 409)})
+    "as text); one tensor `[rows, features]` or one `[rows]` tensor per "
+    "feature name. The request `id` is echoed.",
+)
+V2_METADATA = op(
+    "v2",
+    "Model metadata",
+    {"200": reply("OK", "V2ModelMetadata"), **errors("Plain", *AUTH, 404, 409)},
+)
 V2_READY = op(
-    "v2", "Model readiness",
-    {"200": reply("The version is loaded in the worker that answered.", "V2ModelReady"),
-     "400": reply("Not ready: this worker has not loaded the version (4xx means "
-                  "false in the protocol), or a bad request.",
-                  {"oneOf": [ref("V2ModelReady"), ref("PlainError")]}),
-     **errors("Plain", 401, 403, 404, 429)})
+    "v2",
+    "Model readiness",
+    {
+        "200": reply(
+            "The version is loaded in the worker that answered.", "V2ModelReady"
+        ),
+        "400": reply(
+            "Not ready: this worker has not loaded the version (4xx means "
+            "false in the protocol), or a bad request.",
+            {"oneOf": [ref("V2ModelReady"), ref("PlainError")]},
+        ),
+        **errors("Plain", 401, 403, 404, 429),
+    },
+)
 
 OPERATIONS: dict[tuple[str, str], dict] = {
     # --- native JSON API (predict scope)
     ("/api/v1/models", "GET"): native("List models", "ModelList"),
     ("/api/v1/models/<name>", "GET"): native("Show a model", "Model", 404),
     ("/api/v1/models/<name>/versions", "GET"): native(
-        "List a model's versions", "VersionList", 404),
+        "List a model's versions", "VersionList", 404
+    ),
     ("/api/v1/models/<name>/versions/<int:number>", "GET"): native(
-        "Show a version", "Version", 404),
+        "Show a version", "Version", 404
+    ),
     ("/api/v1/models/<name>/predict", "POST"): NATIVE_PREDICT,
     ("/api/v1/models/<name>/versions/<int:number>/predict", "POST"): NATIVE_PREDICT,
     ("/predict", "POST"): native(
-        "Predict with the default model (Flask-tutorial shape)", "TutorialPrediction",
-        *PREDICT_ERRORS, request=body("TutorialRequest")),
+        "Predict with the default model (Flask-tutorial shape)",
+        "TutorialPrediction",
+        *PREDICT_ERRORS,
+        request=body("TutorialRequest"),
+    ),
     # --- admin JSON API (admin scope)
     ("/api/v1/models/<name>/versions", "POST"): admin(
-        "Upload a version", "Version", 409, 413, 415, 422, status="201",
-        request=body("Upload", "multipart/form-data")),
+        "Upload a version",
+        "Version",
+        409,
+        413,
+        415,
+        422,
+        status="201",
+        request=body("Upload", "multipart/form-data"),
+    ),
     ("/api/v1/models/<name>/versions/<int:number>/activate", "POST"): admin(
-        "Make a version the active (stable) one", "Model", 409,
-        request=body("Reason", required=False)),
+        "Make a version the active (stable) one",
+        "Model",
+        409,
+        request=body("Reason", required=False),
+    ),
     ("/api/v1/models/<name>/versions/<int:number>/runtime", "PUT"): admin(
         "Serve a version with onnxruntime, scikit-learn, or as verified (auto)",
-        "Version", 409, request=body("RuntimeRequest")),
+        "Version",
+        409,
+        request=body("RuntimeRequest"),
+    ),
     ("/api/v1/models/<name>/batching", "PUT"): admin(
         "Micro-batching of the model's versions served by scikit-learn",
-        "Model", request=body("BatchingRequest")),
+        "Model",
+        request=body("BatchingRequest"),
+    ),
     ("/api/v1/models/<name>/timeout", "PUT"): admin(
         "Deadline of one prediction of this model (null: the deployment's)",
-        "Model", request=body("TimeoutRequest")),
+        "Model",
+        request=body("TimeoutRequest"),
+    ),
     ("/api/v1/models/<name>/rollback", "POST"): admin(
-        "Reactivate the previous active version", "Model", 409,
-        request=body("Reason", required=False)),
+        "Reactivate the previous active version",
+        "Model",
+        409,
+        request=body("Reason", required=False),
+    ),
     ("/api/v1/models/<name>/versions/<int:number>/archive", "POST"): admin(
-        "Archive a version no alias points to", "Version", 409,
-        request=body("Reason", required=False)),
+        "Archive a version no alias points to",
+        "Version",
+        409,
+        request=body("Reason", required=False),
+    ),
     ("/api/v1/models/<name>/canary", "PUT"): admin(
-        "Send a share of clients (sticky) to a canary version", "Model", 409,
-        request=body("CanaryRequest")),
+        "Send a share of clients (sticky) to a canary version",
+        "Model",
+        409,
+        request=body("CanaryRequest"),
+    ),
     ("/api/v1/models/<name>/canary", "DELETE"): admin(
-        "End the canary", "Model", request=body("Reason", required=False)),
+        "End the canary", "Model", request=body("Reason", required=False)
+    ),
     ("/api/v1/models/<name>/canary/promote", "POST"): admin(
-        "Make the canary version stable", "Model", 409,
-        request=body("Reason", required=False)),
+        "Make the canary version stable",
+        "Model",
+        409,
+        request=body("Reason", required=False),
+    ),
     ("/api/v1/models/<name>/shadow", "PUT"): admin(
-        "Mirror stable traffic to a shadow version", "Model", 409,
-        request=body("ShadowRequest")),
+        "Mirror stable traffic to a shadow version",
+        "Model",
+        409,
+        request=body("ShadowRequest"),
+    ),
     ("/api/v1/models/<name>/shadow", "DELETE"): admin(
-        "Stop shadowing", "Model", request=body("Reason", required=False)),
+        "Stop shadowing", "Model", request=body("Reason", required=False)
+    ),
     ("/api/v1/models/<name>/shadow", "GET"): admin(
-        "Hourly agreement or error of the shadow version", "ShadowReport",
-        parameters=[{"name": "hours", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 744}}]),
+        "Hourly agreement or error of the shadow version",
+        "ShadowReport",
+        parameters=[
+            {
+                "name": "hours",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 744},
+            }
+        ],
+    ),
     ("/api/v1/models/<name>/history", "GET"): admin(
-        "Every alias change: from, to, weight, who, why, when", "History"),
+        "Every alias change: from, to, weight, who, why, when", "History"
+    ),
     # --- TensorFlow Serving REST API (predict scope)
     ("/v1/models/<model:name>", "GET"): tf("Status of every version", "TFModelStatus"),
     ("/v1/models/<model:name>/versions/<int:number>", "GET"): TF_STATUS,
@@ -207,15 +330,28 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/v1/models/<model:name>/versions/<int:number>:regress", "POST"): TF_REGRESS,
     ("/v1/models/<model:name>/labels/<label:label>:regress", "POST"): TF_REGRESS,
     # --- Open Inference Protocol / KServe v2 (predict scope)
-    ("/v2", "GET"): op("v2", "Server metadata", {
-        "200": reply("OK", "V2ServerMetadata"), **errors("Plain", *AUTH)}),
-    ("/v2/health/live", "GET"): op("v2", "Server liveness", {
-        "200": reply("OK", "V2Live"), **errors("Plain", *AUTH)}),
-    ("/v2/health/ready", "GET"): op("v2", "Server readiness", {
-        "200": reply("The database answers.", "V2Ready"),
-        "503": reply("The database is unreachable.",
-                     {"oneOf": [ref("V2Ready"), ref("PlainError")]}),
-        **errors("Plain", *AUTH)}),
+    ("/v2", "GET"): op(
+        "v2",
+        "Server metadata",
+        {"200": reply("OK", "V2ServerMetadata"), **errors("Plain", *AUTH)},
+    ),
+    ("/v2/health/live", "GET"): op(
+        "v2",
+        "Server liveness",
+        {"200": reply("OK", "V2Live"), **errors("Plain", *AUTH)},
+    ),
+    ("/v2/health/ready", "GET"): op(
+        "v2",
+        "Server readiness",
+        {
+            "200": reply("The database answers.", "V2Ready"),
+            "503": reply(
+                "The database is unreachable.",
+                {"oneOf": [ref("V2Ready"), ref("PlainError")]},
+            ),
+            **errors("Plain", *AUTH),
+        },
+    ),
     ("/v2/models/<name>", "GET"): V2_METADATA,
     ("/v2/models/<name>/versions/<int:number>", "GET"): V2_METADATA,
     ("/v2/models/<name>/ready", "GET"): V2_READY,
@@ -223,40 +359,86 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/v2/models/<name>/infer", "POST"): V2_INFER,
     ("/v2/models/<name>/versions/<int:number>/infer", "POST"): V2_INFER,
     # --- operations and documentation (public)
-    ("/healthz", "GET"): op("ops", "Liveness", {"200": reply("OK", "Health")},
-                            security=PUBLIC),
-    ("/metrics", "GET"): op("ops", "Prometheus metrics", {
-        "200": reply("Prometheus text exposition", {"type": "string"}, "text/plain"),
-        "403": {"$ref": "#/components/responses/Native403"}},
+    ("/healthz", "GET"): op(
+        "ops", "Liveness", {"200": reply("OK", "Health")}, security=PUBLIC
+    ),
+    ("/metrics", "GET"): op(
+        "ops",
+        "Prometheus metrics",
+        {
+            "200": reply(
+                "Prometheus text exposition", {"type": "string"}, "text/plain"
+            ),
+            "403": {"$ref": "#/components/responses/Native403"},
+        },
         description="Readable with the metrics token (`MODELDOCK_METRICS_TOKEN`) or "
-                    "from a network in `MODELDOCK_METRICS_ALLOW`; not with API keys.",
-        security=[{"metricsToken": []}, {}]),
-    ("/readyz", "GET"): op("ops", "Readiness (the database answers)", {
-        "200": reply("OK", "Health"),
-        "503": reply("The database is unreachable.", "Health", Retry_After="Seconds")},
-        security=PUBLIC),
-    ("/api/openapi.json", "GET"): op("docs", "This OpenAPI document", {
-        "200": reply("OK", {"type": "object"})}, security=PUBLIC),
-    ("/api/docs", "GET"): op("docs", "Browsable API documentation", {
-        "200": {"description": "HTML page", **HTML_PAGE}}, security=PUBLIC),
+        "from a network in `MODELDOCK_METRICS_ALLOW`; not with API keys.",
+        security=[{"metricsToken": []}, {}],
+    ),
+    ("/readyz", "GET"): op(
+        "ops",
+        "Readiness (the database answers)",
+        {
+            "200": reply("OK", "Health"),
+            "503": reply(
+                "The database is unreachable.", "Health", Retry_After="Seconds"
+            ),
+        },
+        security=PUBLIC,
+    ),
+    ("/api/openapi.json", "GET"): op(
+        "docs",
+        "This OpenAPI document",
+        {"200": reply("OK", {"type": "object"})},
+        security=PUBLIC,
+    ),
+    ("/api/docs", "GET"): op(
+        "docs",
+        "Browsable API documentation",
+        {"200": {"description": "HTML page", **HTML_PAGE}},
+        security=PUBLIC,
+    ),
 }
 
 
 def page_operation(summary: str, method: str, public: bool) -> dict:
     """A browser page or form: HTML (or a download), redirects, HTML error pages."""
-    responses = {"200": {"description": "Page, or a file for downloads",
-                         "content": {HTML: {"schema": {"type": "string"}}, "*/*": {}}},
-                 "302": REDIRECT, "308": {**REDIRECT, "description": "Path normalized"},
-                 **{str(s): HTML_OR_JSON_ERROR for s in (400, 401, 403, 404, 405, 409,
-                                                          413, 429)}}
-    operation = op("browser", summary, responses, security=PUBLIC,
-                   description="A page for people: " + (
-                       "public." if public else "needs a signed-in session "
-                       "(API keys do not sign browsers in; without a session it "
-                       "redirects to the sign-in page)."))
+    responses = {
+        "200": {
+            "description": "Page, or a file for downloads",
+            "content": {HTML: {"schema": {"type": "string"}}, "*/*": {}},
+        },
+        "302": REDIRECT,
+        "308": {**REDIRECT, "description": "Path normalized"},
+        **{
+            str(s): HTML_OR_JSON_ERROR for s in (400, 401, 403, 404, 405, 409, 413, 429)
+        },
+    }
+    operation = op(
+        "browser",
+        summary,
+        responses,
+        security=PUBLIC,
+        description="A page for people: "
+        + (
+            "public."
+            if public
+            else "needs a signed-in session "
+            "(API keys do not sign browsers in; without a session it "
+            "redirects to the sign-in page)."
+        ),
+    )
     if method == "POST":
-        operation["requestBody"] = {"required": False, "content": {
-            "application/x-www-form-urlencoded": {"schema": {
-                "type": "object", "additionalProperties": {"type": "string"}}},
-            "multipart/form-data": {"schema": {"type": "object"}}}}
+        operation["requestBody"] = {
+            "required": False,
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string"},
+                    }
+                },
+                "multipart/form-data": {"schema": {"type": "object"}},
+            },
+        }
     return operation

@@ -40,8 +40,9 @@ def user_by_name(username: str) -> User:
     """The user called ``username``, else a 404."""
     user = db.session.scalar(select(User).where(User.username == username.strip()))
     if user is None:
-        raise APIError(404, "user_not_found", f"no user named {quote(username)}",
-                       "username")
+        raise APIError(
+            404, "user_not_found", f"no user named {quote(username)}", "username"
+        )
     return user
 
 
@@ -49,8 +50,9 @@ def key_by_prefix(prefix: str) -> ApiKey:
     """The key whose public prefix is ``prefix``, else a 404."""
     key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix.strip()))
     if key is None:
-        raise APIError(404, "key_not_found", f"no key with prefix {quote(prefix)}",
-                       "key")
+        raise APIError(
+            404, "key_not_found", f"no key with prefix {quote(prefix)}", "key"
+        )
     return key
 
 
@@ -68,8 +70,9 @@ def set_role(user: User, role: str, acting_user_id: int | None) -> None:
     if user.id == acting_user_id:
         raise APIError(409, "own_account", "you cannot change your own role", "role")
     if user.role != role:
-        audit.record("user.role", f"user:{user.username}",
-                     {"from": user.role, "to": role})
+        audit.record(
+            "user.role", f"user:{user.username}", {"from": user.role, "to": role}
+        )
         user.role = role
         if role != "admin":  # admin-scope keys lose their power with the role
             for key in user.api_keys:
@@ -81,20 +84,28 @@ def set_role(user: User, role: str, acting_user_id: int | None) -> None:
 def set_enabled(user: User, enabled: bool, acting_user_id: int | None) -> None:
     """Disable (or enable) a user: sign-in, sessions and API keys stop at once."""
     if user.id == acting_user_id:
-        raise APIError(409, "own_account", "you cannot disable your own account",
-                       "user")
+        raise APIError(
+            409, "own_account", "you cannot disable your own account", "user"
+        )
     if user.enabled != enabled:
         user.enabled = enabled
-        audit.record("user.enable" if enabled else "user.disable",
-                     f"user:{user.username}")
+        audit.record(
+            "user.enable" if enabled else "user.disable", f"user:{user.username}"
+        )
         changes.bump()  # cached keys of this user are dropped by every worker
 
 
-def create_key(user: User, name: str, scopes: list[str], expires_at=None,
-               rate_limit: str | None = None) -> tuple[ApiKey, str]:
+def create_key(
+    user: User,
+    name: str,
+    scopes: list[str],
+    expires_at=None,
+    rate_limit: str | None = None,
+) -> tuple[ApiKey, str]:
     """Create a key for ``user``, audit it, return it with its plaintext."""
-    key, plaintext = credentials.create_api_key(user, name, scopes, expires_at,
-                                             rate_limit)
+    key, plaintext = credentials.create_api_key(
+        user, name, scopes, expires_at, rate_limit
+    )
     details = {"user": user.username, "scopes": key.scopes}
     if expires_at is not None:
         details["expires_at"] = expires_at.isoformat()
@@ -107,8 +118,9 @@ def create_key(user: User, name: str, scopes: list[str], expires_at=None,
 def set_key_limit(key: ApiKey, rate_limit: str | None) -> None:
     """Give a key its own rate limit (None: the deployment's default)."""
     if key.rate_limit != rate_limit:
-        audit.record("key.limit", f"key:{key.prefix}",
-                     {"from": key.rate_limit, "to": rate_limit})
+        audit.record(
+            "key.limit", f"key:{key.prefix}", {"from": key.rate_limit, "to": rate_limit}
+        )
         key.rate_limit = rate_limit
         changes.bump()  # workers drop their cached copy of the key
 

@@ -36,9 +36,13 @@ class LoginBackoff(APIError):
     """Sign-ins to this account wait: too many failed attempts in a row."""
 
     def __init__(self, retry_after: int):
-        super().__init__(429, "login_backoff",
-                         "Too many failed sign-ins for this account. Try again in "
-                         f"{retry_after} seconds.", "username")
+        super().__init__(
+            429,
+            "login_backoff",
+            "Too many failed sign-ins for this account. Try again in "
+            f"{retry_after} seconds.",
+            "username",
+        )
         self.retry_after = retry_after
 
 
@@ -70,16 +74,19 @@ def create_user(username: str, password: str, role: str = "user") -> User:
     """Add a user; the password is stored hashed."""
     username = username.strip()
     if not username or len(username) > 80:
-        raise APIError(400, "invalid_username", "username must be 1-80 characters",
-                       "username")
+        raise APIError(
+            400, "invalid_username", "username must be 1-80 characters", "username"
+        )
     if role not in ROLES:
         raise APIError(400, "invalid_role", f"role must be one of {ROLES}", "role")
     if len(password) < 8:
-        raise APIError(400, "weak_password", "password must have 8 characters or more",
-                       "password")
+        raise APIError(
+            400, "weak_password", "password must have 8 characters or more", "password"
+        )
     if db.session.scalar(select(User.id).where(User.username == username)):
-        raise APIError(409, "user_exists", f"user '{username}' already exists",
-                       "username")
+        raise APIError(
+            409, "user_exists", f"user '{username}' already exists", "username"
+        )
     user = User(username=username, role=role)
     user.set_password(password)
     db.session.add(user)
@@ -87,8 +94,7 @@ def create_user(username: str, password: str, role: str = "user") -> User:
     return user
 
 
-def sign_in(username: str, password: str,
-            trusted_user_id: int | None = None) -> User:
+def sign_in(username: str, password: str, trusted_user_id: int | None = None) -> User:
     """Check a sign-in; count failures per account; raise APIError 401 or LoginBackoff.
 
     While an account waits after repeated failures, only a browser that signed in to
@@ -96,8 +102,9 @@ def sign_in(username: str, password: str,
     account's owner is not locked out by someone guessing from elsewhere.
     """
     user = db.session.scalar(select(User).where(User.username == username.strip()))
-    wrong = APIError(401, "wrong_credentials", "Wrong username or password.",
-                     "password")
+    wrong = APIError(
+        401, "wrong_credentials", "Wrong username or password.", "password"
+    )
     if user is None:
         # Spend the same time as a real check, and wait like an account does, so
         # that neither timing nor a 429 tells which usernames exist.
@@ -124,7 +131,7 @@ def _backoff_seconds(failures: int) -> int:
     if failures < FREE_LOGIN_FAILURES:
         return 0
     steps = min(failures - FREE_LOGIN_FAILURES, 10)
-    return min(LOGIN_BACKOFF_SECONDS * 2 ** steps, LOGIN_BACKOFF_MAX_SECONDS)
+    return min(LOGIN_BACKOFF_SECONDS * 2**steps, LOGIN_BACKOFF_MAX_SECONDS)
 
 
 def _unknown_name_wait(username: str) -> int:
@@ -145,38 +152,58 @@ def _unknown_name_wait(username: str) -> int:
 
 def _count_failure(user: User, now: datetime) -> None:
     """Add one failure in the database (atomically, for concurrent workers)."""
-    db.session.execute(update(User).where(User.id == user.id)
-                       .values(failed_logins=User.failed_logins + 1)
-                       .execution_options(synchronize_session=False))
+    db.session.execute(
+        update(User)
+        .where(User.id == user.id)
+        .values(failed_logins=User.failed_logins + 1)
+        .execution_options(synchronize_session=False)
+    )
     failures = db.session.scalar(select(User.failed_logins).where(User.id == user.id))
     db.session.refresh(user)
     wait = _backoff_seconds(failures)
     if not wait:
         return
     user.login_locked_until = now + timedelta(seconds=wait)
-    audit.record("user.login_backoff", f"user:{user.username}",
-                 {"failed_sign_ins": failures, "wait_seconds": wait})
+    audit.record(
+        "user.login_backoff",
+        f"user:{user.username}",
+        {"failed_sign_ins": failures, "wait_seconds": wait},
+    )
     db.session.flush()
 
 
 def create_api_key(
-    user: User, name: str, scopes: list[str] | str = "predict",
-    expires_at: datetime | None = None, rate_limit: str | None = None,
+    user: User,
+    name: str,
+    scopes: list[str] | str = "predict",
+    expires_at: datetime | None = None,
+    rate_limit: str | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; return it with its plaintext, which is never stored."""
     scope_list = scopes.split() if isinstance(scopes, str) else list(scopes)
     unknown = sorted(set(scope_list) - set(SCOPES))
     if not scope_list or unknown:
-        raise APIError(400, "invalid_scope",
-                       f"scopes must be among {SCOPES}, got {scope_list}", "scopes")
+        raise APIError(
+            400,
+            "invalid_scope",
+            f"scopes must be among {SCOPES}, got {scope_list}",
+            "scopes",
+        )
     if "admin" in scope_list and user.role != "admin":
-        raise APIError(403, "forbidden", "only admins can hold admin-scope keys",
-                       "scopes")
+        raise APIError(
+            403, "forbidden", "only admins can hold admin-scope keys", "scopes"
+        )
     prefix = KEY_PREFIX + secrets.token_hex(4)
     plaintext = f"{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey(user=user, name=name.strip() or "key", prefix=prefix,
-                 key_hash=hash_key(plaintext), scopes=" ".join(sorted(set(scope_list))),
-                 expires_at=expires_at, rate_limit=rate_limit)
+    key = ApiKey(
+        user=user,
+        name=name.strip() or "key",
+        prefix=prefix,
+        key_hash=hash_key(plaintext),
+        scopes=" ".join(sorted(set(scope_list))),
+        expires_at=expires_at,
+        rate_limit=rate_limit,
+    )
     db.session.add(key)
     db.session.flush()
     return key, plaintext
@@ -190,9 +217,15 @@ def lookup_api_key(plaintext: str) -> Principal | None:
         return None
     if not key.is_usable(utcnow()):
         return None
-    return Principal(user_id=key.user_id, username=key.user.username,
-                     role=key.user.role, scopes=key.scope_set, api_key_id=key.id,
-                     expires_at=key.expires_at, rate_limit=key.rate_limit)
+    return Principal(
+        user_id=key.user_id,
+        username=key.user.username,
+        role=key.user.role,
+        scopes=key.scope_set,
+        api_key_id=key.id,
+        expires_at=key.expires_at,
+        rate_limit=key.rate_limit,
+    )
 
 
 def revoke_api_key(key: ApiKey) -> None:

@@ -39,8 +39,11 @@ class KeyCache:
                 self._entries.clear()
             self._entries[digest] = lookup_api_key(plaintext)
         principal = self._entries[digest]
-        if principal is not None and principal.expires_at is not None \
-                and principal.expires_at <= utcnow():
+        if (
+            principal is not None
+            and principal.expires_at is not None
+            and principal.expires_at <= utcnow()
+        ):
             return None
         return principal
 
@@ -60,19 +63,31 @@ def identify_request() -> None:
     g.principal = None
     for name in KEY_PARAMETERS if request.query_string else ():
         if name in request.args:
-            raise APIError(400, "key_in_query_string",
-                           "API keys are accepted only in the Authorization or "
-                           "X-API-Key header, never in the URL", name)
+            raise APIError(
+                400,
+                "key_in_query_string",
+                "API keys are accepted only in the Authorization or "
+                "X-API-Key header, never in the URL",
+                name,
+            )
     key = _presented_key()
     if key and request.endpoint not in OWN_TOKEN_ENDPOINTS:
         principal = current_app.extensions["modeldock.keys"].lookup(key)
         if principal is None:
-            raise APIError(401, "invalid_api_key",
-                           "the API key is unknown, expired or revoked", "Authorization")
+            raise APIError(
+                401,
+                "invalid_api_key",
+                "the API key is unknown, expired or revoked",
+                "Authorization",
+            )
         g.principal = principal
     elif current_user.is_authenticated:
-        g.principal = Principal(user_id=current_user.id, username=current_user.username,
-                                role=current_user.role, scopes=frozenset())
+        g.principal = Principal(
+            user_id=current_user.id,
+            username=current_user.username,
+            role=current_user.role,
+            scopes=frozenset(),
+        )
 
 
 def require_scope(scope: str):
@@ -83,15 +98,25 @@ def require_scope(scope: str):
         def wrapped(*args, **kwargs):
             principal: Principal | None = g.principal
             if principal is None or principal.api_key_id is None:
-                if scope == "predict" and \
-                        current_app.config["MODELDOCK_ALLOW_ANONYMOUS_PREDICT"]:
+                if (
+                    scope == "predict"
+                    and current_app.config["MODELDOCK_ALLOW_ANONYMOUS_PREDICT"]
+                ):
                     return view(*args, **kwargs)
-                raise APIError(401, "unauthorized",
-                               "send an API key: 'Authorization: Bearer <key>' or "
-                               "'X-API-Key: <key>'", "Authorization")
+                raise APIError(
+                    401,
+                    "unauthorized",
+                    "send an API key: 'Authorization: Bearer <key>' or "
+                    "'X-API-Key: <key>'",
+                    "Authorization",
+                )
             if scope not in principal.scopes:
-                raise APIError(403, "insufficient_scope",
-                               f"this API key lacks the '{scope}' scope", "Authorization")
+                raise APIError(
+                    403,
+                    "insufficient_scope",
+                    f"this API key lacks the '{scope}' scope",
+                    "Authorization",
+                )
             return view(*args, **kwargs)
 
         return wrapped
@@ -116,6 +141,8 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def add_request_id(response):
         response.headers["X-Request-ID"] = g.get("request_id", "")
-        if g.get("log_version") is not None:  # which version answered, on every protocol
+        if (
+            g.get("log_version") is not None
+        ):  # which version answered, on every protocol
             response.headers["X-Model-Version"] = str(g.log_version)
         return response

@@ -23,8 +23,9 @@ class BrowserOnlySessionInterface(SecureCookieSessionInterface):
             return self.session_class()
         return super().open_session(app, request)
 
-    def save_session(self, app: Flask, session: SecureCookieSession,
-                     response: Response) -> None:
+    def save_session(
+        self, app: Flask, session: SecureCookieSession, response: Response
+    ) -> None:
         from flask import request
 
         if request.path.startswith(API_PREFIXES):

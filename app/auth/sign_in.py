@@ -37,8 +37,12 @@ def _login_limit() -> str:
 
 def _safe_next(target: str | None) -> str:
     """Only same-site relative paths are followed after login."""
-    if target and target.startswith("/") and not target.startswith("//") \
-            and not urlsplit(target).netloc:
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and not urlsplit(target).netloc
+    ):
         return target
     return url_for("pages.index")
 
@@ -59,8 +63,11 @@ def _trusted_user_id() -> int | None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"],
-               deduct_when=lambda response: response.status_code == 401)
+@limiter.limit(
+    _login_limit,
+    methods=["POST"],
+    deduct_when=lambda response: response.status_code == 401,
+)
 def login():
     form = LoginForm()
     if form.validate_on_submit():
@@ -68,8 +75,11 @@ def login():
             user = sign_in(form.username.data, form.password.data, _trusted_user_id())
         except LoginBackoff as error:
             flash(error.message, "error")
-            return render_template("auth/login.html", form=form), 429, {
-                "Retry-After": str(error.retry_after)}
+            return (
+                render_template("auth/login.html", form=form),
+                429,
+                {"Retry-After": str(error.retry_after)},
+            )
         except APIError as error:
             commit()  # the failure counts, in every worker
             flash(error.message, "error")
@@ -80,9 +90,14 @@ def login():
         flash(f"Signed in as {user.username}.", "success")
         response = redirect(_safe_next(request.args.get("next")))
         response.set_cookie(
-            DEVICE_COOKIE, _devices().dumps(user.id), max_age=DEVICE_DAYS * 86400,
-            path=url_for("auth.login"), httponly=True, samesite="Lax",
-            secure=current_app.config["SESSION_COOKIE_SECURE"])
+            DEVICE_COOKIE,
+            _devices().dumps(user.id),
+            max_age=DEVICE_DAYS * 86400,
+            path=url_for("auth.login"),
+            httponly=True,
+            samesite="Lax",
+            secure=current_app.config["SESSION_COOKIE_SECURE"],
+        )
         return response
     return render_template("auth/login.html", form=form)
 

@@ -59,9 +59,13 @@ def ensure_demo(instance: Path, url: str = "http://127.0.0.1:5000") -> list[str]
         with os.fdopen(fd, "w") as handle:
             json.dump(saved, handle)
     if db.session.scalar(select(MLModel).where(MLModel.name == "demo")) is None:
-        versions.upload_version("demo", "demo.skops", train_demo_model(),
-                                description="Iris species from 4 flower measurements",
-                                notes="trained by `flask demo`")
+        versions.upload_version(
+            "demo",
+            "demo.skops",
+            train_demo_model(),
+            description="Iris species from 4 flower measurements",
+            notes="trained by `flask demo`",
+        )
     lines = ["ModelDock demo is ready: model 'demo' (iris, 4 features)."]
     if saved:
         lines += [
@@ -74,8 +78,12 @@ def ensure_demo(instance: Path, url: str = "http://127.0.0.1:5000") -> list[str]
 
 
 @click.command("demo")
-@click.option("--url", default="http://127.0.0.1:5000", show_default=True,
-              help="Where the server will answer (printed in the sign-in line).")
+@click.option(
+    "--url",
+    default="http://127.0.0.1:5000",
+    show_default=True,
+    help="Where the server will answer (printed in the sign-in line).",
+)
 @with_appcontext
 def demo_command(url: str):
     """Train a small iris classifier, register it as 'demo', print how to sign in."""

@@ -20,9 +20,11 @@ logs = AppGroup("logs", help="Maintain the request logs.")
 def export(path: Path):
     """Write models, versions with artifacts, aliases and history to PATH (a zip)."""
     counts = export_registry(path)
-    click.echo(f"exported {counts['models']} models, {counts['versions']} versions "
-               f"({counts['artifacts']} artifacts, {counts['onnx_graphs']} ONNX "
-               f"graphs) to {path}")
+    click.echo(
+        f"exported {counts['models']} models, {counts['versions']} versions "
+        f"({counts['artifacts']} artifacts, {counts['onnx_graphs']} ONNX "
+        f"graphs) to {path}"
+    )
 
 
 @registry.command("import")
@@ -31,13 +33,19 @@ def load(path: Path):
     """Load an export made by `registry export` into an empty registry."""
     with committed():
         counts = import_registry(path)
-    click.echo(f"imported {counts['models']} models, {counts['versions']} versions, "
-               f"{counts['activations']} activations from {path}")
+    click.echo(
+        f"imported {counts['models']} models, {counts['versions']} versions, "
+        f"{counts['activations']} activations from {path}"
+    )
 
 
 @logs.command("prune")
-@click.option("--days", type=click.IntRange(min=0), required=True,
-              help="Keep this many days of request logs.")
+@click.option(
+    "--days",
+    type=click.IntRange(min=0),
+    required=True,
+    help="Keep this many days of request logs.",
+)
 def prune_logs(days: int):
     """Delete request logs older than --days days."""
     with committed():

@@ -57,8 +57,9 @@ def set_role(username: str, role: str):
 def disable_user(username: str):
     """Stop USERNAME's sign-in, sessions and API keys at once."""
     with committed():
-        accounts.set_enabled(accounts.user_by_name(username), False,
-                             acting_user_id=None)
+        accounts.set_enabled(
+            accounts.user_by_name(username), False, acting_user_id=None
+        )
     click.echo(f"disabled '{username}'")
 
 
@@ -67,28 +68,41 @@ def disable_user(username: str):
 def enable_user(username: str):
     """Let USERNAME sign in and use API keys again."""
     with committed():
-        accounts.set_enabled(accounts.user_by_name(username), True,
-                             acting_user_id=None)
+        accounts.set_enabled(accounts.user_by_name(username), True, acting_user_id=None)
     click.echo(f"enabled '{username}'")
 
 
 @keys.command("create")
 @click.argument("username")
 @click.option("--name", default="cli", help="A label to recognise the key.")
-@click.option("--scope", "scopes", multiple=True, default=["predict"],
-              type=click.Choice(["predict", "admin"]), show_default=True)
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    default=["predict"],
+    type=click.Choice(["predict", "admin"]),
+    show_default=True,
+)
 @click.option("--expires-days", type=click.IntRange(1, 100 * 366), default=None)
-@click.option("--rate-limit", default=None,
-              help='This key\'s own limit, e.g. "100 per minute" (default: '
-                   'MODELDOCK_RATELIMIT_DEFAULT).')
-def create_key(username: str, name: str, scopes: tuple[str, ...], expires_days,
-               rate_limit):
+@click.option(
+    "--rate-limit",
+    default=None,
+    help='This key\'s own limit, e.g. "100 per minute" (default: '
+    "MODELDOCK_RATELIMIT_DEFAULT).",
+)
+def create_key(
+    username: str, name: str, scopes: tuple[str, ...], expires_days, rate_limit
+):
     """Create an API key for USERNAME and print it once."""
     expires = utcnow() + timedelta(days=expires_days) if expires_days else None
     with committed():
-        key, plaintext = accounts.create_key(accounts.user_by_name(username), name,
-                                             list(scopes), expires,
-                                             _rate_limit(rate_limit))
+        key, plaintext = accounts.create_key(
+            accounts.user_by_name(username),
+            name,
+            list(scopes),
+            expires,
+            _rate_limit(rate_limit),
+        )
     click.echo(f"key {key.prefix} ({key.scopes}); store it now, it is not shown again:")
     click.echo(plaintext)
 
@@ -111,8 +125,9 @@ def _rate_limit(text: str | None) -> str | None:
     try:
         parse_many(text)
     except ValueError as exc:
-        raise click.BadParameter(f"{text!r} is not a rate limit such as "
-                                 f"'100 per minute': {exc}") from exc
+        raise click.BadParameter(
+            f"{text!r} is not a rate limit such as '100 per minute': {exc}"
+        ) from exc
     return text.strip()
 
 
@@ -132,5 +147,7 @@ def list_keys():
     """List keys (prefixes only)."""
     for key in db.session.scalars(select(ApiKey).order_by(ApiKey.id)):
         state = "revoked" if key.revoked_at else "active"
-        click.echo(f"{key.prefix}\t{key.user.username}\t{key.scopes}\t{state}\t"
-                   f"{key.name}\t{key.rate_limit or 'default'}")
+        click.echo(
+            f"{key.prefix}\t{key.user.username}\t{key.scopes}\t{state}\t"
+            f"{key.name}\t{key.rate_limit or 'default'}"
+        )

@@ -100,8 +100,15 @@ class LeasingRedisStorage(RedisStorage):
             current, ttl_ms = self.lua_lease([self.prefixed_key(key)], [expiry, block])
             current = int(current)
             first = current - block + 1
-            self._remember(key, Lease(next=first + amount, last=current,
-                                      expires_at=now + max(int(ttl_ms), 0) / 1000), now)
+            self._remember(
+                key,
+                Lease(
+                    next=first + amount,
+                    last=current,
+                    expires_at=now + max(int(ttl_ms), 0) / 1000,
+                ),
+                now,
+            )
             return first + amount - 1
 
     def _remember(self, key: str, lease: Lease, now: float) -> None:

@@ -38,8 +38,9 @@ class PredictionJob(db.Model):
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The result table as gzip-compressed CSV (not neutralised: that is done on export).
     result: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow,
-                                                 index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )
     # Heartbeat: a running job whose worker died stops moving this.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -18,7 +18,9 @@ class RequestLog(db.Model):
     __tablename__ = "request_logs"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )
     request_id: Mapped[str] = mapped_column(String(64))
     # Which API answered: native, tutorial, tfserving, v2.
     protocol: Mapped[str] = mapped_column(String(16))
@@ -43,7 +45,9 @@ class AuditEvent(db.Model):
     __tablename__ = "audit_events"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )
     actor: Mapped[str] = mapped_column(String(120))
     action: Mapped[str] = mapped_column(String(64), index=True)
     target: Mapped[str] = mapped_column(String(200))
@@ -58,7 +62,9 @@ class ShadowResult(db.Model):
     __tablename__ = "shadow_results"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, default=utcnow, index=True
+    )
     model_id: Mapped[int] = mapped_column(index=True)
     stable_version: Mapped[int]
     shadow_version: Mapped[int]

@@ -75,12 +75,14 @@ class ModelVersion(db.Model):
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     notes: Mapped[str] = mapped_column(Text, default="")
     # Admin override of the serving runtime: auto | onnx | sklearn.
-    runtime: Mapped[str] = mapped_column(String(16), default="auto",
-                                         server_default="auto")
+    runtime: Mapped[str] = mapped_column(
+        String(16), default="auto", server_default="auto"
+    )
     # Outcome of the ONNX conversion at upload: verified, mismatch,
     # not_convertible, native (uploaded as .onnx) or unchecked (older versions).
-    runtime_verdict: Mapped[str] = mapped_column(String(32), default="unchecked",
-                                                 server_default="unchecked")
+    runtime_verdict: Mapped[str] = mapped_column(
+        String(32), default="unchecked", server_default="unchecked"
+    )
     # Why, in one line, and the measurements (rows checked, diffs, timings).
     runtime_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
     runtime_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)

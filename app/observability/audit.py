@@ -20,11 +20,15 @@ def actor_label() -> str:
     return "cli"
 
 
-def record(action: str, target: str, details: dict[str, Any] | None = None,
-           reason: str = "") -> AuditEvent:
+def record(
+    action: str, target: str, details: dict[str, Any] | None = None, reason: str = ""
+) -> AuditEvent:
     """Add an audit event to the current transaction."""
     event = AuditEvent(
-        actor=actor_label(), action=action, target=target, details=details or {},
+        actor=actor_label(),
+        action=action,
+        target=target,
+        details=details or {},
         remote_addr=request.remote_addr if has_request_context() else None,
         reason=reason or "",
     )

@@ -14,7 +14,10 @@ from gunicorn.glogging import Logger as GunicornBaseLogger
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JSONFormatter(logging.Formatter):
@@ -62,8 +65,11 @@ def configure(level: str, fmt: str) -> None:
     if root.handlers and not ours:
         return
     handler = ours[0] if ours else _Marker(sys.stderr)
-    handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JSONFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     if not ours:
         root.addHandler(handler)
 
@@ -83,13 +89,21 @@ class GunicornLogger(GunicornBaseLogger):
         atoms = self.atoms(resp, req, environ, request_time)
         duration_ms = request_time.total_seconds() * 1000.0
         self.access_log.info(
-            "%s %s %s", atoms["m"], atoms["U"], atoms["s"], extra={
+            "%s %s %s",
+            atoms["m"],
+            atoms["U"],
+            atoms["s"],
+            extra={
                 "request_id": atoms.get("{x-request-id}o"),
-                "method": atoms["m"], "path": atoms["U"], "status": int(atoms["s"]),
-                "bytes": atoms["B"] or 0, "duration_ms": round(duration_ms, 3),
+                "method": atoms["m"],
+                "path": atoms["U"],
+                "status": int(atoms["s"]),
+                "bytes": atoms["B"] or 0,
+                "duration_ms": round(duration_ms, 3),
                 # gunicorn listens on loopback only, so the peer is nginx and
                 # X-Forwarded-For (set by nginx to the client address) is true.
                 "client": atoms.get("{x-forwarded-for}i") or atoms["h"],
                 "user_agent": atoms.get("{user-agent}i"),
                 "pid": os.getpid(),
-            })
+            },
+        )

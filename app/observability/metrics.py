@@ -26,42 +26,66 @@ from prometheus_client import (
 )
 
 REQUESTS = Counter(
-    "modeldock_requests", "Prediction requests by model, version and HTTP status "
+    "modeldock_requests",
+    "Prediction requests by model, version and HTTP status "
     "(model and version are empty when the request never reached a model).",
-    ["model", "version", "status"])
+    ["model", "version", "status"],
+)
 LATENCY = Histogram(
-    "modeldock_request_duration_seconds", "Prediction request latency in the app.",
-    ["model"], buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+    "modeldock_request_duration_seconds",
+    "Prediction request latency in the app.",
+    ["model"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 PREDICTIONS = Counter(
-    "modeldock_predictions", "Predicted rows by model and class (classifiers).",
-    ["model", "class"])
+    "modeldock_predictions",
+    "Predicted rows by model and class (classifiers).",
+    ["model", "class"],
+)
 MODEL_LOAD = Histogram(
-    "modeldock_model_load_seconds", "Time to load a model artifact into a worker.",
-    ["format"], buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
-CACHE_HITS = Counter("modeldock_prediction_cache_hits",
-                     "Predictions answered from the prediction cache.")
-CACHE_MISSES = Counter("modeldock_prediction_cache_misses",
-                       "Predictions computed because the cache had no answer.")
-CACHE_ERRORS = Counter("modeldock_prediction_cache_errors",
-                       "Cache reads or writes that failed (Redis unreachable).")
-RATE_LIMITED = Counter("modeldock_rate_limited", "Requests refused with 429.",
-                       ["endpoint"])
-LOG_QUEUE = Gauge("modeldock_request_log_queue_depth",
-                  "Request-log rows waiting to be written, summed over live workers.",
-                  multiprocess_mode="livesum")
-LOG_DROPPED = Counter("modeldock_request_log_dropped",
-                      "Request-log rows dropped because the database stayed away "
-                      "while the queue was full.")
-LOG_REFUSED = Counter("modeldock_request_log_refused",
-                      "Request-log rows the database refused even one by one; "
-                      "set aside (and logged) so that the others are written.")
+    "modeldock_model_load_seconds",
+    "Time to load a model artifact into a worker.",
+    ["format"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CACHE_HITS = Counter(
+    "modeldock_prediction_cache_hits", "Predictions answered from the prediction cache."
+)
+CACHE_MISSES = Counter(
+    "modeldock_prediction_cache_misses",
+    "Predictions computed because the cache had no answer.",
+)
+CACHE_ERRORS = Counter(
+    "modeldock_prediction_cache_errors",
+    "Cache reads or writes that failed (Redis unreachable).",
+)
+RATE_LIMITED = Counter(
+    "modeldock_rate_limited", "Requests refused with 429.", ["endpoint"]
+)
+LOG_QUEUE = Gauge(
+    "modeldock_request_log_queue_depth",
+    "Request-log rows waiting to be written, summed over live workers.",
+    multiprocess_mode="livesum",
+)
+LOG_DROPPED = Counter(
+    "modeldock_request_log_dropped",
+    "Request-log rows dropped because the database stayed away "
+    "while the queue was full.",
+)
+LOG_REFUSED = Counter(
+    "modeldock_request_log_refused",
+    "Request-log rows the database refused even one by one; "
+    "set aside (and logged) so that the others are written.",
+)
 
 
-def observe_request(model: str | None, version: int | None, status: int,
-                    seconds: float) -> None:
+def observe_request(
+    model: str | None, version: int | None, status: int, seconds: float
+) -> None:
     """Count one prediction request and its latency."""
-    REQUESTS.labels(model or "", "" if version is None else str(version),
-                    str(status)).inc()
+    REQUESTS.labels(
+        model or "", "" if version is None else str(version), str(status)
+    ).inc()
     LATENCY.labels(model or "").observe(seconds)
 
 
@@ -86,11 +110,19 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-def scrape_allowed(remote_addr: str | None, authorization: str | None,
-                   token: str | None, networks: list[str]) -> bool:
+def scrape_allowed(
+    remote_addr: str | None,
+    authorization: str | None,
+    token: str | None,
+    networks: list[str],
+) -> bool:
     """True for the metrics token (Bearer) or a client inside an allowed network."""
-    if token and authorization and authorization[:7].lower() == "bearer " and \
-            hmac.compare_digest(authorization[7:].strip().encode(), token.encode()):
+    if (
+        token
+        and authorization
+        and authorization[:7].lower() == "bearer "
+        and hmac.compare_digest(authorization[7:].strip().encode(), token.encode())
+    ):
         return True
     try:
         address = ipaddress.ip_address(remote_addr or "")

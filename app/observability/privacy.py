@@ -30,19 +30,27 @@ def redact(value: Any, fields: frozenset[str], feature_names: list[str] | None) 
     key; positional rows (``[[41, 2.5]]``) by the model's feature names.
     """
     if isinstance(value, dict):
-        return {k: REDACTED if k in fields else redact(v, fields, feature_names)
-                for k, v in value.items()}
+        return {
+            k: REDACTED if k in fields else redact(v, fields, feature_names)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        if feature_names and len(value) == len(feature_names) and not any(
-                isinstance(v, (list, dict)) for v in value):
-            return [REDACTED if name in fields else v
-                    for name, v in zip(feature_names, value, strict=True)]
+        if (
+            feature_names
+            and len(value) == len(feature_names)
+            and not any(isinstance(v, (list, dict)) for v in value)
+        ):
+            return [
+                REDACTED if name in fields else v
+                for name, v in zip(feature_names, value, strict=True)
+            ]
         return [redact(v, fields, feature_names) for v in value]
     return value
 
 
-def stored_payload(body: Any, fields: frozenset[str],
-                   feature_names: list[str] | None) -> Any:
+def stored_payload(
+    body: Any, fields: frozenset[str], feature_names: list[str] | None
+) -> Any:
     """The form of a request body that goes into the request log (plain JSON)."""
     encoded = orjson.dumps(redact(body, fields, feature_names))  # NaN becomes null
     if len(encoded) > PAYLOAD_LIMIT:

@@ -23,8 +23,20 @@ from app.web.bounds import MAX_ID, whole_number
 from app.web.paging import Page
 
 WINDOWS = {"hour": (timedelta(hours=1), 60), "day": (timedelta(days=1), 1800)}
-EXPORT_COLUMNS = ("created_at", "request_id", "protocol", "model", "version", "status",
-                  "error_code", "rows", "latency_ms", "key", "user", "remote_addr")
+EXPORT_COLUMNS = (
+    "created_at",
+    "request_id",
+    "protocol",
+    "model",
+    "version",
+    "status",
+    "error_code",
+    "rows",
+    "latency_ms",
+    "key",
+    "user",
+    "remote_addr",
+)
 
 
 class epoch(FunctionElement):  # noqa: N801  (reads like the SQL function it is)
@@ -41,8 +53,9 @@ def _epoch_sqlite(element, compiler, **kw):
 
 @compiles(epoch)
 def _epoch_default(element, compiler, **kw):
-    return f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) " \
-           "AS BIGINT)"
+    return (
+        f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) AS BIGINT)"
+    )
 
 
 def _is_error():
@@ -51,16 +64,19 @@ def _is_error():
 
 # --- models list -----------------------------------------------------------------
 
+
 def model_traffic(since: datetime) -> dict[str, tuple[int, int]]:
     """Requests and errors per model name since ``since``."""
     rows = db.session.execute(
         select(RequestLog.model_name, func.count(), func.sum(_is_error()))
         .where(RequestLog.created_at >= since, RequestLog.model_name.is_not(None))
-        .group_by(RequestLog.model_name)).all()
+        .group_by(RequestLog.model_name)
+    ).all()
     return {name: (int(count), int(errors or 0)) for name, count, errors in rows}
 
 
 # --- request log viewer ----------------------------------------------------------
+
 
 @dataclass
 class LogFilters:
@@ -78,15 +94,18 @@ class LogFilters:
     @classmethod
     def from_args(cls, args) -> LogFilters:
         """Read the filters from a query string, noting what could not be read."""
-        filters = cls(model=args.get("model", "").strip(),
-                      status=args.get("status", "").strip(),
-                      key=args.get("key_prefix", "").strip())
+        filters = cls(
+            model=args.get("model", "").strip(),
+            status=args.get("status", "").strip(),
+            key=args.get("key_prefix", "").strip(),
+        )
         raw_version = args.get("version", "").strip()
         if raw_version:
             filters.version = whole_number(raw_version, 1)
             if filters.version is None:
                 filters.problems.append(
-                    f"version must be a whole number from 1 to {MAX_ID}")
+                    f"version must be a whole number from 1 to {MAX_ID}"
+                )
         for name in ("since", "until"):
             raw = args.get(name, "").strip()
             if raw:
@@ -98,18 +117,25 @@ class LogFilters:
                 if value.tzinfo is None:  # the form's times are UTC
                     value = value.replace(tzinfo=utcnow().tzinfo)
                 setattr(filters, name, value)
-        if filters.status and filters.status not in {"ok", "error", "4xx", "5xx"} \
-                and whole_number(filters.status, 100, 599) is None:
+        if (
+            filters.status
+            and filters.status not in {"ok", "error", "4xx", "5xx"}
+            and whole_number(filters.status, 100, 599) is None
+        ):
             filters.problems.append("status must be ok, error, 4xx, 5xx or a code")
             filters.status = ""
         return filters
 
     def query_args(self) -> dict[str, str]:
         """The filters as query-string arguments (for pager and export links)."""
-        out = {"model": self.model, "status": self.status, "key_prefix": self.key,
-               "version": "" if self.version is None else str(self.version),
-               "since": self.since.strftime("%Y-%m-%dT%H:%M") if self.since else "",
-               "until": self.until.strftime("%Y-%m-%dT%H:%M") if self.until else ""}
+        out = {
+            "model": self.model,
+            "status": self.status,
+            "key_prefix": self.key,
+            "version": "" if self.version is None else str(self.version),
+            "since": self.since.strftime("%Y-%m-%dT%H:%M") if self.since else "",
+            "until": self.until.strftime("%Y-%m-%dT%H:%M") if self.until else "",
+        }
         return {k: v for k, v in out.items() if v}
 
     def apply(self, query: Select) -> Select:
@@ -125,8 +151,10 @@ class LogFilters:
             conditions.append(RequestLog.status_code >= 400)
         elif status in {"4xx", "5xx"}:
             low = int(status[0]) * 100
-            conditions += [RequestLog.status_code >= low,
-                           RequestLog.status_code < low + 100]
+            conditions += [
+                RequestLog.status_code >= low,
+                RequestLog.status_code < low + 100,
+            ]
         elif status:
             conditions.append(RequestLog.status_code == int(status))
         if self.since:
@@ -139,9 +167,11 @@ class LogFilters:
 
 
 def _log_query(filters: LogFilters) -> Select:
-    query = (select(RequestLog, ApiKey.prefix, User.username)
-             .outerjoin(ApiKey, ApiKey.id == RequestLog.api_key_id)
-             .outerjoin(User, User.id == RequestLog.user_id))
+    query = (
+        select(RequestLog, ApiKey.prefix, User.username)
+        .outerjoin(ApiKey, ApiKey.id == RequestLog.api_key_id)
+        .outerjoin(User, User.id == RequestLog.user_id)
+    )
     return filters.apply(query)
 
 
@@ -152,31 +182,53 @@ def request_log_page(filters: LogFilters, number: int, per_page: int = 50) -> Pa
     page = Page([], number, per_page, total or 0)
     page.number = min(number, page.pages)
     page.items = db.session.execute(
-        query.order_by(RequestLog.id.desc()).offset(page.offset).limit(per_page)).all()
+        query.order_by(RequestLog.id.desc()).offset(page.offset).limit(per_page)
+    ).all()
     return page
 
 
 def request_log_rows(filters: LogFilters) -> Iterator[list]:
     """Every matching log as a list of cells (header first), streamed in batches."""
     yield list(EXPORT_COLUMNS)
-    query = _log_query(filters).order_by(RequestLog.id.desc()) \
+    query = (
+        _log_query(filters)
+        .order_by(RequestLog.id.desc())
         .execution_options(yield_per=1000)
+    )
     for log, prefix, username in db.session.execute(query):
-        yield [log.created_at.isoformat(), log.request_id, log.protocol, log.model_name,
-               log.version, log.status_code, log.error_code, log.rows,
-               round(log.latency_ms, 3), prefix, username, log.remote_addr]
+        yield [
+            log.created_at.isoformat(),
+            log.request_id,
+            log.protocol,
+            log.model_name,
+            log.version,
+            log.status_code,
+            log.error_code,
+            log.rows,
+            round(log.latency_ms, 3),
+            prefix,
+            username,
+            log.remote_addr,
+        ]
 
 
 def model_names() -> list[str]:
-    return list(db.session.scalars(
-        select(RequestLog.model_name).where(RequestLog.model_name.is_not(None))
-        .distinct().order_by(RequestLog.model_name)))
+    return list(
+        db.session.scalars(
+            select(RequestLog.model_name)
+            .where(RequestLog.model_name.is_not(None))
+            .distinct()
+            .order_by(RequestLog.model_name)
+        )
+    )
 
 
 # --- audit log ---------------------------------------------------------------------
 
-def audit_page(number: int, action: str = "", actor: str = "",
-               per_page: int = 50) -> Page:
+
+def audit_page(
+    number: int, action: str = "", actor: str = "", per_page: int = 50
+) -> Page:
     """One page of audit events, newest first, optionally narrowed."""
     query = select(AuditEvent)
     if action:
@@ -186,11 +238,16 @@ def audit_page(number: int, action: str = "", actor: str = "",
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))
     page = Page([], number, per_page, total or 0)
     page.number = min(number, page.pages)
-    events = list(db.session.scalars(
-        query.order_by(AuditEvent.id.desc()).offset(page.offset).limit(per_page)))
+    events = list(
+        db.session.scalars(
+            query.order_by(AuditEvent.id.desc()).offset(page.offset).limit(per_page)
+        )
+    )
     numbers = _version_numbers(events)
-    page.items = [AuditRow(event, readable_details(event.details or {}, numbers))
-                  for event in events]
+    page.items = [
+        AuditRow(event, readable_details(event.details or {}, numbers))
+        for event in events
+    ]
     return page
 
 
@@ -204,23 +261,36 @@ class AuditRow:
 
 def _version_numbers(events: list[AuditEvent]) -> dict[int, int]:
     """Version numbers of the version ids older events recorded (``*version_id``)."""
-    ids = {value for event in events for key, value in (event.details or {}).items()
-           if key.endswith("version_id") and isinstance(value, int)}
+    ids = {
+        value
+        for event in events
+        for key, value in (event.details or {}).items()
+        if key.endswith("version_id") and isinstance(value, int)
+    }
     if not ids:
         return {}
-    return dict(db.session.execute(select(ModelVersion.id, ModelVersion.number)
-                                   .where(ModelVersion.id.in_(ids))).all())
+    return dict(
+        db.session.execute(
+            select(ModelVersion.id, ModelVersion.number).where(ModelVersion.id.in_(ids))
+        ).all()
+    )
 
 
-def readable_details(details: dict, version_numbers: dict[int, int]) -> list[
-        tuple[str, str]]:
+def readable_details(
+    details: dict, version_numbers: dict[int, int]
+) -> list[tuple[str, str]]:
     """Details as short labelled text: names and version numbers, not ids or dicts."""
     pairs = []
     for key, value in details.items():
         if key.endswith("version_id"):
             key = key.removesuffix("_id")
-            value = (f"v{version_numbers[value]}" if value in version_numbers
-                     else None if value is None else "a deleted version")
+            value = (
+                f"v{version_numbers[value]}"
+                if value in version_numbers
+                else None
+                if value is None
+                else "a deleted version"
+            )
         elif key == "sha256" and isinstance(value, str):
             value = value[:12]
         pairs.append((key.replace("_", " "), _text(value)))
@@ -233,14 +303,17 @@ def _text(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict):
-        return ", ".join(f"{k.replace('_', ' ')} {_text(v)}"
-                         for k, v in value.items()) or "none"
+        return (
+            ", ".join(f"{k.replace('_', ' ')} {_text(v)}" for k, v in value.items())
+            or "none"
+        )
     if isinstance(value, list):
         return ", ".join(_text(v) for v in value) or "none"
     return str(value)
 
 
 # --- dashboard -----------------------------------------------------------------------
+
 
 @dataclass
 class VersionStats:
@@ -291,10 +364,16 @@ def dashboard(window: str = "hour", now: datetime | None = None) -> Dashboard:
     in_window = RequestLog.created_at >= since
     slot = ((epoch(RequestLog.created_at) - start) // bucket).label("slot")
     counts = db.session.execute(
-        select(slot, RequestLog.model_name, RequestLog.version, func.count(),
-               func.sum(_is_error()))
+        select(
+            slot,
+            RequestLog.model_name,
+            RequestLog.version,
+            func.count(),
+            func.sum(_is_error()),
+        )
         .where(in_window)
-        .group_by(slot, RequestLog.model_name, RequestLog.version)).all()
+        .group_by(slot, RequestLog.model_name, RequestLog.version)
+    ).all()
     versions = {key.label: key for key in _percentiles(in_window)}
     minutes = bucket / 60
     per_minute: dict[str, list[float]] = {}
@@ -305,8 +384,10 @@ def dashboard(window: str = "hour", now: datetime | None = None) -> Dashboard:
         index = min(max(int(index), 0), n_buckets - 1)
         series[index] += count / minutes
         errors[index] += (error_count or 0) / minutes
-    labels = [datetime.fromtimestamp(start + i * bucket, tz=now.tzinfo).strftime(
-        "%H:%M") for i in range(n_buckets)]
+    labels = [
+        datetime.fromtimestamp(start + i * bucket, tz=now.tzinfo).strftime("%H:%M")
+        for i in range(n_buckets)
+    ]
     ordered = sorted(versions.values(), key=lambda v: (-v.requests, v.label))
     return Dashboard(window, since, bucket, labels, per_minute, errors, ordered)
 
@@ -314,23 +395,38 @@ def dashboard(window: str = "hour", now: datetime | None = None) -> Dashboard:
 def _percentiles(in_window) -> list[VersionStats]:
     """Per model version: count, errors, nearest-rank p50 and p95 of latency."""
     partition = (RequestLog.model_name, RequestLog.version)
-    ranked = (select(RequestLog.model_name.label("model"),
-                     RequestLog.version.label("version"),
-                     RequestLog.latency_ms.label("latency"),
-                     _is_error().label("error"),
-                     func.row_number().over(partition_by=partition,
-                                            order_by=RequestLog.latency_ms).label("rn"),
-                     func.count().over(partition_by=partition).label("n"))
-              .where(in_window).subquery())
+    ranked = (
+        select(
+            RequestLog.model_name.label("model"),
+            RequestLog.version.label("version"),
+            RequestLog.latency_ms.label("latency"),
+            _is_error().label("error"),
+            func.row_number()
+            .over(partition_by=partition, order_by=RequestLog.latency_ms)
+            .label("rn"),
+            func.count().over(partition_by=partition).label("n"),
+        )
+        .where(in_window)
+        .subquery()
+    )
 
     def rank_at(percent: int):
         # The smallest latency whose rank reaches percent% of the group.
-        return func.min(case((ranked.c.rn * 100 >= ranked.c.n * percent,
-                              ranked.c.latency)))
+        return func.min(
+            case((ranked.c.rn * 100 >= ranked.c.n * percent, ranked.c.latency))
+        )
 
     rows = db.session.execute(
-        select(ranked.c.model, ranked.c.version, func.count(), func.sum(ranked.c.error),
-               rank_at(50), rank_at(95))
-        .group_by(ranked.c.model, ranked.c.version)).all()
-    return [VersionStats(model or "(none)", version, int(count), int(errors or 0),
-                         p50, p95) for model, version, count, errors, p50, p95 in rows]
+        select(
+            ranked.c.model,
+            ranked.c.version,
+            func.count(),
+            func.sum(ranked.c.error),
+            rank_at(50),
+            rank_at(95),
+        ).group_by(ranked.c.model, ranked.c.version)
+    ).all()
+    return [
+        VersionStats(model or "(none)", version, int(count), int(errors or 0), p50, p95)
+        for model, version, count, errors, p50, p95 in rows
+    ]

@@ -83,8 +83,9 @@ class RequestLogWriter:
                 return
             self._pid = os.getpid()  # after a fork the parent's thread is gone
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="request-log",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="request-log", daemon=True
+            )
             self._thread.start()
             atexit.register(self.close)
 
@@ -96,8 +97,11 @@ class RequestLogWriter:
                 failing = False
             except Exception as error:  # keep logging alive if the database blips
                 if not failing:
-                    log.warning("request log flush failed (%d rows queued); will "
-                                "retry: %s", self.queue.qsize(), error)
+                    log.warning(
+                        "request log flush failed (%d rows queued); will retry: %s",
+                        self.queue.qsize(),
+                        error,
+                    )
                 failing = True
 
     def depth(self) -> int:
@@ -124,9 +128,9 @@ class RequestLogWriter:
                 while rows:
                     chunk = rows[:CHUNK]
                     written += self._write_chunk(chunk)
-                    del rows[:len(chunk)]
+                    del rows[: len(chunk)]
             except DatabaseAway as away:
-                del rows[:away.done]  # written or set aside: not again
+                del rows[: away.done]  # written or set aside: not again
                 self._requeue(rows)
                 raise
             finally:
@@ -155,8 +159,11 @@ class RequestLogWriter:
                     raise DatabaseAway(str(error), done) from error
                 self.refused.append(row)
                 metrics.LOG_REFUSED.inc()
-                log.error("request log: the database refused row %s (set aside): %s",
-                          row.get("request_id"), error)
+                log.error(
+                    "request log: the database refused row %s (set aside): %s",
+                    row.get("request_id"),
+                    error,
+                )
         return written
 
     def _requeue(self, rows: list[dict[str, Any]]) -> None:
@@ -172,35 +179,74 @@ class RequestLogWriter:
         """Stop the thread and write what is left (graceful shutdown of a worker)."""
         self._stop.set()
         thread = self._thread
-        if thread is not None and thread.is_alive() and \
-                thread is not threading.current_thread():
+        if (
+            thread is not None
+            and thread.is_alive()
+            and thread is not threading.current_thread()
+        ):
             thread.join(timeout=10)
         try:
             written = self.flush()
         except Exception as error:
-            log.warning("request log: %d rows could not be written at shutdown: %s",
-                        self.queue.qsize(), error)
+            log.warning(
+                "request log: %d rows could not be written at shutdown: %s",
+                self.queue.qsize(),
+                error,
+            )
             return
         if written:
             log.info("request log: wrote %d rows at shutdown", written)
 
 
-COLUMNS = ("created_at", "request_id", "protocol", "model_name", "version",
-           "api_key_id", "user_id", "status_code", "error_code", "rows", "latency_ms",
-           "remote_addr", "payload")
+COLUMNS = (
+    "created_at",
+    "request_id",
+    "protocol",
+    "model_name",
+    "version",
+    "api_key_id",
+    "user_id",
+    "status_code",
+    "error_code",
+    "rows",
+    "latency_ms",
+    "remote_addr",
+    "payload",
+)
 
 
-def log_row(*, request_id: str, protocol: str, model_name: str | None,
-            version: int | None, status_code: int, latency_ms: float,
-            remote_addr: str | None, rows: int = 0, error_code: str | None = None,
-            api_key_id: int | None = None, user_id: int | None = None,
-            payload: Any = None, created_at: datetime | None = None) -> dict[str, Any]:
+def log_row(
+    *,
+    request_id: str,
+    protocol: str,
+    model_name: str | None,
+    version: int | None,
+    status_code: int,
+    latency_ms: float,
+    remote_addr: str | None,
+    rows: int = 0,
+    error_code: str | None = None,
+    api_key_id: int | None = None,
+    user_id: int | None = None,
+    payload: Any = None,
+    created_at: datetime | None = None,
+) -> dict[str, Any]:
     """One request-log row with every column, the only shape the writer accepts."""
-    return {"created_at": created_at or utcnow(), "request_id": request_id,
-            "protocol": protocol, "model_name": model_name, "version": version,
-            "api_key_id": api_key_id, "user_id": user_id, "status_code": status_code,
-            "error_code": error_code, "rows": rows, "latency_ms": latency_ms,
-            "remote_addr": remote_addr, "payload": payload}
+    return {
+        "created_at": created_at or utcnow(),
+        "request_id": request_id,
+        "protocol": protocol,
+        "model_name": model_name,
+        "version": version,
+        "api_key_id": api_key_id,
+        "user_id": user_id,
+        "status_code": status_code,
+        "error_code": error_code,
+        "rows": rows,
+        "latency_ms": latency_ms,
+        "remote_addr": remote_addr,
+        "payload": payload,
+    }
 
 
 def _write(rows: list[dict[str, Any]]) -> None:
@@ -218,7 +264,8 @@ def _unreachable(error: BaseException) -> bool:
         return True
     dbapi = db.engine.dialect.dbapi  # COPY raises the driver's own errors
     return dbapi is not None and isinstance(
-        error, (dbapi.OperationalError, dbapi.InterfaceError))
+        error, (dbapi.OperationalError, dbapi.InterfaceError)
+    )
 
 
 def _insert(rows: list[dict[str, Any]]) -> None:
@@ -232,7 +279,7 @@ def _insert(rows: list[dict[str, Any]]) -> None:
     connection = db.session.connection()
     if connection.dialect.name != "postgresql":
         for start in range(0, len(rows), BATCH):
-            connection.execute(table.insert(), rows[start:start + BATCH])
+            connection.execute(table.insert(), rows[start : start + BATCH])
         return
     created_at = table.c.created_at.type.process_bind_param
     dialect = connection.dialect
@@ -262,8 +309,11 @@ def _update_key_usage(rows: list[dict[str, Any]]) -> None:
             entry[0] += 1
             entry[1] = max(entry[1] or row["created_at"], row["created_at"])
     for key_id, (count, last) in usage.items():
-        db.session.execute(update(ApiKey).where(ApiKey.id == key_id).values(
-            use_count=ApiKey.use_count + count, last_used_at=last))
+        db.session.execute(
+            update(ApiKey)
+            .where(ApiKey.id == key_id)
+            .values(use_count=ApiKey.use_count + count, last_used_at=last)
+        )
 
 
 def writer() -> RequestLogWriter:
@@ -293,17 +343,22 @@ def record_response(protocol: str):
         if not config["MODELDOCK_REQUEST_LOG_ENABLED"]:
             return response
         principal = g.get("principal")
-        writer().submit(log_row(
-            request_id=g.get("request_id", ""),
-            protocol=g.get("log_protocol", protocol),
-            model_name=model, version=version,
-            api_key_id=principal.api_key_id if principal else None,
-            user_id=principal.user_id if principal else None,
-            status_code=response.status_code, error_code=g.get("log_error_code"),
-            rows=g.get("log_rows", 0), latency_ms=seconds * 1000.0,
-            remote_addr=request.remote_addr,  # truncated when written
-            payload=_payload() if config["MODELDOCK_LOG_PAYLOADS"]
-            else None))
+        writer().submit(
+            log_row(
+                request_id=g.get("request_id", ""),
+                protocol=g.get("log_protocol", protocol),
+                model_name=model,
+                version=version,
+                api_key_id=principal.api_key_id if principal else None,
+                user_id=principal.user_id if principal else None,
+                status_code=response.status_code,
+                error_code=g.get("log_error_code"),
+                rows=g.get("log_rows", 0),
+                latency_ms=seconds * 1000.0,
+                remote_addr=request.remote_addr,  # truncated when written
+                payload=_payload() if config["MODELDOCK_LOG_PAYLOADS"] else None,
+            )
+        )
         return response
 
     return after
@@ -313,10 +368,12 @@ def prune(days: int) -> int:
     """Delete request logs older than ``days`` days; return how many went."""
     cutoff = utcnow() - timedelta(days=days)
     result = db.session.execute(
-        delete(RequestLog).where(RequestLog.created_at < cutoff))
+        delete(RequestLog).where(RequestLog.created_at < cutoff)
+    )
     return result.rowcount or 0
 
 
 def init_app(app: Flask) -> None:
     app.extensions["modeldock.request_log"] = RequestLogWriter(
-        app, app.config["MODELDOCK_REQUEST_LOG_FLUSH_SECONDS"])
+        app, app.config["MODELDOCK_REQUEST_LOG_FLUSH_SECONDS"]
+    )

@@ -36,12 +36,17 @@ def ready():
 @limiter.exempt
 def scrape():
     config = current_app.config
-    if not metrics.scrape_allowed(request.remote_addr,
-                                  request.headers.get("Authorization"),
-                                  config["MODELDOCK_METRICS_TOKEN"],
-                                  config["MODELDOCK_METRICS_ALLOW"]):
-        raise APIError(403, "forbidden",
-                       "metrics are readable from allowed networks or with the "
-                       "metrics token", "Authorization")
+    if not metrics.scrape_allowed(
+        request.remote_addr,
+        request.headers.get("Authorization"),
+        config["MODELDOCK_METRICS_TOKEN"],
+        config["MODELDOCK_METRICS_ALLOW"],
+    ):
+        raise APIError(
+            403,
+            "forbidden",
+            "metrics are readable from allowed networks or with the metrics token",
+            "Authorization",
+        )
     body, content_type = metrics.exposition()
     return body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"}

@@ -17,11 +17,13 @@ from app.ui.confirm import confirm_action
 from app.web.errors import APIError
 
 
-def _account(form: ApiKeyForm | None = None, new_key: str | None = None,
-             status: int = 200):
+def _account(
+    form: ApiKeyForm | None = None, new_key: str | None = None, status: int = 200
+):
     keys = sorted(current_user.api_keys, key=lambda k: k.id, reverse=True)
-    response = render_template("pages/account.html", form=form or ApiKeyForm(),
-                               keys=keys, new_key=new_key)
+    response = render_template(
+        "pages/account.html", form=form or ApiKeyForm(), keys=keys, new_key=new_key
+    )
     # The page may hold a new key in clear: never cache it anywhere.
     return response, status, {"Cache-Control": "no-store"}
 
@@ -39,13 +41,23 @@ def create_key():
     form = ApiKeyForm()
     if not form.validate_on_submit():
         return _account(form, status=400)
-    scopes = [s for s, on in (("predict", form.scope_predict.data),
-                              ("admin", form.scope_admin.data)) if on]
-    expires = utcnow() + timedelta(days=form.expires_days.data) \
-        if form.expires_days.data else None
+    scopes = [
+        s
+        for s, on in (
+            ("predict", form.scope_predict.data),
+            ("admin", form.scope_admin.data),
+        )
+        if on
+    ]
+    expires = (
+        utcnow() + timedelta(days=form.expires_days.data)
+        if form.expires_days.data
+        else None
+    )
     try:
-        key, plaintext = accounts.create_key(current_user, form.name.data, scopes,
-                                           expires)
+        key, plaintext = accounts.create_key(
+            current_user, form.name.data, scopes, expires
+        )
     except APIError as error:
         db.session.rollback()
         form.scope_predict.errors = [error.message]
@@ -61,9 +73,16 @@ def revoke_key(key_id: int):
     """Confirm, then revoke one of your own keys."""
     key = accounts.get_key(key_id, owner_id=current_user.id)
     return confirm_action(
-        lambda _: accounts.revoke_key(key), lambda _: f"Key {key.prefix} revoked.",
+        lambda _: accounts.revoke_key(key),
+        lambda _: f"Key {key.prefix} revoked.",
         title=f"Revoke key {key.prefix}?",
-        details=[f"Name: {key.name}", f"Scopes: {key.scopes}",
-                 "Scripts using this key stop working at once."],
-        button="Revoke key", back=url_for("pages.account"), danger=True,
-        reason=False)
+        details=[
+            f"Name: {key.name}",
+            f"Scopes: {key.scopes}",
+            "Scripts using this key stop working at once.",
+        ],
+        button="Revoke key",
+        back=url_for("pages.account"),
+        danger=True,
+        reason=False,
+    )

@@ -42,32 +42,54 @@ STALE_AFTER = timedelta(seconds=120)
 HISTOGRAM_BINS = 20
 
 
-def create(user_id: int, model_name: str, version: int, filename: str,
-           total_rows: int) -> PredictionJob:
+def create(
+    user_id: int, model_name: str, version: int, filename: str, total_rows: int
+) -> PredictionJob:
     """Add a queued job (and forget jobs past their retention time)."""
     hours = current_app.config["MODELDOCK_CSV_RESULT_HOURS"]
-    db.session.execute(delete(PredictionJob).where(
-        PredictionJob.created_at < utcnow() - timedelta(hours=hours)))
-    job = PredictionJob(id=secrets.token_hex(16), user_id=user_id,
-                        model_name=model_name, version=version,
-                        filename=filename[:255], total_rows=total_rows)
+    db.session.execute(
+        delete(PredictionJob).where(
+            PredictionJob.created_at < utcnow() - timedelta(hours=hours)
+        )
+    )
+    job = PredictionJob(
+        id=secrets.token_hex(16),
+        user_id=user_id,
+        model_name=model_name,
+        version=version,
+        filename=filename[:255],
+        total_rows=total_rows,
+    )
     db.session.add(job)
     db.session.flush()
     return job
 
 
-def launch(app: Flask, job_id: str, parsed: csvio.ParsedCSV, user_id: int,
-           remote_addr: str | None) -> threading.Thread:
+def launch(
+    app: Flask,
+    job_id: str,
+    parsed: csvio.ParsedCSV,
+    user_id: int,
+    remote_addr: str | None,
+) -> threading.Thread:
     """Run a committed job in a daemon thread of this worker."""
-    thread = threading.Thread(target=run, args=(app, job_id, parsed, user_id,
-                                                remote_addr),
-                              name=f"csv-job-{job_id[:8]}", daemon=True)
+    thread = threading.Thread(
+        target=run,
+        args=(app, job_id, parsed, user_id, remote_addr),
+        name=f"csv-job-{job_id[:8]}",
+        daemon=True,
+    )
     thread.start()
     return thread
 
 
-def run(app: Flask, job_id: str, parsed: csvio.ParsedCSV, user_id: int | None = None,
-        remote_addr: str | None = None) -> None:
+def run(
+    app: Flask,
+    job_id: str,
+    parsed: csvio.ParsedCSV,
+    user_id: int | None = None,
+    remote_addr: str | None = None,
+) -> None:
     """Predict every row of ``parsed`` in chunks, recording progress as it goes."""
     started = time.perf_counter()
     status, error_code = 200, None
@@ -105,8 +127,14 @@ def _predict_all(job: PredictionJob, parsed: csvio.ParsedCSV) -> None:
         stop = min(start + CHUNK_ROWS, len(parsed))
         matrix = csvio.to_matrix(parsed, start, stop, schema)
         result = predict.run(model, version, matrix)
-        out.writerows(csvio.result_rows(parsed, start, result.labels,
-                                        result.probabilities if with_proba else None))
+        out.writerows(
+            csvio.result_rows(
+                parsed,
+                start,
+                result.labels,
+                result.probabilities if with_proba else None,
+            )
+        )
         labels.extend(result.labels.tolist())
         job.done_rows = stop
         if time.monotonic() - last_commit > 0.5 or stop == len(parsed):
@@ -114,8 +142,11 @@ def _predict_all(job: PredictionJob, parsed: csvio.ParsedCSV) -> None:
             db.session.commit()
             last_commit = time.monotonic()
     job.result = gzip.compress(text.getvalue().encode(), compresslevel=5)
-    job.summary = {"columns": header, "inputs": len(parsed.header),
-                   "chart": _chart_data(schema, labels)}
+    job.summary = {
+        "columns": header,
+        "inputs": len(parsed.header),
+        "chart": _chart_data(schema, labels),
+    }
     job.status, job.finished_at = "done", utcnow()
     job.updated_at = job.finished_at
     db.session.commit()
@@ -126,15 +157,19 @@ def _chart_data(schema: dict, labels: list) -> dict:
     if schema.get("task") == "classification":
         counts = Counter(labels)
         classes = schema.get("classes") or sorted(counts, key=str)
-        return {"kind": "counts", "labels": [str(c) for c in classes],
-                "values": [counts.get(c, 0) for c in classes]}
+        return {
+            "kind": "counts",
+            "labels": [str(c) for c in classes],
+            "values": [counts.get(c, 0) for c in classes],
+        }
     values = np.asarray(labels, dtype=np.float64)
     values = values[np.isfinite(values)]  # NaN/inf cells are empty in the table
     try:
         counts, edges = np.histogram(values, bins=HISTOGRAM_BINS)
     except ValueError:  # one value too large for 20 bins around it: one bar
-        low, high = (float(values.min()), float(values.max())) if values.size \
-            else (0.0, 1.0)
+        low, high = (
+            (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
+        )
         counts, edges = np.array([values.size]), np.array([low, high])
     return {"kind": "histogram", "edges": edges.tolist(), "values": counts.tolist()}
 
@@ -147,25 +182,46 @@ def _fail(job: PredictionJob, message: str) -> None:
     db.session.commit()
 
 
-def _log_request(job: PredictionJob, status: int, error_code: str | None,
-                 started: float, user_id: int | None, remote_addr: str | None) -> None:
+def _log_request(
+    job: PredictionJob,
+    status: int,
+    error_code: str | None,
+    started: float,
+    user_id: int | None,
+    remote_addr: str | None,
+) -> None:
     """One request-log row per CSV job, like any prediction request."""
-    writer().submit(log_row(
-        request_id=job.id, protocol="web-csv", model_name=job.model_name,
-        version=job.version, user_id=user_id, status_code=status,
-        error_code=error_code, rows=job.total_rows,
-        latency_ms=(time.perf_counter() - started) * 1000.0, remote_addr=remote_addr))
+    writer().submit(
+        log_row(
+            request_id=job.id,
+            protocol="web-csv",
+            model_name=job.model_name,
+            version=job.version,
+            user_id=user_id,
+            status_code=status,
+            error_code=error_code,
+            rows=job.total_rows,
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            remote_addr=remote_addr,
+        )
+    )
 
 
 def get_for(job_id: str, user_id: int) -> PredictionJob:
     """Return the user's own job, or a 404 (another user's id reveals nothing)."""
     job = db.session.get(PredictionJob, job_id)
     if job is None or job.user_id != user_id:
-        raise APIError(404, "job_not_found", "no such prediction job (results are "
-                       "kept for a limited time)", "job")
+        raise APIError(
+            404,
+            "job_not_found",
+            "no such prediction job (results are kept for a limited time)",
+            "job",
+        )
     if job.status in {"queued", "running"} and job.updated_at < utcnow() - STALE_AFTER:
-        job.status, job.error = "failed", "The worker running this job stopped; " \
-            "upload the file again."  # the view commits
+        job.status, job.error = (
+            "failed",
+            "The worker running this job stopped; upload the file again.",
+        )  # the view commits
     return job
 
 

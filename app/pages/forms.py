@@ -15,8 +15,13 @@ def feature_form(feature_names: list[str]) -> FlaskForm:
         submit = SubmitField("Predict")
 
     for i, name in enumerate(feature_names):
-        setattr(FeatureForm, f"f{i}", StringField(name, render_kw={
-            "inputmode": "decimal", "autocomplete": "off"}))
+        setattr(
+            FeatureForm,
+            f"f{i}",
+            StringField(
+                name, render_kw={"inputmode": "decimal", "autocomplete": "off"}
+            ),
+        )
     return FeatureForm()
 
 
@@ -26,12 +31,16 @@ class CSVForm(FlaskForm):
 
 
 class ApiKeyForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=120)],
-                       description="A label to tell your keys apart.")
+    name = StringField(
+        "Name",
+        validators=[DataRequired(), Length(max=120)],
+        description="A label to tell your keys apart.",
+    )
     scope_predict = BooleanField("predict", default=True)
     scope_admin = BooleanField("admin")
-    expires_days = IntegerField("Expires after (days)",
-                                validators=[Optional(), NumberRange(1, 3650)],
-                                description="Leave empty for a key that does not "
-                                "expire.")
+    expires_days = IntegerField(
+        "Expires after (days)",
+        validators=[Optional(), NumberRange(1, 3650)],
+        description="Leave empty for a key that does not expire.",
+    )
     submit = SubmitField("Create key")

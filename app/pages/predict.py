@@ -38,8 +38,9 @@ RESULT_ROWS_PER_PAGE = 50
 @login_required
 def index():
     models = db.session.scalars(select(MLModel).order_by(MLModel.name))
-    return render_template("pages/index.html",
-                           models=[describe.model_dict(m) for m in models])
+    return render_template(
+        "pages/index.html", models=[describe.model_dict(m) for m in models]
+    )
 
 
 @bp.get("/favicon.ico")
@@ -53,20 +54,34 @@ def favicon():
 def choose():
     """The model picker (a GET form, so it works without JavaScript)."""
     name = request.args.get("model", "")
-    return redirect(url_for("pages.predict_page", name=name) if name
-                    else url_for("pages.index"))
+    return redirect(
+        url_for("pages.predict_page", name=name) if name else url_for("pages.index")
+    )
 
 
-def _page(name: str, form=None, csv_form=None, result=None, status: int = 200,
-          csv_error: str | None = None):
+def _page(
+    name: str,
+    form=None,
+    csv_form=None,
+    result=None,
+    status: int = 200,
+    csv_error: str | None = None,
+):
     model, version = predict.resolve(name, alias="stable")
     schema = version.schema
     form = form or feature_form(schema["feature_names"])
     models = list(db.session.scalars(select(MLModel.name).order_by(MLModel.name)))
     return render_template(
-        "pages/predict.html", model=model, version=version, schema=schema,
-        form=form, csv_form=csv_form or CSVForm(), result=result, models=models,
-        csv_error=csv_error, max_rows=current_app.config["MODELDOCK_CSV_MAX_ROWS"],
+        "pages/predict.html",
+        model=model,
+        version=version,
+        schema=schema,
+        form=form,
+        csv_form=csv_form or CSVForm(),
+        result=result,
+        models=models,
+        csv_error=csv_error,
+        max_rows=current_app.config["MODELDOCK_CSV_MAX_ROWS"],
         fields=[form[f"f{i}"] for i in range(len(schema["feature_names"]))],
     ), status
 
@@ -96,20 +111,34 @@ def predict_form(name: str):
         for index, message in messages.items():
             target = form[f"f{index}"] if index is not None else form.submit
             target.errors = [*target.errors, message]
-        flash("The row could not be predicted; see the marked "
-              f"{'fields' if len(messages) > 1 else 'field'}.", "error")
+        flash(
+            "The row could not be predicted; see the marked "
+            f"{'fields' if len(messages) > 1 else 'field'}.",
+            "error",
+        )
         return _page(name, form=form, status=error.status)
     probabilities = None
     chart = None
     if result.probabilities is not None and result.classes is not None:
-        probabilities = list(zip(result.classes, result.probabilities[0].tolist(),
-                                 strict=True))
-        chart = charts.bar_chart([str(c) for c in result.classes],
-                                 {"probability": result.probabilities[0].tolist()},
-                                 "Class probabilities", lambda v: f"{v:.3f}")
-    return _page(name, form=form, result={
-        "label": result.labels.tolist()[0], "probabilities": probabilities,
-        "chart": chart, "version": version.number})
+        probabilities = list(
+            zip(result.classes, result.probabilities[0].tolist(), strict=True)
+        )
+        chart = charts.bar_chart(
+            [str(c) for c in result.classes],
+            {"probability": result.probabilities[0].tolist()},
+            "Class probabilities",
+            lambda v: f"{v:.3f}",
+        )
+    return _page(
+        name,
+        form=form,
+        result={
+            "label": result.labels.tolist()[0],
+            "probabilities": probabilities,
+            "chart": chart,
+            "version": version.number,
+        },
+    )
 
 
 @bp.post("/models/<name>/csv")
@@ -124,16 +153,27 @@ def predict_csv(name: str):
     with upload.stream:
         data = upload.read()
     try:
-        parsed = csvio.read_csv(data, version.schema,
-                                current_app.config["MODELDOCK_CSV_MAX_ROWS"])
+        parsed = csvio.read_csv(
+            data, version.schema, current_app.config["MODELDOCK_CSV_MAX_ROWS"]
+        )
     except APIError as error:
         form.file.errors = [error.message]
         return _page(name, csv_form=form, status=error.status, csv_error=error.message)
-    job = jobs.create(current_user.id, model.name, version.number,
-                      upload.filename or "upload.csv", len(parsed))
+    job = jobs.create(
+        current_user.id,
+        model.name,
+        version.number,
+        upload.filename or "upload.csv",
+        len(parsed),
+    )
     commit()
-    thread = jobs.launch(current_app._get_current_object(), job.id, parsed,
-                         current_user.id, request.remote_addr)
+    thread = jobs.launch(
+        current_app._get_current_object(),
+        job.id,
+        parsed,
+        current_user.id,
+        request.remote_addr,
+    )
     # Small files finish while we wait; larger ones get the progress page.
     thread.join(current_app.config["MODELDOCK_CSV_WAIT_SECONDS"])
     return redirect(url_for("pages.job", job_id=job.id))
@@ -159,13 +199,21 @@ def job(job_id: str):
     page.items = jobs.read_rows(record, page.offset, page.per_page)
     data = record.summary["chart"]
     if data["kind"] == "counts":
-        chart = charts.bar_chart(data["labels"], {"rows": data["values"]},
-                                 "Rows per predicted class")
+        chart = charts.bar_chart(
+            data["labels"], {"rows": data["values"]}, "Rows per predicted class"
+        )
     else:
-        chart = charts.histogram(data["edges"], data["values"],
-                                 "Histogram of predicted values")
-    return render_template("pages/job_result.html", job=record, page=page,
-                           columns=record.summary["columns"], chart=chart, data=data)
+        chart = charts.histogram(
+            data["edges"], data["values"], "Histogram of predicted values"
+        )
+    return render_template(
+        "pages/job_result.html",
+        job=record,
+        page=page,
+        columns=record.summary["columns"],
+        chart=chart,
+        data=data,
+    )
 
 
 @bp.get("/jobs/<job_id>/download")
@@ -175,6 +223,11 @@ def job_download(job_id: str):
     if record.status != "done":
         abort(409, "The job has not finished.")
     filename = f"{record.model_name}-v{record.version}-predictions.csv"
-    return Response(jobs.export(record), mimetype="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Cache-Control": "private, no-store"})
+    return Response(
+        jobs.export(record),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Cache-Control": "private, no-store",
+        },
+    )

@@ -56,8 +56,9 @@ def plain_errors(bp: Blueprint) -> None:
 
     @bp.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        return plain_error(error.description or error.name, error.code or 500,
-                           error.get_headers())
+        return plain_error(
+            error.description or error.name, error.code or 500, error.get_headers()
+        )
 
     @bp.errorhandler(OperationalError)
     def database_down(error: OperationalError):

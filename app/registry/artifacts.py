@@ -8,7 +8,9 @@ from app.web.errors import APIError
 
 
 def _stored(column, version_id: int, what: str) -> bytes:
-    data = db.session.scalar(select(column).where(ModelArtifact.version_id == version_id))
+    data = db.session.scalar(
+        select(column).where(ModelArtifact.version_id == version_id)
+    )
     if data is None:
         raise APIError(500, "artifact_missing", f"the version's {what} is missing")
     return data

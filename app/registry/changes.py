@@ -14,7 +14,8 @@ MOVED = "modeldock.changes_moved"
 def bump() -> None:
     """Advance the counter inside the current transaction (visible at its commit)."""
     result = db.session.execute(
-        update(RegistryState).where(RegistryState.id == 1)
+        update(RegistryState)
+        .where(RegistryState.id == 1)
         .values(generation=RegistryState.generation + 1)
     )
     if result.rowcount == 0:
@@ -25,8 +26,10 @@ def bump() -> None:
 
 def current() -> int:
     """Return the committed counter value (0 before the first change)."""
-    return db.session.scalar(select(RegistryState.generation).where(
-        RegistryState.id == 1)) or 0
+    return (
+        db.session.scalar(select(RegistryState.generation).where(RegistryState.id == 1))
+        or 0
+    )
 
 
 def moved() -> bool:

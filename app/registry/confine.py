@@ -34,10 +34,19 @@ log = logging.getLogger(__name__)
 CLONE_NEWNET = 0x40000000
 NOBODY = 65534
 APP_DIR = Path(__file__).resolve().parent.parent
-SYSTEM_LIBRARIES = ("/usr/lib", "/usr/lib64", "/lib", "/lib64", "/usr/share/zoneinfo",
-                    "/etc/ld.so.cache", "/dev/urandom", "/dev/null",
-                    # what onnxruntime reads to size its CPU kernels
-                    "/proc/cpuinfo", "/sys/devices/system/cpu")
+SYSTEM_LIBRARIES = (
+    "/usr/lib",
+    "/usr/lib64",
+    "/lib",
+    "/lib64",
+    "/usr/share/zoneinfo",
+    "/etc/ld.so.cache",
+    "/dev/urandom",
+    "/dev/null",
+    # what onnxruntime reads to size its CPU kernels
+    "/proc/cpuinfo",
+    "/sys/devices/system/cpu",
+)
 
 
 def trusted_paths(trusted_modules: tuple[str, ...]) -> set[str]:
@@ -46,7 +55,10 @@ def trusted_paths(trusted_modules: tuple[str, ...]) -> set[str]:
     found = set()
     for root in {module.split(".")[0] for module in trusted_modules}:
         for entry in sys.path:
-            for candidate in (Path(entry or ".") / root, Path(entry or ".") / f"{root}.py"):
+            for candidate in (
+                Path(entry or ".") / root,
+                Path(entry or ".") / f"{root}.py",
+            ):
                 if candidate.exists():
                     found.add(str(candidate.resolve()))
     return found
@@ -55,8 +67,10 @@ def trusted_paths(trusted_modules: tuple[str, ...]) -> set[str]:
 def readable_paths(trusted_modules: tuple[str, ...] = ()) -> list[str]:
     """What confined code may read: Python, its packages, system libraries, app/,
     and the packages an admin trusted."""
-    paths = {sysconfig.get_paths()[key] for key in
-             ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths = {
+        sysconfig.get_paths()[key]
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    }
     paths.update(trusted_paths(trusted_modules))
     paths.add(str(APP_DIR))
     paths.update(SYSTEM_LIBRARIES)
@@ -112,7 +126,10 @@ def _landlock(py_landlock, paths: list[str]) -> list[str]:
         ruleset.add_path_rule(*files, access=py_landlock.AccessFs.READ_FILE)
         ruleset.apply()
     except (OSError, py_landlock.LandlockError) as exc:
-        log.warning("Landlock is not available here (%s); the inference process "
-                    "relies on its user and resource limits only", exc)
+        log.warning(
+            "Landlock is not available here (%s); the inference process "
+            "relies on its user and resource limits only",
+            exc,
+        )
         return []
     return [f"landlock ABI {abi}"]

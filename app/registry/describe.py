@@ -16,9 +16,11 @@ def aliases_of(model: MLModel) -> dict[str, dict[str, int]]:
     rows = db.session.execute(
         select(ModelAlias.alias, ModelVersion.number, ModelAlias.weight)
         .join(ModelVersion, ModelVersion.id == ModelAlias.version_id)
-        .where(ModelAlias.model_id == model.id)).all()
-    return {alias: {"version": number, "weight": weight}
-            for alias, number, weight in rows}
+        .where(ModelAlias.model_id == model.id)
+    ).all()
+    return {
+        alias: {"version": number, "weight": weight} for alias, number, weight in rows
+    }
 
 
 def version_dict(version: ModelVersion, aliases: dict | None = None) -> dict[str, Any]:
@@ -53,7 +55,8 @@ def runtime_dict(version: ModelVersion) -> dict[str, Any]:
         "runtime_setting": version.runtime,
         "runtime_verdict": version.runtime_verdict,
         "runtime_reason": version.runtime_reason,
-        "onnx_speedup": None if version.onnx_speedup is None
+        "onnx_speedup": None
+        if version.onnx_speedup is None
         else round(version.onnx_speedup, 1),
         "runtime_check": version.runtime_report,
     }
@@ -70,9 +73,11 @@ def model_dict(model: MLModel) -> dict[str, Any]:
         "aliases": aliases,
         "versions": [v.number for v in model.versions],
         "batching": batching_dict(model),
-        "timeout": {"seconds": model.predict_timeout_seconds,
-                    "effective": model.predict_timeout_seconds or current_app.config[
-                        "MODELDOCK_PREDICT_TIMEOUT_SECONDS"]},
+        "timeout": {
+            "seconds": model.predict_timeout_seconds,
+            "effective": model.predict_timeout_seconds
+            or current_app.config["MODELDOCK_PREDICT_TIMEOUT_SECONDS"],
+        },
         "created_at": model.created_at.isoformat(),
     }
 
@@ -81,9 +86,18 @@ def batching_dict(model: MLModel) -> dict[str, Any]:
     """A model's micro-batching: its own settings (null: the deployment's) and what
     applies to its versions served by scikit-learn."""
     config = current_app.config
-    effective = batching(model.batch_max_rows, model.batch_max_wait_ms,
-                         (config["MODELDOCK_MICROBATCH_MAX_ROWS"],
-                          config["MODELDOCK_MICROBATCH_MAX_WAIT_MS"]))
-    return {"max_rows": model.batch_max_rows, "max_wait_ms": model.batch_max_wait_ms,
-            "effective": None if effective is None else {
-                "max_rows": effective[0], "max_wait_ms": effective[1] * 1000.0}}
+    effective = batching(
+        model.batch_max_rows,
+        model.batch_max_wait_ms,
+        (
+            config["MODELDOCK_MICROBATCH_MAX_ROWS"],
+            config["MODELDOCK_MICROBATCH_MAX_WAIT_MS"],
+        ),
+    )
+    return {
+        "max_rows": model.batch_max_rows,
+        "max_wait_ms": model.batch_max_wait_ms,
+        "effective": None
+        if effective is None
+        else {"max_rows": effective[0], "max_wait_ms": effective[1] * 1000.0},
+    }

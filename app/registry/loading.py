@@ -14,8 +14,13 @@ from app.registry.onnx_graph import OnnxModel
 from app.registry.policy import judge
 
 # File name suffix → format. Anything else is refused before it is read.
-FORMAT_BY_SUFFIX = {".skops": "skops", ".joblib": "joblib", ".pkl": "pickle",
-                    ".pickle": "pickle", ".onnx": "onnx"}
+FORMAT_BY_SUFFIX = {
+    ".skops": "skops",
+    ".joblib": "joblib",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".onnx": "onnx",
+}
 
 
 def format_for_filename(filename: str) -> str:
@@ -64,17 +69,29 @@ def load_bytes(data: bytes, file_format: str, trusted_modules: Iterable[str] = (
             return OnnxModel(data)
     except ModelFileError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError,
-            IndexError, AttributeError, OSError, ImportError) as exc:
-        raise ModelFileError(f"cannot read the {file_format} file "
-                             f"({type(exc).__name__})") from exc
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        KeyError,
+        IndexError,
+        AttributeError,
+        OSError,
+        ImportError,
+    ) as exc:
+        raise ModelFileError(
+            f"cannot read the {file_format} file ({type(exc).__name__})"
+        ) from exc
     raise ModelFileError(f"unsupported file format '{file_format}'")
 
 
 def _load_joblib(data: bytes, trusted: tuple[str, ...]):
     with _validate_fileobject_and_memmap(io.BytesIO(data), "") as (fobj, _):
         if isinstance(fobj, str):  # joblib < 0.10 files keep arrays in side files
-            raise ModelFileError("joblib files older than joblib 0.10 are not supported")
+            raise ModelFileError(
+                "joblib files older than joblib 0.10 are not supported"
+            )
         return RestrictedJoblibUnpickler(fobj, trusted).load()
 
 
@@ -92,5 +109,6 @@ def _load_skops(data: bytes, trusted: tuple[str, ...]):
     except ModelFileError:
         raise
     except Exception as exc:  # skops raises many kinds; none may escape as a 500
-        raise ModelFileError("cannot read the skops file "
-                             f"({type(exc).__name__})") from exc
+        raise ModelFileError(
+            f"cannot read the skops file ({type(exc).__name__})"
+        ) from exc

@@ -28,8 +28,9 @@ SYNTHETIC_ROWS = 300
 TIMING_SECONDS = 0.1  # per runtime, for the speed-up measurement (at least 3 calls)
 
 
-def verification_rows(sample_rows: list, seed: int = 0,
-                      count: int = SYNTHETIC_ROWS) -> np.ndarray:
+def verification_rows(
+    sample_rows: list, seed: int = 0, count: int = SYNTHETIC_ROWS
+) -> np.ndarray:
     """The stored sample plus ``count`` rows drawn within its per-feature ranges."""
     sample = np.asarray(sample_rows, dtype=np.float64)
     finite = np.where(np.isfinite(sample), sample, np.nan)
@@ -37,8 +38,9 @@ def verification_rows(sample_rows: list, seed: int = 0,
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column
         low = np.nan_to_num(np.nanmin(finite, axis=0))
         high = np.nan_to_num(np.nanmax(finite, axis=0))
-    synthetic = np.random.default_rng(seed).uniform(low, high,
-                                                    size=(count, sample.shape[1]))
+    synthetic = np.random.default_rng(seed).uniform(
+        low, high, size=(count, sample.shape[1])
+    )
     return np.vstack([sample, synthetic])
 
 
@@ -51,15 +53,18 @@ def disagreement(schema: dict[str, Any], expected, got) -> tuple[str | None, dic
         want = np.asarray(labels, dtype=np.float64)
         have = np.asarray(onnx_labels, dtype=np.float64)
         if want.shape != have.shape:
-            return (f"output shape {list(have.shape)} instead of "
-                    f"{list(want.shape)}"), stats
+            return (
+                f"output shape {list(have.shape)} instead of {list(want.shape)}"
+            ), stats
         error = np.abs(have - want)
         relative = error / np.maximum(np.abs(want), np.finfo(np.float64).tiny)
         stats["max_relative_diff"] = float(relative.max(initial=0.0))
         bad = int((error > REGRESSION_RTOL * np.abs(want) + REGRESSION_ATOL).sum())
         if bad:
-            return (f"{bad} predictions differ by more than {REGRESSION_RTOL:g} "
-                    f"relative (max {stats['max_relative_diff']:.3g})"), stats
+            return (
+                f"{bad} predictions differ by more than {REGRESSION_RTOL:g} "
+                f"relative (max {stats['max_relative_diff']:.3g})"
+            ), stats
         return None, stats
     want = np.asarray(labels)
     have = np.asarray(onnx_labels)
@@ -71,11 +76,14 @@ def disagreement(schema: dict[str, Any], expected, got) -> tuple[str | None, dic
     if proba is not None:
         if onnx_proba is None or np.shape(onnx_proba) != np.shape(proba):
             return "the graph does not give the same probabilities", stats
-        stats["max_proba_diff"] = float(np.abs(
-            np.asarray(onnx_proba, dtype=np.float64) - proba).max(initial=0.0))
+        stats["max_proba_diff"] = float(
+            np.abs(np.asarray(onnx_proba, dtype=np.float64) - proba).max(initial=0.0)
+        )
         if stats["max_proba_diff"] > PROBA_ATOL:
-            return (f"probabilities differ by up to {stats['max_proba_diff']:.3g} "
-                    f"(allowed {PROBA_ATOL:g})"), stats
+            return (
+                f"probabilities differ by up to {stats['max_proba_diff']:.3g} "
+                f"(allowed {PROBA_ATOL:g})"
+            ), stats
     return None, stats
 
 
@@ -94,9 +102,11 @@ def convert(estimator: Any, schema: dict[str, Any], precision: str) -> bytes:
     options = {"zipmap": False} if is_classifier(estimator) else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = to_onnx(estimator, initial_types=[("X", tensor([None,
-                                                              schema["n_features"]]))],
-                        options=options)
+        graph = to_onnx(
+            estimator,
+            initial_types=[("X", tensor([None, schema["n_features"]]))],
+            options=options,
+        )
     return graph.SerializeToString()
 
 
@@ -110,8 +120,9 @@ def seconds_per_call(predict, row: np.ndarray, budget: float = TIMING_SECONDS) -
     return (time.perf_counter() - started) / calls
 
 
-def compile_onnx(estimator: Any, schema: dict[str, Any],
-                 sample_rows: list) -> dict[str, Any]:
+def compile_onnx(
+    estimator: Any, schema: dict[str, Any], sample_rows: list
+) -> dict[str, Any]:
     """Return {"verdict", "reason", "onnx" (bytes or None), "speedup", "report"}."""
     rows = verification_rows(sample_rows)
     expected = predict_rows(estimator, schema, rows)
@@ -136,14 +147,22 @@ def compile_onnx(estimator: Any, schema: dict[str, Any],
         row = rows[:1]
         sklearn_s = seconds_per_call(lambda r: predict_rows(estimator, schema, r), row)
         onnx_s = seconds_per_call(model.predict, row)
-        report.update(input=precision, sklearn_ms=sklearn_s * 1e3,
-                      onnx_ms=onnx_s * 1e3)
-        return {"verdict": "verified", "onnx": data, "speedup": sklearn_s / onnx_s,
-                "reason": f"agrees on {len(rows)} rows ({precision} input)",
-                "report": report}
+        report.update(input=precision, sklearn_ms=sklearn_s * 1e3, onnx_ms=onnx_s * 1e3)
+        return {
+            "verdict": "verified",
+            "onnx": data,
+            "speedup": sklearn_s / onnx_s,
+            "reason": f"agrees on {len(rows)} rows ({precision} input)",
+            "report": report,
+        }
     reason = "; ".join(f"{a['input']}: {a['problem']}" for a in report["attempts"])
-    return {"verdict": "mismatch" if converted else "not_convertible", "onnx": None,
-            "speedup": None, "reason": reason, "report": report}
+    return {
+        "verdict": "mismatch" if converted else "not_convertible",
+        "onnx": None,
+        "speedup": None,
+        "reason": reason,
+        "report": report,
+    }
 
 
 def _short(message: str, limit: int = 300) -> str:

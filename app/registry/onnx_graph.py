@@ -66,18 +66,22 @@ def check_onnx_bytes(data: bytes):
     try:
         model = onnx.load_model_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"cannot read the ONNX file ({type(exc).__name__})"
-                             ) from exc
+        raise ModelFileError(
+            f"cannot read the ONNX file ({type(exc).__name__})"
+        ) from exc
     if references_external_data(model):
         raise ModelFileError(
             "the ONNX file references external data (tensors stored in other files); "
             "the server never reads paths named by a model: save it with the data "
-            "inside the file", code="onnx_external_data")
+            "inside the file",
+            code="onnx_external_data",
+        )
     try:
         onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        raise ModelFileError("the ONNX graph is not valid (onnx.checker refused "
-                             "it)") from exc
+        raise ModelFileError(
+            "the ONNX graph is not valid (onnx.checker refused it)"
+        ) from exc
     return model
 
 
@@ -86,8 +90,10 @@ def class_labels(model) -> list | None:
     found = None
     for node in model.graph.node:
         for attribute in node.attribute:
-            if attribute.name in ("classlabels_int64s", "classlabels_ints") and \
-                    attribute.ints:
+            if (
+                attribute.name in ("classlabels_int64s", "classlabels_ints")
+                and attribute.ints
+            ):
                 labels = [int(v) for v in attribute.ints]
             elif attribute.name == "classlabels_strings" and attribute.strings:
                 labels = [v.decode("utf-8") for v in attribute.strings]
@@ -112,8 +118,9 @@ def new_session(data: bytes):
     options.enable_cpu_mem_arena = False  # keeps a loaded graph's memory small
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return onnxruntime.InferenceSession(data, options,
-                                        providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(
+        data, options, providers=["CPUExecutionProvider"]
+    )
 
 
 class OnnxModel:
@@ -128,14 +135,20 @@ class OnnxModel:
         try:
             self.session = new_session(data)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelFileError("onnxruntime cannot load the graph "
-                                 f"({type(exc).__name__})") from exc
+            raise ModelFileError(
+                f"onnxruntime cannot load the graph ({type(exc).__name__})"
+            ) from exc
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].type not in ONNX_INPUT_TYPES or \
-                len(inputs[0].shape) != 2 or not isinstance(inputs[0].shape[1], int):
+        if (
+            len(inputs) != 1
+            or inputs[0].type not in ONNX_INPUT_TYPES
+            or len(inputs[0].shape) != 2
+            or not isinstance(inputs[0].shape[1], int)
+        ):
             raise ModelFileError(
                 "ModelDock serves ONNX graphs with exactly one input: a 2-D float or "
-                "double tensor [batch, n_features] with a fixed number of features")
+                "double tensor [batch, n_features] with a fixed number of features"
+            )
         self.input_name = inputs[0].name
         self.dtype = ONNX_INPUT_TYPES[inputs[0].type]
         self.n_features = int(inputs[0].shape[1])
@@ -143,18 +156,21 @@ class OnnxModel:
         self.output_names = [o.name for o in outputs]
         self.label_index = 0
         self.proba_index = self._find_probabilities(outputs)
-        self.zipmap = self.proba_index is not None and \
-            outputs[self.proba_index].type.startswith("seq(")
-        self.classifier = self.graph_classes is not None and \
-            outputs[0].type in LABEL_TYPES
+        self.zipmap = self.proba_index is not None and outputs[
+            self.proba_index
+        ].type.startswith("seq(")
+        self.classifier = (
+            self.graph_classes is not None and outputs[0].type in LABEL_TYPES
+        )
         self.schema = schema or self.derive_schema()
         self._label_map = self._make_label_map(self.schema.get("classes"))
 
     def _find_probabilities(self, outputs) -> int | None:
         for i, output in enumerate(outputs[1:], start=1):
             if output.type.startswith("seq(map(") or (
-                    output.type in ("tensor(float)", "tensor(double)")
-                    and len(output.shape) == 2):
+                output.type in ("tensor(float)", "tensor(double)")
+                and len(output.shape) == 2
+            ):
                 return i
         return None
 
@@ -162,15 +178,20 @@ class OnnxModel:
         """The input schema of an uploaded graph: features from its input shape."""
         classes = self.graph_classes if self.classifier else None
         first = self.session.get_outputs()[0]
-        regression = classes is None and first.type in ("tensor(float)",
-                                                         "tensor(double)")
+        regression = classes is None and first.type in (
+            "tensor(float)",
+            "tensor(double)",
+        )
         return {
             "estimator": "ONNX graph",
             "allow_nan": False,
             "n_features": self.n_features,
             "feature_names": [f"x{i}" for i in range(self.n_features)],
             "named_features": False,
-            "task": "classification" if classes else "regression" if regression
+            "task": "classification"
+            if classes
+            else "regression"
+            if regression
             else "other",
             "classes": classes,
             "has_proba": bool(classes) and self.proba_index is not None,
@@ -179,9 +200,12 @@ class OnnxModel:
     def _make_label_map(self, classes: list | None):
         """Map the graph's labels onto the schema's classes when their types differ
         (skl2onnx stores 0.0/1.0 classes as int64, booleans as integers)."""
-        if not classes or self.graph_classes is None or \
-                self.graph_classes == classes or \
-                len(self.graph_classes) != len(classes):
+        if (
+            not classes
+            or self.graph_classes is None
+            or self.graph_classes == classes
+            or len(self.graph_classes) != len(classes)
+        ):
             return None
         order = np.argsort(np.asarray(self.graph_classes))
         return np.asarray(self.graph_classes)[order], np.asarray(classes)[order]
@@ -189,8 +213,9 @@ class OnnxModel:
     def predict(self, rows: np.ndarray, run_options=None):
         """Return (labels, probabilities or None) for a float matrix."""
         feed = rows if rows.dtype == self.dtype else rows.astype(self.dtype)
-        outputs = self.session.run(self.output_names, {self.input_name: feed},
-                                   run_options)
+        outputs = self.session.run(
+            self.output_names, {self.input_name: feed}, run_options
+        )
         labels = outputs[self.label_index]
         if labels.ndim == 2 and labels.shape[1] == 1:
             labels = labels.ravel()
@@ -202,6 +227,7 @@ class OnnxModel:
             probabilities = outputs[self.proba_index]
             if self.zipmap:  # a list of {class: probability} per row
                 classes = self.graph_classes
-                probabilities = np.array([[row[c] for c in classes]
-                                          for row in probabilities])
+                probabilities = np.array(
+                    [[row[c] for c in classes] for row in probabilities]
+                )
         return labels, probabilities

@@ -11,8 +11,9 @@ from app.registry.errors import UnsafeModelError
 
 # Packages that may be imported at all while resolving a reference. Importing
 # any other module could itself run code, so nothing else is ever imported.
-IMPORTABLE_ROOTS = frozenset({"sklearn", "numpy", "scipy", "joblib", "builtins",
-                              "collections", "_codecs"})
+IMPORTABLE_ROOTS = frozenset(
+    {"sklearn", "numpy", "scipy", "joblib", "builtins", "collections", "_codecs"}
+)
 # Python 2 names that pickle protocols 0-2 use for builtins.
 PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
 
@@ -44,18 +45,37 @@ def _approved_objects() -> tuple[frozenset[int], tuple[type, ...]]:
         bit_generator.__pyx_unpickle_SeedSequence,
         joblib.numpy_pickle.NumpyArrayWrapper,
         # Plain data containers and the bytes decoder pickle protocol 2 uses.
-        bytes, bytearray, set, frozenset, complex, slice, range,
-        collections.OrderedDict, collections.defaultdict,
+        bytes,
+        bytearray,
+        set,
+        frozenset,
+        complex,
+        slice,
+        range,
+        collections.OrderedDict,
+        collections.defaultdict,
         importlib.import_module("_codecs").encode,
-        np.ndarray, np.dtype, np.random.RandomState, np.random.Generator,
+        np.ndarray,
+        np.dtype,
+        np.random.RandomState,
+        np.random.Generator,
         bit_generator.SeedSequence,
         # The base pickle protocols 0-1 name for plain classes; object() is inert.
         object,
     ]
     bases: tuple[type, ...] = (
-        BaseEstimator, BaseLoss, BaseLink, Interval, Tree, TreePredictor,
-        DistanceMetric, np.generic, np.dtype, bit_generator.BitGenerator,
-        scipy.sparse.sparray, scipy.sparse.spmatrix,
+        BaseEstimator,
+        BaseLoss,
+        BaseLink,
+        Interval,
+        Tree,
+        TreePredictor,
+        DistanceMetric,
+        np.generic,
+        np.dtype,
+        bit_generator.BitGenerator,
+        scipy.sparse.sparray,
+        scipy.sparse.spmatrix,
     )
     return frozenset(id(f) for f in functions), bases
 
@@ -63,11 +83,16 @@ def _approved_objects() -> tuple[frozenset[int], tuple[type, ...]]:
 # scikit-learn's compiled helper modules: every class defined in them is a pure
 # computational type (losses, trees, distance metrics) that fitted estimators
 # hold. Matched on the class's own __module__, exactly.
-SKLEARN_HELPER_MODULES = frozenset({
-    "sklearn._loss._loss", "sklearn.tree._tree", "sklearn.metrics._dist_metrics",
-    "sklearn.neighbors._kd_tree", "sklearn.neighbors._ball_tree",
-    "sklearn.ensemble._hist_gradient_boosting.predictor",
-})
+SKLEARN_HELPER_MODULES = frozenset(
+    {
+        "sklearn._loss._loss",
+        "sklearn.tree._tree",
+        "sklearn.metrics._dist_metrics",
+        "sklearn.neighbors._kd_tree",
+        "sklearn.neighbors._ball_tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor",
+    }
+)
 
 
 def _is_sklearn_reconstructor(obj: object) -> bool:
@@ -80,8 +105,18 @@ def _is_sklearn_reconstructor(obj: object) -> bool:
 
 
 # What protocols 0-1 may name as the builtin base of a reconstructed class.
-RECONSTRUCTOR_BASES = (object, dict, list, tuple, set, frozenset, int, float, str,
-                       bytes)
+RECONSTRUCTOR_BASES = (
+    object,
+    dict,
+    list,
+    tuple,
+    set,
+    frozenset,
+    int,
+    float,
+    str,
+    bytes,
+)
 
 
 def checked_reconstructor(cls: type, base: type, state: object) -> object:
@@ -91,11 +126,16 @@ def checked_reconstructor(cls: type, base: type, state: object) -> object:
     ``object`` or a plain builtin type ``cls`` derives from, so the call can only
     make an instance of an allowed class, as protocol 2's NEWOBJ does.
     """
-    if not isinstance(cls, type) or base not in RECONSTRUCTOR_BASES \
-            or not issubclass(cls, base):
-        raise UnsafeModelError("copyreg._reconstructor",
-                               f"it may only rebuild an allowed class from a builtin "
-                               f"base, not {cls!r} from {base!r}")
+    if (
+        not isinstance(cls, type)
+        or base not in RECONSTRUCTOR_BASES
+        or not issubclass(cls, base)
+    ):
+        raise UnsafeModelError(
+            "copyreg._reconstructor",
+            f"it may only rebuild an allowed class from a builtin "
+            f"base, not {cls!r} from {base!r}",
+        )
     return copyreg._reconstructor(cls, base, state)
 
 
@@ -139,10 +179,15 @@ def is_allowed(obj: object, trusted_modules: frozenset[str] = frozenset()) -> bo
         return True
     defining_module = getattr(obj, "__module__", None) or ""
     if isinstance(obj, type):
-        if defining_module in trusted_modules or defining_module in SKLEARN_HELPER_MODULES:
+        if (
+            defining_module in trusted_modules
+            or defining_module in SKLEARN_HELPER_MODULES
+        ):
             return True
         return issubclass(obj, bases) and defining_module.split(".")[0] in {
-            "sklearn", "numpy", "scipy"
+            "sklearn",
+            "numpy",
+            "scipy",
         }
     if callable(obj) and defining_module in trusted_modules:
         return True

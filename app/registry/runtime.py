@@ -11,7 +11,7 @@ from app.models import ModelArtifact, ModelVersion
 
 
 def effective_runtime(version: Any) -> str:
-    """"onnx" or "sklearn" for a version row (or anything with the same fields).
+    """ "onnx" or "sklearn" for a version row (or anything with the same fields).
 
     ``auto`` serves the verified ONNX graph when there is one; an uploaded
     ``.onnx`` file has no scikit-learn side at all.
@@ -23,8 +23,9 @@ def effective_runtime(version: Any) -> str:
     return "sklearn"
 
 
-def batching(max_rows: int | None, max_wait_ms: float | None,
-             defaults: tuple[int, float]) -> tuple[int, float] | None:
+def batching(
+    max_rows: int | None, max_wait_ms: float | None, defaults: tuple[int, float]
+) -> tuple[int, float] | None:
     """Effective (max rows, max wait in seconds): a model's own values, else the
     deployment's; None when batching is off (fewer than 2 rows)."""
     rows = defaults[0] if max_rows is None else max_rows
@@ -32,8 +33,9 @@ def batching(max_rows: int | None, max_wait_ms: float | None,
     return (rows, wait_ms / 1000.0) if rows > 1 else None
 
 
-def record_compilation(version: ModelVersion, artifact: ModelArtifact,
-                       result: dict[str, Any]) -> None:
+def record_compilation(
+    version: ModelVersion, artifact: ModelArtifact, result: dict[str, Any]
+) -> None:
     """Store the sandbox's ONNX verdict on a new version (same transaction)."""
     version.runtime_verdict = result["verdict"]
     version.runtime_reason = (result.get("reason") or "")[:2000]

@@ -42,7 +42,9 @@ def validate_in_subprocess(
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
         # One thread each: BLAS thread pools reserve memory the limit would count.
-        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
         "JOBLIB_MULTIPROCESSING": "0",
         "MODELDOCK_SANDBOX_FORMAT": file_format,
         "MODELDOCK_SANDBOX_TRUSTED": ",".join(trusted_modules),
@@ -53,7 +55,10 @@ def validate_in_subprocess(
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "app.registry.sandbox"],
-            input=data, capture_output=True, env=env, timeout=timeout_seconds,
+            input=data,
+            capture_output=True,
+            env=env,
+            timeout=timeout_seconds,
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
@@ -64,7 +69,8 @@ def validate_in_subprocess(
                 code="model_validation_failed",
             ) from exc
         report["runtime"] = runtime or _not_compiled(
-            f"the ONNX conversion did not finish within {timeout_seconds} s")
+            f"the ONNX conversion did not finish within {timeout_seconds} s"
+        )
         return report
     report, runtime = _parse_report(proc.stdout)
     if report is None:
@@ -75,18 +81,25 @@ def validate_in_subprocess(
             code="model_validation_failed",
         )
     if not report.get("ok"):
-        raise ModelFileError(report["message"], report.get("field") or "file",
-                             report.get("code"))
+        raise ModelFileError(
+            report["message"], report.get("field") or "file", report.get("code")
+        )
     report["runtime"] = runtime or _not_compiled(
         "the ONNX conversion was stopped (exit status "
         f"{proc.returncode}); it may exceed the memory limit ({memory_mb} MB) or "
-        f"the CPU limit ({cpu_seconds} s)")
+        f"the CPU limit ({cpu_seconds} s)"
+    )
     return report
 
 
 def _not_compiled(reason: str) -> dict[str, Any]:
-    return {"verdict": "not_convertible", "onnx": None, "speedup": None,
-            "reason": reason, "report": None}
+    return {
+        "verdict": "not_convertible",
+        "onnx": None,
+        "speedup": None,
+        "reason": reason,
+        "report": None,
+    }
 
 
 def _parse_report(stdout: bytes) -> tuple[dict | None, dict | None]:
@@ -140,24 +153,34 @@ def main() -> int:
         report = {"ok": True, "schema": schema, "sample": sample}
         status = 0
     except ModelFileError as exc:
-        report = {"ok": False, "code": exc.code, "message": exc.message,
-                  "field": exc.field}
+        report = {
+            "ok": False,
+            "code": exc.code,
+            "message": exc.message,
+            "field": exc.field,
+        }
         status = EXIT_REFUSED
     except MemoryError:
-        report = {"ok": False, "code": "model_validation_failed",
-                  "message": "the model needs more memory than the validation limit"}
+        report = {
+            "ok": False,
+            "code": "model_validation_failed",
+            "message": "the model needs more memory than the validation limit",
+        }
         status = EXIT_REFUSED
     except Exception as exc:  # model code failed: our words to the client
         print(f"validation failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        report = {"ok": False, "code": "invalid_model_file",
-                  "message": "the model could not be validated "
-                             f"({type(exc).__name__})"}
+        report = {
+            "ok": False,
+            "code": "invalid_model_file",
+            "message": f"the model could not be validated ({type(exc).__name__})",
+        }
         status = EXIT_REFUSED
     real_stdout.write(json.dumps(report) + "\n")
     real_stdout.flush()
     if status == 0:
-        real_stdout.write(json.dumps(_runtime_line(estimator, file_format, report))
-                          + "\n")
+        real_stdout.write(
+            json.dumps(_runtime_line(estimator, file_format, report)) + "\n"
+        )
         real_stdout.flush()
     return status
 
@@ -165,15 +188,21 @@ def main() -> int:
 def _runtime_line(estimator, file_format: str, report: dict[str, Any]) -> dict:
     """Convert, verify and time the ONNX variant; never fails the upload."""
     if file_format == "onnx":
-        return {"verdict": "native", "onnx": None, "speedup": None,
-                "reason": "uploaded as ONNX; served by onnxruntime", "report": None}
+        return {
+            "verdict": "native",
+            "onnx": None,
+            "speedup": None,
+            "reason": "uploaded as ONNX; served by onnxruntime",
+            "report": None,
+        }
     from app.registry.onnx_compile import compile_onnx
 
     try:
         result = compile_onnx(estimator, report["schema"], report["sample"]["rows"])
     except MemoryError:
-        result = _not_compiled("the ONNX conversion needs more memory than the "
-                               "validation limit")
+        result = _not_compiled(
+            "the ONNX conversion needs more memory than the validation limit"
+        )
     except Exception as exc:  # the model is valid; only its fast path is not
         result = _not_compiled(f"the ONNX conversion failed ({type(exc).__name__})")
     if result["onnx"] is not None:

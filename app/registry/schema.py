@@ -19,16 +19,20 @@ def _plain(values) -> list:
 def derive_schema(estimator: Any) -> dict[str, Any]:
     """Return feature names and count, task and classes of a fitted estimator."""
     if not callable(getattr(estimator, "predict", None)):
-        raise ModelFileError("the file does not hold an estimator with a predict method")
+        raise ModelFileError(
+            "the file does not hold an estimator with a predict method"
+        )
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         raise ModelFileError(
             "the estimator is not fitted (it has no n_features_in_); fit it before saving"
         )
     names = getattr(estimator, "feature_names_in_", None)
-    feature_names = [str(n) for n in names] if names is not None else [
-        f"x{i}" for i in range(int(n_features))
-    ]
+    feature_names = (
+        [str(n) for n in names]
+        if names is not None
+        else [f"x{i}" for i in range(int(n_features))]
+    )
     classes = getattr(estimator, "classes_", None)
     from sklearn.base import is_classifier, is_regressor
 
@@ -84,8 +88,9 @@ def smoke_sample(estimator: Any, schema: dict[str, Any], rows=None) -> dict[str,
     try:
         predictions, probabilities = predict_rows(estimator, schema, rows)
     except Exception as exc:  # the detail is model code's; the admin gets ours
-        raise ModelFileError("the model failed to predict a sample row "
-                             f"({type(exc).__name__})") from exc
+        raise ModelFileError(
+            f"the model failed to predict a sample row ({type(exc).__name__})"
+        ) from exc
     if len(predictions) != len(rows):
         raise ModelFileError("the model returned a different number of predictions")
     return {

@@ -34,12 +34,22 @@ def get_model(name: str) -> MLModel:
 
 def get_version(model: MLModel, number: int) -> ModelVersion:
     """Return version ``number`` of ``model`` or raise a 404."""
-    version = None if not 0 < number <= MAX_VERSION else db.session.scalar(
-        select(ModelVersion).where(ModelVersion.model_id == model.id,
-                                   ModelVersion.number == number))
+    version = (
+        None
+        if not 0 < number <= MAX_VERSION
+        else db.session.scalar(
+            select(ModelVersion).where(
+                ModelVersion.model_id == model.id, ModelVersion.number == number
+            )
+        )
+    )
     if version is None:
-        raise APIError(404, "version_not_found",
-                       f"model '{model.name}' has no version {number}", "version")
+        raise APIError(
+            404,
+            "version_not_found",
+            f"model '{model.name}' has no version {number}",
+            "version",
+        )
     return version
 
 
@@ -50,9 +60,15 @@ def alias_version(model: MLModel, alias: str = "stable") -> ModelVersion | None:
 
 
 def store_version(
-    name: str, filename: str, data: bytes, *, actor_id: int | None = None,
-    description: str | None = None, notes: str = "",
-    metrics: dict[str, Any] | None = None, sample_rows: list | None = None,
+    name: str,
+    filename: str,
+    data: bytes,
+    *,
+    actor_id: int | None = None,
+    description: str | None = None,
+    notes: str = "",
+    metrics: dict[str, Any] | None = None,
+    sample_rows: list | None = None,
 ) -> ModelVersion:
     """Validate ``data`` in the sandbox and store it as the model's next version.
 
@@ -63,14 +79,19 @@ def store_version(
     ``app.rollout.versions`` makes a new model's first version stable.
     """
     if not NAME_PATTERN.match(name or ""):
-        raise APIError(400, "invalid_model_name", "model names are 1-64 characters: "
-                       "lowercase letters, digits, '_', '.', '-'", "name")
+        raise APIError(
+            400,
+            "invalid_model_name",
+            "model names are 1-64 characters: lowercase letters, digits, '_', '.', '-'",
+            "name",
+        )
     if not data:
         raise APIError(400, "empty_file", "the uploaded file is empty", "file")
     file_format = format_for_filename(filename)
     config = current_app.config
     report = validate_in_subprocess(
-        data, file_format,
+        data,
+        file_format,
         trusted_modules=config["MODELDOCK_TRUSTED_MODULES"],
         sample_rows=sample_rows,
         memory_mb=config["MODELDOCK_VALIDATION_MEMORY_MB"],
@@ -85,21 +106,40 @@ def store_version(
         db.session.flush()
     elif description is not None:
         model.description = description
-    number = (db.session.scalar(select(func.max(ModelVersion.number)).where(
-        ModelVersion.model_id == model.id)) or 0) + 1
+    number = (
+        db.session.scalar(
+            select(func.max(ModelVersion.number)).where(
+                ModelVersion.model_id == model.id
+            )
+        )
+        or 0
+    ) + 1
     version = ModelVersion(
-        model=model, number=number, file_format=file_format,
-        sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data),
-        input_schema=schema, sample=report["sample"], metrics=metrics,
-        notes=notes or "", created_by_id=actor_id,
+        model=model,
+        number=number,
+        file_format=file_format,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size_bytes=len(data),
+        input_schema=schema,
+        sample=report["sample"],
+        metrics=metrics,
+        notes=notes or "",
+        created_by_id=actor_id,
     )
     version.artifact = ModelArtifact(data=data)
     record_compilation(version, version.artifact, report["runtime"])
     db.session.add(version)
     db.session.flush()
-    audit.record("version.upload", f"{name}/v{number}",
-                 {"sha256": version.sha256, "size": len(data), "format": file_format,
-                  "runtime_verdict": version.runtime_verdict})
+    audit.record(
+        "version.upload",
+        f"{name}/v{number}",
+        {
+            "sha256": version.sha256,
+            "size": len(data),
+            "format": file_format,
+            "runtime_verdict": version.runtime_verdict,
+        },
+    )
     changes.bump()
     return version
 
@@ -108,13 +148,16 @@ def rollback_target(model: MLModel) -> ModelVersion | None:
     """The version that was stable before the current one, if it can serve again."""
     current = alias_version(model)
     last = db.session.scalar(
-        select(Activation).where(Activation.model_id == model.id,
-                                 Activation.alias == "stable",
-                                 Activation.to_version_id == (current.id if current
-                                                              else None))
-        .order_by(Activation.id.desc()).limit(1))
-    if last is None or last.from_version is None \
-            or last.from_version.status != "ready":
+        select(Activation)
+        .where(
+            Activation.model_id == model.id,
+            Activation.alias == "stable",
+            Activation.to_version_id == (current.id if current else None),
+        )
+        .order_by(Activation.id.desc())
+        .limit(1)
+    )
+    if last is None or last.from_version is None or last.from_version.status != "ready":
         return None
     return last.from_version
 
@@ -123,12 +166,17 @@ def archive_version(name: str, number: int, reason: str = "") -> ModelVersion:
     """Archive a version no alias points to; it stays stored but cannot serve."""
     model = get_model(name)
     version = get_version(model, number)
-    in_use = db.session.scalar(select(ModelAlias.alias).where(
-        ModelAlias.version_id == version.id))
+    in_use = db.session.scalar(
+        select(ModelAlias.alias).where(ModelAlias.version_id == version.id)
+    )
     if in_use:
-        raise APIError(409, "version_in_use",
-                       f"version {number} is the '{in_use}' version; activate another "
-                       "version first", "version")
+        raise APIError(
+            409,
+            "version_in_use",
+            f"version {number} is the '{in_use}' version; activate another "
+            "version first",
+            "version",
+        )
     version.status = "archived"
     audit.record("version.archive", f"{name}/v{number}", {}, reason)
     changes.bump()

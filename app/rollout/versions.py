@@ -18,16 +18,29 @@ from app.web.errors import APIError
 
 
 def upload_version(
-    name: str, filename: str, data: bytes, *, actor_id: int | None = None,
-    description: str | None = None, notes: str = "",
-    metrics: dict[str, Any] | None = None, sample_rows: list | None = None,
+    name: str,
+    filename: str,
+    data: bytes,
+    *,
+    actor_id: int | None = None,
+    description: str | None = None,
+    notes: str = "",
+    metrics: dict[str, Any] | None = None,
+    sample_rows: list | None = None,
 ) -> ModelVersion:
     """Validate and store ``data`` as the model's next version
     (``registry.service.store_version``); the first version of a model becomes its
     stable version."""
-    version = store_version(name, filename, data, actor_id=actor_id,
-                            description=description, notes=notes, metrics=metrics,
-                            sample_rows=sample_rows)
+    version = store_version(
+        name,
+        filename,
+        data,
+        actor_id=actor_id,
+        description=description,
+        notes=notes,
+        metrics=metrics,
+        sample_rows=sample_rows,
+    )
     if alias_version(version.model) is None:
         set_alias(version.model, version, "stable", reason="first version")
     return version
@@ -46,8 +59,11 @@ def rollback(name: str, reason: str = "") -> ModelVersion:
     model = get_model(name)
     target = rollback_target(model)
     if target is None:
-        raise APIError(409, "nothing_to_roll_back",
-                       f"model '{name}' has no previous stable version that can "
-                       "serve", "model")
+        raise APIError(
+            409,
+            "nothing_to_roll_back",
+            f"model '{name}' has no previous stable version that can serve",
+            "model",
+        )
     set_alias(model, target, "stable", reason=reason or "rollback")
     return target

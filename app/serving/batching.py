@@ -39,8 +39,12 @@ class _Job:
 class MicroBatcher:
     """Collects concurrent requests for one loaded version into single predict calls."""
 
-    def __init__(self, predict: Callable[[np.ndarray, float], tuple], max_rows: int,
-                 max_wait_seconds: float):
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray, float], tuple],
+        max_rows: int,
+        max_wait_seconds: float,
+    ):
         self.predict_many = predict
         self.max_rows = max_rows
         self.max_wait = max_wait_seconds
@@ -68,8 +72,9 @@ class MicroBatcher:
         with self._lock:
             if self._running_in != os.getpid():  # none yet, or forked from a parent
                 self._running_in = os.getpid()
-                threading.Thread(target=self._run, name="micro-batch",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._run, name="micro-batch", daemon=True
+                ).start()
 
     def _run(self) -> None:
         while True:
@@ -103,8 +108,9 @@ class MicroBatcher:
         self.batched_requests += len(jobs)
         if len(jobs) > 1:
             try:
-                labels, proba = self.predict_many(np.vstack([j.rows for j in jobs]),
-                                                  min(j.deadline for j in jobs))
+                labels, proba = self.predict_many(
+                    np.vstack([j.rows for j in jobs]), min(j.deadline for j in jobs)
+                )
             except PredictionTimeout as exc:  # the whole batch ran out of time
                 for job in jobs:
                     job.error = exc
@@ -116,8 +122,10 @@ class MicroBatcher:
                 start = 0
                 for job in jobs:
                     end = start + len(job.rows)
-                    job.result = (labels[start:end],
-                                  None if proba is None else proba[start:end])
+                    job.result = (
+                        labels[start:end],
+                        None if proba is None else proba[start:end],
+                    )
                     start = end
                     job.done.set()
                 return

@@ -40,7 +40,10 @@ def bucket(model_name: str, identity: str) -> float:
 def route(model: ModelInfo) -> tuple[str, VersionInfo | None]:
     """Pick the alias (and version) that answers this request for ``model``."""
     canary = model.aliases.get("canary")
-    if canary is not None and canary[1] > 0 and \
-            bucket(model.name, client_identity()) < canary[1]:
+    if (
+        canary is not None
+        and canary[1] > 0
+        and bucket(model.name, client_identity()) < canary[1]
+    ):
         return "canary", model.versions.get(canary[0])
     return "stable", model.alias_version("stable")

@@ -15,11 +15,15 @@ from app.web.errors import APIError, quote
 def parse_json(raw: bytes, content_type: str | None) -> Any:
     """Decode a JSON body; 415 for another content type, 400 for broken JSON."""
     if not content_type or content_type.split(";")[0].strip().lower() not in {
-        "application/json", "application/vnd.api+json"
+        "application/json",
+        "application/vnd.api+json",
     }:
-        raise APIError(415, "unsupported_media_type",
-                       "send the body as JSON with Content-Type: application/json",
-                       "Content-Type")
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+            "Content-Type",
+        )
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -27,8 +31,9 @@ def parse_json(raw: bytes, content_type: str | None) -> Any:
     try:  # NaN and Infinity are not JSON, but Python clients send them
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise APIError(400, "malformed_json", f"the body is not valid JSON: {exc}",
-                       "body") from exc
+        raise APIError(
+            400, "malformed_json", f"the body is not valid JSON: {exc}", "body"
+        ) from exc
 
 
 def _bad_cell(value: Any) -> bool:
@@ -46,9 +51,12 @@ def _to_matrix(rows: list, field: str, n_features: int) -> np.ndarray:
     if inferred is None or inferred.ndim != 2 or inferred.dtype.kind not in "iuf":
         _explain(rows, field, n_features)
     if inferred.shape[1] != n_features:
-        raise APIError(400, "wrong_feature_count",
-                       f"expected {n_features} features per row, got {inferred.shape[1]}",
-                       f"{field}[0]")
+        raise APIError(
+            400,
+            "wrong_feature_count",
+            f"expected {n_features} features per row, got {inferred.shape[1]}",
+            f"{field}[0]",
+        )
     return inferred.astype(np.float64, copy=False)
 
 
@@ -56,17 +64,27 @@ def _explain(rows: list, field: str, n_features: int) -> None:
     """Walk the rows to find and report the first problem."""
     for i, row in enumerate(rows):
         if not isinstance(row, list):
-            raise APIError(400, "invalid_row", "each row must be a list of numbers",
-                           f"{field}[{i}]")
+            raise APIError(
+                400,
+                "invalid_row",
+                "each row must be a list of numbers",
+                f"{field}[{i}]",
+            )
         if len(row) != n_features:
-            raise APIError(400, "wrong_feature_count",
-                           f"expected {n_features} features, got {len(row)}",
-                           f"{field}[{i}]")
+            raise APIError(
+                400,
+                "wrong_feature_count",
+                f"expected {n_features} features, got {len(row)}",
+                f"{field}[{i}]",
+            )
         for j, value in enumerate(row):
             if _bad_cell(value):
-                raise APIError(400, "non_numeric_value",
-                               f"value {quote(value)} is not a number",
-                               f"{field}[{i}][{j}]")
+                raise APIError(
+                    400,
+                    "non_numeric_value",
+                    f"value {quote(value)} is not a number",
+                    f"{field}[{i}][{j}]",
+                )
     raise APIError(400, "invalid_rows", "rows could not be read as numbers", field)
 
 
@@ -74,8 +92,12 @@ def _check_batch(count: int, field: str, max_rows: int) -> None:
     if count == 0:
         raise APIError(400, "empty_batch", "send at least one row", field)
     if count > max_rows:
-        raise APIError(413, "batch_too_large",
-                       f"{count} rows exceed the limit of {max_rows} per request", field)
+        raise APIError(
+            413,
+            "batch_too_large",
+            f"{count} rows exceed the limit of {max_rows} per request",
+            field,
+        )
 
 
 def rows_by_name(records: list, names: list[str], field: str) -> list[list]:
@@ -84,17 +106,25 @@ def rows_by_name(records: list, names: list[str], field: str) -> list[list]:
     out = []
     for i, record in enumerate(records):
         if not isinstance(record, dict):
-            raise APIError(400, "invalid_row", "mix of named and positional rows",
-                           f"{field}[{i}]")
+            raise APIError(
+                400, "invalid_row", "mix of named and positional rows", f"{field}[{i}]"
+            )
         if record.keys() != known:
             unknown = sorted(set(record) - known)
             if unknown:
-                raise APIError(400, "unknown_feature",
-                               f"unknown feature(s) {quote(unknown)}; expected {names}",
-                               f"{field}[{i}].{unknown[0]}")
+                raise APIError(
+                    400,
+                    "unknown_feature",
+                    f"unknown feature(s) {quote(unknown)}; expected {names}",
+                    f"{field}[{i}].{unknown[0]}",
+                )
             missing = [n for n in names if n not in record]
-            raise APIError(400, "missing_feature", f"missing feature(s) {missing}",
-                           f"{field}[{i}].{missing[0]}")
+            raise APIError(
+                400,
+                "missing_feature",
+                f"missing feature(s) {missing}",
+                f"{field}[{i}].{missing[0]}",
+            )
         out.append([record[n] for n in names])
     return out
 
@@ -103,22 +133,34 @@ def columns_by_name(columns: dict, names: list[str], field: str) -> list[list]:
     """Turn {"feature": [values…]} into rows ordered by the model's features."""
     unknown = sorted(set(columns) - set(names))
     if unknown:
-        raise APIError(400, "unknown_feature",
-                       f"unknown feature(s) {quote(unknown)}; expected {names}",
-                       f"{field}.{unknown[0]}")
+        raise APIError(
+            400,
+            "unknown_feature",
+            f"unknown feature(s) {quote(unknown)}; expected {names}",
+            f"{field}.{unknown[0]}",
+        )
     missing = [n for n in names if n not in columns]
     if missing:
-        raise APIError(400, "missing_feature", f"missing feature(s) {missing}",
-                       f"{field}.{missing[0]}")
+        raise APIError(
+            400,
+            "missing_feature",
+            f"missing feature(s) {missing}",
+            f"{field}.{missing[0]}",
+        )
     lengths = set()
     for name in names:
         if not isinstance(columns[name], list):
-            raise APIError(400, "invalid_column", "each input must be a list of values",
-                           f"{field}.{name}")
+            raise APIError(
+                400,
+                "invalid_column",
+                "each input must be a list of values",
+                f"{field}.{name}",
+            )
         lengths.add(len(columns[name]))
     if len(lengths) > 1:
-        raise APIError(400, "ragged_columns", "all inputs must have the same length",
-                       field)
+        raise APIError(
+            400, "ragged_columns", "all inputs must have the same length", field
+        )
     return [list(values) for values in zip(*(columns[n] for n in names), strict=True)]
 
 
@@ -155,6 +197,9 @@ def check_finite(matrix: np.ndarray, schema: dict, field: str) -> None:
     bad = np.isinf(matrix) if schema.get("allow_nan") else ~finite
     if bad.any():
         i, j = (int(k) for k in np.argwhere(bad)[0])
-        raise APIError(400, "non_finite_value",
-                       f"value {matrix[i, j]} is not allowed for this model",
-                       f"{field}[{i}][{j}]")
+        raise APIError(
+            400,
+            "non_finite_value",
+            f"value {matrix[i, j]} is not allowed for this model",
+            f"{field}[{i}][{j}]",
+        )

@@ -19,6 +19,10 @@ def find_version(model: ModelInfo, number: int) -> VersionInfo:
     """Return version ``number`` (archived ones too), or raise a 404."""
     version = model.versions.get(number)
     if version is None:
-        raise APIError(404, "version_not_found",
-                       f"model '{model.name}' has no version {number}", "version")
+        raise APIError(
+            404,
+            "version_not_found",
+            f"model '{model.name}' has no version {number}",
+            "version",
+        )
     return version

@@ -27,8 +27,9 @@ class Prediction:
     classes: list | None
 
 
-def resolve(name: str, number: int | None = None,
-            alias: str | None = None) -> tuple[ModelInfo, VersionInfo]:
+def resolve(
+    name: str, number: int | None = None, alias: str | None = None
+) -> tuple[ModelInfo, VersionInfo]:
     """Find the version that answers.
 
     A pinned ``number`` always wins; a named ``alias`` (TF Serving labels) answers
@@ -49,8 +50,9 @@ def resolve(name: str, number: int | None = None,
         return _resolve(newer, name, number, alias)
 
 
-def _resolve(snapshot: Snapshot, name: str, number: int | None,
-             alias: str | None) -> tuple[ModelInfo, VersionInfo]:
+def _resolve(
+    snapshot: Snapshot, name: str, number: int | None, alias: str | None
+) -> tuple[ModelInfo, VersionInfo]:
     model = snapshot.models.get(name)
     if model is None:
         raise APIError(404, "model_not_found", f"no model named '{name}'", "model")
@@ -58,19 +60,31 @@ def _resolve(snapshot: Snapshot, name: str, number: int | None,
     if number is not None:
         version = model.versions.get(number)
         if version is None:
-            raise APIError(404, "version_not_found",
-                           f"model '{name}' has no version {number}", "version")
+            raise APIError(
+                404,
+                "version_not_found",
+                f"model '{name}' has no version {number}",
+                "version",
+            )
         if version.status != "ready":
-            raise APIError(409, "version_archived",
-                           f"version {number} of '{name}' is archived", "version")
+            raise APIError(
+                409,
+                "version_archived",
+                f"version {number} of '{name}' is archived",
+                "version",
+            )
     else:
         if alias is None:
             alias, version = canary.route(model)
         else:
             version = model.alias_version(alias)
         if version is None:
-            raise APIError(404, "no_active_version",
-                           f"model '{name}' has no {alias} version", "model")
+            raise APIError(
+                404,
+                "no_active_version",
+                f"model '{name}' has no {alias} version",
+                "model",
+            )
         g.route_alias = alias
     g.log_model, g.log_version = name, version.number
     g.log_schema = version.schema  # the request log redacts payloads by its features
@@ -95,19 +109,26 @@ def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
     cached = cache.get(key) if key else None
     if cached is not None:
         labels = np.asarray(cached["labels"])
-        probabilities = None if cached["probabilities"] is None \
+        probabilities = (
+            None
+            if cached["probabilities"] is None
             else np.asarray(cached["probabilities"])
+        )
         classes = version.schema.get("classes")
     else:
         state = serving_state()
         deadline = state.deadline_for(model)
         loaded = state.load_version(version)
-        labels, probabilities = state.predict(loaded, rows, state.batching_for(model),
-                                              deadline)
+        labels, probabilities = state.predict(
+            loaded, rows, state.batching_for(model), deadline
+        )
         labels, classes = np.asarray(labels), loaded.classes
         if key:
-            cache.put(key, labels.tolist(), None if probabilities is None
-                      else np.asarray(probabilities).tolist())
+            cache.put(
+                key,
+                labels.tolist(),
+                None if probabilities is None else np.asarray(probabilities).tolist(),
+            )
     if classes is not None:
         metrics.count_predictions(model.name, labels)
     shadow = model.alias_version("shadow")

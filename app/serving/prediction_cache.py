@@ -62,8 +62,12 @@ class PredictionCache:
 
     def put(self, key: str, labels: list, probabilities: list | None) -> None:
         """Store an answer as JSON for ``ttl`` seconds."""
-        self._call(self._store.set, key,
-                   {"labels": labels, "probabilities": probabilities}, self.ttl)
+        self._call(
+            self._store.set,
+            key,
+            {"labels": labels, "probabilities": probabilities},
+            self.ttl,
+        )
 
     def _call(self, operation, *args):
         if not self._shared:
@@ -74,8 +78,11 @@ class PredictionCache:
             return operation(*args)
         except redis.RedisError as exc:
             metrics.CACHE_ERRORS.inc()
-            log.warning("prediction cache unavailable, predicting without it for "
-                        "%.0f s: %s", PAUSE_AFTER_ERROR, exc)
+            log.warning(
+                "prediction cache unavailable, predicting without it for %.0f s: %s",
+                PAUSE_AFTER_ERROR,
+                exc,
+            )
             self._paused_until = time.monotonic() + PAUSE_AFTER_ERROR
             return None
 
@@ -92,19 +99,27 @@ def _valid(value: Any) -> dict[str, Any] | None:
 def init_app(app: Flask) -> None:
     ttl = app.config["MODELDOCK_PREDICTION_CACHE_SECONDS"]
     redis_url = app.config.get("REDIS_URL")
-    config = {"CACHE_KEY_PREFIX": app.config["MODELDOCK_REDIS_PREFIX"] + "pred:",
-              "CACHE_DEFAULT_TIMEOUT": ttl}
+    config = {
+        "CACHE_KEY_PREFIX": app.config["MODELDOCK_REDIS_PREFIX"] + "pred:",
+        "CACHE_DEFAULT_TIMEOUT": ttl,
+    }
     if redis_url:
-        config.update(CACHE_TYPE="app.extensions.jsoncache.JSONRedisCache",
-                      CACHE_REDIS_URL=redis_url, CACHE_OPTIONS={
-                          "socket_connect_timeout": 0.25, "socket_timeout": 0.25,
-                          "retry": Retry(NoBackoff(), 0)})
+        config.update(
+            CACHE_TYPE="app.extensions.jsoncache.JSONRedisCache",
+            CACHE_REDIS_URL=redis_url,
+            CACHE_OPTIONS={
+                "socket_connect_timeout": 0.25,
+                "socket_timeout": 0.25,
+                "retry": Retry(NoBackoff(), 0),
+            },
+        )
     else:
         config.update(CACHE_TYPE="SimpleCache", CACHE_THRESHOLD=LOCAL_CAPACITY)
     store = Cache()
     store.init_app(app, config=config)
     app.extensions["modeldock.prediction_cache"] = PredictionCache(
-        ttl, store, shared=bool(redis_url))
+        ttl, store, shared=bool(redis_url)
+    )
 
 
 def prediction_cache() -> PredictionCache:

@@ -49,8 +49,9 @@ class ShadowRunner:
 
     def submit(self, model, stable, shadow, rows: np.ndarray, labels: np.ndarray):
         """Enqueue a copy of a stable request; never blocks, never raises."""
-        job = ShadowJob(model.id, model.task, stable.number, shadow, rows, labels,
-                        utcnow())
+        job = ShadowJob(
+            model.id, model.task, stable.number, shadow, rows, labels, utcnow()
+        )
         try:
             self.queue.put_nowait(job)
         except queue.Full:
@@ -97,20 +98,28 @@ class ShadowRunner:
         with self.app.app_context():
             state = self.app.extensions["modeldock"]  # the ServingState holding us
             try:
-                db.session.execute(insert(ShadowResult),
-                                   [self._compare(state, job) for job in jobs])
+                db.session.execute(
+                    insert(ShadowResult), [self._compare(state, job) for job in jobs]
+                )
                 db.session.commit()
             finally:
                 db.session.remove()
 
     @staticmethod
     def _compare(state, job: ShadowJob) -> dict[str, Any]:
-        row = {"created_at": job.created_at, "model_id": job.model_id,
-               "stable_version": job.stable_version,
-               "shadow_version": job.shadow.number, "rows": len(job.rows),
-               "stable_predictions": job.stable_labels[:KEEP_ROWS].tolist(),
-               "shadow_predictions": None, "agree": None, "abs_error": None,
-               "sq_error": None, "error": None}
+        row = {
+            "created_at": job.created_at,
+            "model_id": job.model_id,
+            "stable_version": job.stable_version,
+            "shadow_version": job.shadow.number,
+            "rows": len(job.rows),
+            "stable_predictions": job.stable_labels[:KEEP_ROWS].tolist(),
+            "shadow_predictions": None,
+            "agree": None,
+            "abs_error": None,
+            "sq_error": None,
+            "error": None,
+        }
         try:
             shadow = state.load_version(job.shadow)
             labels, _ = shadow.predict(job.rows, state.deadline_for(None))
@@ -122,7 +131,7 @@ class ShadowRunner:
         if job.task == "regression":
             diff = labels.astype(float) - job.stable_labels.astype(float)
             row["abs_error"] = float(np.abs(diff).sum())
-            row["sq_error"] = float((diff ** 2).sum())
+            row["sq_error"] = float((diff**2).sum())
         else:
             row["agree"] = int((labels == job.stable_labels).sum())
         return row

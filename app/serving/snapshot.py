@@ -83,8 +83,11 @@ class Routing:
     def snapshot(self) -> Snapshot:
         """Return the snapshot to route this request with."""
         snap = self._snapshot
-        if snap is not None and self.refresh_seconds > 0 \
-                and self._watcher_pid == os.getpid():
+        if (
+            snap is not None
+            and self.refresh_seconds > 0
+            and self._watcher_pid == os.getpid()
+        ):
             return snap  # this process's watcher keeps it fresh
         with self._lock:
             # A forked worker may inherit a snapshot loaded before the fork (gunicorn
@@ -136,8 +139,9 @@ class Routing:
             if self._watcher_pid == os.getpid():
                 return
             self._watcher_pid = os.getpid()  # a forked worker starts its own
-            threading.Thread(target=self._watch, name="routing-watch",
-                             daemon=True).start()
+            threading.Thread(
+                target=self._watch, name="routing-watch", daemon=True
+            ).start()
 
     def _watch(self) -> None:
         failing = False
@@ -148,9 +152,12 @@ class Routing:
                     self._poll()
             except Exception as error:  # database away: keep the last snapshot
                 if not failing:  # once per outage, not every refresh_seconds
-                    log.warning("routing refresh failed (%s: %s); serving the last "
-                                "snapshot until it works again",
-                                type(error).__name__, str(error).splitlines()[0])
+                    log.warning(
+                        "routing refresh failed (%s: %s); serving the last "
+                        "snapshot until it works again",
+                        type(error).__name__,
+                        str(error).splitlines()[0],
+                    )
                 failing = True
             else:
                 if failing:
@@ -180,18 +187,35 @@ def _load_snapshot(generation: int) -> Snapshot:
     versions: dict[int, dict[int, VersionInfo]] = {}
     for v in db.session.scalars(select(ModelVersion)):
         versions.setdefault(v.model_id, {})[v.number] = VersionInfo(
-            v.id, v.number, v.status, v.sha256, v.file_format, v.input_schema,
-            effective_runtime(v), v.onnx_sha256)
-    number_by_id = {info.id: info.number for vs in versions.values()
-                    for info in vs.values()}
+            v.id,
+            v.number,
+            v.status,
+            v.sha256,
+            v.file_format,
+            v.input_schema,
+            effective_runtime(v),
+            v.onnx_sha256,
+        )
+    number_by_id = {
+        info.id: info.number for vs in versions.values() for info in vs.values()
+    }
     aliases: dict[int, dict[str, tuple[int, int]]] = {}
     for a in db.session.scalars(select(ModelAlias)):
-        aliases.setdefault(a.model_id, {})[a.alias] = (number_by_id[a.version_id],
-                                                       a.weight)
+        aliases.setdefault(a.model_id, {})[a.alias] = (
+            number_by_id[a.version_id],
+            a.weight,
+        )
     models = {
-        m.name: ModelInfo(m.id, m.name, m.task, versions.get(m.id, {}),
-                          aliases.get(m.id, {}), m.batch_max_rows, m.batch_max_wait_ms,
-                          m.predict_timeout_seconds)
+        m.name: ModelInfo(
+            m.id,
+            m.name,
+            m.task,
+            versions.get(m.id, {}),
+            aliases.get(m.id, {}),
+            m.batch_max_rows,
+            m.batch_max_wait_ms,
+            m.predict_timeout_seconds,
+        )
         for m in db.session.scalars(select(MLModel))
     }
     return Snapshot(generation, models)

@@ -33,18 +33,24 @@ class ServingState:
 
     def batching_for(self, model: ModelInfo) -> tuple[int, float] | None:
         """(max rows, max wait in seconds) for a model's isolated path, or None."""
-        return batching(model.batch_max_rows, model.batch_max_wait_ms,
-                        self.default_batching)
+        return batching(
+            model.batch_max_rows, model.batch_max_wait_ms, self.default_batching
+        )
 
     def deadline_for(self, model: ModelInfo | None) -> float:
         """When a prediction of ``model`` starting now must have finished."""
-        seconds = getattr(model, "predict_timeout_seconds", None) or \
-            self.default_timeout
+        seconds = (
+            getattr(model, "predict_timeout_seconds", None) or self.default_timeout
+        )
         return time.monotonic() + seconds
 
-    def predict(self, loaded: Runtime, rows: np.ndarray,
-                settings: tuple[int, float] | None = None,
-                deadline: float | None = None):
+    def predict(
+        self,
+        loaded: Runtime,
+        rows: np.ndarray,
+        settings: tuple[int, float] | None = None,
+        deadline: float | None = None,
+    ):
         """Predict with a runtime, through a micro-batcher when ``settings``."""
         if deadline is None:
             deadline = self.deadline_for(None)
@@ -52,25 +58,42 @@ class ServingState:
             return loaded.predict(rows, deadline)
         batcher = loaded.batcher
         if batcher is None or (batcher.max_rows, batcher.max_wait) != settings:
-            with self._batch_lock:  # new settings: a new batcher (the old one idles out)
-                if loaded.batcher is None or \
-                        (loaded.batcher.max_rows, loaded.batcher.max_wait) != settings:
+            with (
+                self._batch_lock
+            ):  # new settings: a new batcher (the old one idles out)
+                if (
+                    loaded.batcher is None
+                    or (loaded.batcher.max_rows, loaded.batcher.max_wait) != settings
+                ):
                     loaded.batcher = MicroBatcher(loaded.predict, *settings)
                 batcher = loaded.batcher
         return batcher.predict(rows, deadline)
 
-    def load(self, sha256: str, schema: dict, file_format: str, version_id: int,
-             runtime: str = "sklearn", onnx_sha256: str | None = None) -> Runtime:
+    def load(
+        self,
+        sha256: str,
+        schema: dict,
+        file_format: str,
+        version_id: int,
+        runtime: str = "sklearn",
+        onnx_sha256: str | None = None,
+    ) -> Runtime:
         """Return a loaded runtime; its bytes are read from the database only on a miss.
 
         With ``runtime="onnx"`` a converted version is served from its verified
         graph (``onnx_sha256``); anything else from its artifact.
         """
         if runtime == "onnx" and file_format != "onnx":
-            return self.models.get(onnx_sha256, schema, file_format,
-                                   lambda: onnx_bytes(version_id), converted=True)
-        return self.models.get(sha256, schema, file_format,
-                               lambda: artifact_bytes(version_id))
+            return self.models.get(
+                onnx_sha256,
+                schema,
+                file_format,
+                lambda: onnx_bytes(version_id),
+                converted=True,
+            )
+        return self.models.get(
+            sha256, schema, file_format, lambda: artifact_bytes(version_id)
+        )
 
     def is_loaded(self, version: VersionInfo) -> bool:
         """True when this worker holds the version, as its runtime serves it."""
@@ -79,8 +102,14 @@ class ServingState:
 
     def load_version(self, version: VersionInfo) -> Runtime:
         """Load a routed version with the runtime chosen for it."""
-        return self.load(version.sha256, version.schema, version.file_format,
-                         version.id, version.runtime, version.onnx_sha256)
+        return self.load(
+            version.sha256,
+            version.schema,
+            version.file_format,
+            version.id,
+            version.runtime,
+            version.onnx_sha256,
+        )
 
     def close(self) -> None:
         """Close every loaded runtime (stops this worker's inference processes)."""
@@ -100,16 +129,23 @@ class ServingState:
 def init_app(app: Flask) -> None:
     """Create this app's serving state (kept in ``app.extensions``)."""
     config = app.config
-    isolation = Isolation(tuple(config["MODELDOCK_TRUSTED_MODULES"]),
-                          config["MODELDOCK_ISOLATED_MEMORY_MB"],
-                          config["MODELDOCK_ISOLATED_PROCESSES"])
+    isolation = Isolation(
+        tuple(config["MODELDOCK_TRUSTED_MODULES"]),
+        config["MODELDOCK_ISOLATED_MEMORY_MB"],
+        config["MODELDOCK_ISOLATED_PROCESSES"],
+    )
     state = ServingState(
         routing=Routing(app, config["MODELDOCK_ROUTING_REFRESH_SECONDS"]),
-        models=ModelCache(config["MODELDOCK_MODEL_CACHE_SIZE"], isolation,
-                          int(config["MODELDOCK_MODEL_CACHE_MB"] * 1024 * 1024)),
+        models=ModelCache(
+            config["MODELDOCK_MODEL_CACHE_SIZE"],
+            isolation,
+            int(config["MODELDOCK_MODEL_CACHE_MB"] * 1024 * 1024),
+        ),
         shadow=ShadowRunner(app),
-        default_batching=(config["MODELDOCK_MICROBATCH_MAX_ROWS"],
-                          config["MODELDOCK_MICROBATCH_MAX_WAIT_MS"]),
+        default_batching=(
+            config["MODELDOCK_MICROBATCH_MAX_ROWS"],
+            config["MODELDOCK_MICROBATCH_MAX_WAIT_MS"],
+        ),
         default_timeout=config["MODELDOCK_PREDICT_TIMEOUT_SECONDS"],
     )
     state.routing.warm = state.warm

@@ -19,13 +19,17 @@ def _svg(width: int, height: int, title: str, body: list[str]) -> Markup:
     return Markup(
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         f'aria-labelledby="{ident}" preserveAspectRatio="xMinYMin meet">'
-        f'<title id="{ident}">{escape(title)}</title>{"".join(body)}</svg>')
+        f'<title id="{ident}">{escape(title)}</title>{"".join(body)}</svg>'
+    )
 
 
-def _text(x: float, y: float, text: object, anchor: str = "start",
-          cls: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" class="{cls}">'
-            f"{escape(str(text))}</text>")
+def _text(
+    x: float, y: float, text: object, anchor: str = "start", cls: str = ""
+) -> str:
+    return (
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" class="{cls}">'
+        f"{escape(str(text))}</text>"
+    )
 
 
 def _fmt(value: float) -> str:
@@ -34,8 +38,12 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def bar_chart(labels: Sequence[object], series: dict[str, Sequence[float]], title: str,
-              fmt: Callable[[float], str] = _fmt) -> Markup:
+def bar_chart(
+    labels: Sequence[object],
+    series: dict[str, Sequence[float]],
+    title: str,
+    fmt: Callable[[float], str] = _fmt,
+) -> Markup:
     """Horizontal bars, one group per label and one bar per series (phone-friendly)."""
     names = list(series)
     bar, gap, left, right, top = 16, 10, 170, 70, 8
@@ -48,8 +56,10 @@ def bar_chart(labels: Sequence[object], series: dict[str, Sequence[float]], titl
     if legend:
         for k, name in enumerate(names):
             x = left + k * 140
-            body.append(f'<rect x="{x}" y="{top}" width="12" height="12" '
-                        f'fill="{PALETTE[k % len(PALETTE)]}"/>')
+            body.append(
+                f'<rect x="{x}" y="{top}" width="12" height="12" '
+                f'fill="{PALETTE[k % len(PALETTE)]}"/>'
+            )
             body.append(_text(x + 16, top + 11, name, cls="legend"))
     for i, label in enumerate(labels):
         y0 = top + legend + i * group
@@ -58,10 +68,12 @@ def bar_chart(labels: Sequence[object], series: dict[str, Sequence[float]], titl
             value = series[name][i]
             length = (width - left - right) * value / peak
             y = y0 + k * bar
-            body.append(f'<rect x="{left}" y="{y}" width="{max(length, 1):.1f}" '
-                        f'height="{bar - 2}" fill="{PALETTE[k % len(PALETTE)]}">'
-                        f"<title>{escape(f'{label} {name}: {fmt(value)}')}</title>"
-                        "</rect>")
+            body.append(
+                f'<rect x="{left}" y="{y}" width="{max(length, 1):.1f}" '
+                f'height="{bar - 2}" fill="{PALETTE[k % len(PALETTE)]}">'
+                f"<title>{escape(f'{label} {name}: {fmt(value)}')}</title>"
+                "</rect>"
+            )
             body.append(_text(left + length + 4, y + bar - 4, fmt(value), cls="value"))
     return _svg(width, height, title, body)
 
@@ -72,26 +84,36 @@ def histogram(edges: Sequence[float], counts: Sequence[int], title: str) -> Mark
     plot_w, plot_h = width - left - 10, height - top - bottom
     peak = max(counts or [0]) or 1
     step = plot_w / max(1, len(counts))
-    body = [f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" '
-            f'y2="{top + plot_h}" class="axis"/>',
-            _text(left - 6, top + 10, _fmt(peak), "end", "tick"),
-            _text(left - 6, top + plot_h, "0", "end", "tick")]
+    body = [
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 10}" '
+        f'y2="{top + plot_h}" class="axis"/>',
+        _text(left - 6, top + 10, _fmt(peak), "end", "tick"),
+        _text(left - 6, top + plot_h, "0", "end", "tick"),
+    ]
     for i, count in enumerate(counts):
         h = plot_h * count / peak
         body.append(
             f'<rect x="{left + i * step + 1:.1f}" y="{top + plot_h - h:.1f}" '
             f'width="{max(step - 2, 1):.1f}" height="{h:.1f}" fill="{PALETTE[0]}">'
             f"<title>{escape(f'{edges[i]:.4g} to {edges[i + 1]:.4g}: {count}')}"
-            "</title></rect>")
+            "</title></rect>"
+        )
     for i in (0, len(counts) // 2, len(counts)):
         anchor = "start" if i == 0 else "end" if i == len(counts) else "middle"
-        body.append(_text(left + i * step, height - bottom + 16, f"{edges[i]:.4g}",
-                          anchor, "tick"))
+        body.append(
+            _text(
+                left + i * step, height - bottom + 16, f"{edges[i]:.4g}", anchor, "tick"
+            )
+        )
     return _svg(width, height, title, body)
 
 
-def line_chart(x_labels: Sequence[str], series: dict[str, Sequence[float]], title: str,
-               fmt: Callable[[float], str] = _fmt) -> Markup:
+def line_chart(
+    x_labels: Sequence[str],
+    series: dict[str, Sequence[float]],
+    title: str,
+    fmt: Callable[[float], str] = _fmt,
+) -> Markup:
     """Lines over time; the x labels are shown at the start, middle and end."""
     width, left, right, top, bottom = 640, 52, 12, 10, 40
     names = list(series)
@@ -100,28 +122,43 @@ def line_chart(x_labels: Sequence[str], series: dict[str, Sequence[float]], titl
     plot_w, plot_h = width - left - right, 220 - top - bottom
     peak = max([v for values in series.values() for v in values] or [0]) or 1
     n = max(1, len(x_labels) - 1)
-    body = [f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" '
-            f'y2="{top + plot_h}" class="axis"/>']
+    body = [
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" '
+        f'y2="{top + plot_h}" class="axis"/>'
+    ]
     for fraction in (0, 0.5, 1):
         y = top + plot_h * (1 - fraction)
-        body.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
-                    'class="grid"/>')
+        body.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
+            'class="grid"/>'
+        )
         body.append(_text(left - 6, y + 4, fmt(peak * fraction), "end", "tick"))
     for i in sorted({0, len(x_labels) // 2, len(x_labels) - 1}):
         if 0 <= i < len(x_labels):
             last = i == len(x_labels) - 1
             anchor = "start" if i == 0 else "end" if last else "middle"
-            body.append(_text(left + plot_w * i / n, top + plot_h + 16, x_labels[i],
-                              anchor, "tick"))
+            body.append(
+                _text(
+                    left + plot_w * i / n,
+                    top + plot_h + 16,
+                    x_labels[i],
+                    anchor,
+                    "tick",
+                )
+            )
     for k, name in enumerate(names):
         colour = PALETTE[k % len(PALETTE)]
-        points = " ".join(f"{left + plot_w * i / n:.1f},"
-                          f"{top + plot_h * (1 - v / peak):.1f}"
-                          for i, v in enumerate(series[name]))
-        body.append(f'<polyline points="{points}" fill="none" stroke="{colour}" '
-                    'stroke-width="2"/>')
+        points = " ".join(
+            f"{left + plot_w * i / n:.1f},{top + plot_h * (1 - v / peak):.1f}"
+            for i, v in enumerate(series[name])
+        )
+        body.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" '
+            'stroke-width="2"/>'
+        )
         lx, ly = left + (k % 3) * 190, 226 + 18 * (k // 3)
-        body.append(f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" '
-                    f'fill="{colour}"/>')
+        body.append(
+            f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>'
+        )
         body.append(_text(lx + 16, ly, name, cls="legend"))
     return _svg(width, height, title, body)

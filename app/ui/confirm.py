@@ -22,8 +22,10 @@ from app.web.errors import APIError
 
 
 class ConfirmForm(FlaskForm):
-    reason = StringField("Reason (optional, kept in the audit log)",
-                         validators=[Optional(), Length(max=500)])
+    reason = StringField(
+        "Reason (optional, kept in the audit log)",
+        validators=[Optional(), Length(max=500)],
+    )
     submit = SubmitField("Confirm")
 
 
@@ -34,9 +36,17 @@ def refused(error: APIError, back: str):
     return redirect(back)
 
 
-def confirm_action(action: Callable[[str], Any], done: Callable[[Any], str], *,
-                   title: str, details: list[str], button: str, back: str,
-                   danger: bool = False, reason: bool = True):
+def confirm_action(
+    action: Callable[[str], Any],
+    done: Callable[[Any], str],
+    *,
+    title: str,
+    details: list[str],
+    button: str,
+    back: str,
+    danger: bool = False,
+    reason: bool = True,
+):
     """GET: ``title`` and ``details``, a reason field (when ``reason``) and a CSRF
     token. Valid POST: ``action(reason)``, commit, flash ``done(result)``, go
     ``back``; a refusal is flashed instead."""
@@ -49,5 +59,13 @@ def confirm_action(action: Callable[[str], Any], done: Callable[[Any], str], *,
         commit()
         flash(done(result), "success")
         return redirect(back)
-    return render_template("confirm.html", form=form, title=title, details=details,
-                           button=button, cancel=back, danger=danger, reason=reason)
+    return render_template(
+        "confirm.html",
+        form=form,
+        title=title,
+        details=details,
+        button=button,
+        cancel=back,
+        danger=danger,
+        reason=reason,
+    )

@@ -45,46 +45,65 @@ def read_csv(data: bytes, schema: dict, max_rows: int) -> ParsedCSV:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise APIError(400, "invalid_csv", "the file is not UTF-8 text",
-                       "file") from exc
+        raise APIError(
+            400, "invalid_csv", "the file is not UTF-8 text", "file"
+        ) from exc
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [name.strip() for name in next(reader)]
     except StopIteration:
         raise APIError(400, "empty_batch", "the file is empty", "file") from None
     except csv.Error as exc:
-        raise APIError(400, "invalid_csv", f"the header is not valid CSV: {exc}",
-                       "file") from exc
+        raise APIError(
+            400, "invalid_csv", f"the header is not valid CSV: {exc}", "file"
+        ) from exc
     names = schema["feature_names"]
     missing = [n for n in names if n not in header]
     if missing:
-        raise APIError(400, "missing_feature",
-                       f"missing column(s): {', '.join(missing)} (the header must name "
-                       f"every feature: {', '.join(names)})", "file")
+        raise APIError(
+            400,
+            "missing_feature",
+            f"missing column(s): {', '.join(missing)} (the header must name "
+            f"every feature: {', '.join(names)})",
+            "file",
+        )
     duplicated = sorted({n for n in names if header.count(n) > 1})
     if duplicated:
-        raise APIError(400, "duplicate_column",
-                       f"column(s) named more than once: {', '.join(duplicated)}",
-                       "file")
+        raise APIError(
+            400,
+            "duplicate_column",
+            f"column(s) named more than once: {', '.join(duplicated)}",
+            "file",
+        )
     rows, lines = [], []
     try:
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank lines, typically at the end
             if len(row) != len(header):
-                raise APIError(400, "ragged_row",
-                               f"line {reader.line_num} has {len(row)} cells, the "
-                               f"header has {len(header)}", "file")
+                raise APIError(
+                    400,
+                    "ragged_row",
+                    f"line {reader.line_num} has {len(row)} cells, the "
+                    f"header has {len(header)}",
+                    "file",
+                )
             rows.append(row)
             lines.append(reader.line_num)
             if len(rows) > max_rows:
-                raise APIError(413, "batch_too_large",
-                               f"the file has more than {max_rows} rows, the limit "
-                               "for one upload", "file")
+                raise APIError(
+                    413,
+                    "batch_too_large",
+                    f"the file has more than {max_rows} rows, the limit for one upload",
+                    "file",
+                )
     except csv.Error as exc:
-        raise APIError(400, "invalid_csv",
-                       f"line {reader.line_num} is not valid CSV: {exc}",
-                       "file") from exc
+        raise APIError(
+            400,
+            "invalid_csv",
+            f"line {reader.line_num} is not valid CSV: {exc}",
+            "file",
+        ) from exc
     if not rows:
         raise APIError(400, "empty_batch", "the file has a header but no rows", "file")
     return ParsedCSV(header, rows, lines, [header.index(n) for n in names], names)
@@ -104,15 +123,20 @@ def to_matrix(parsed: ParsedCSV, start: int, stop: int, schema: dict) -> np.ndar
         i, j = (int(k) for k in _CELL.search(error.field or "").groups())
         value = parsed.rows[start + i][parsed.feature_columns[j]]
         what = "an empty cell" if not value.strip() else quote(value)
-        raise APIError(400, "non_finite_value",
-                       f"line {parsed.lines[start + i]}, column "
-                       f"'{parsed.feature_names[j]}': {what} is not allowed for this "
-                       "model", parsed.feature_names[j]) from None
+        raise APIError(
+            400,
+            "non_finite_value",
+            f"line {parsed.lines[start + i]}, column "
+            f"'{parsed.feature_names[j]}': {what} is not allowed for this "
+            "model",
+            parsed.feature_names[j],
+        ) from None
     return matrix
 
 
-def _convert_slowly(cells: list[list[str]], parsed: ParsedCSV,
-                    start: int) -> np.ndarray:
+def _convert_slowly(
+    cells: list[list[str]], parsed: ParsedCSV, start: int
+) -> np.ndarray:
     """Convert cell by cell: empty means missing (NaN); name the first bad cell."""
     out = np.empty((len(cells), len(parsed.feature_columns)), dtype=np.float64)
     for i, row in enumerate(cells):
@@ -123,16 +147,20 @@ def _convert_slowly(cells: list[list[str]], parsed: ParsedCSV,
             try:
                 out[i, j] = float(value)
             except ValueError:
-                raise APIError(400, "non_numeric_value",
-                               f"line {parsed.lines[start + i]}, column "
-                               f"'{parsed.feature_names[j]}': {quote(value)} is not a "
-                               "number",
-                               parsed.feature_names[j]) from None
+                raise APIError(
+                    400,
+                    "non_numeric_value",
+                    f"line {parsed.lines[start + i]}, column "
+                    f"'{parsed.feature_names[j]}': {quote(value)} is not a "
+                    "number",
+                    parsed.feature_names[j],
+                ) from None
     return out
 
 
-def result_header(parsed: ParsedCSV, classes: list | None,
-                  with_proba: bool) -> list[str]:
+def result_header(
+    parsed: ParsedCSV, classes: list | None, with_proba: bool
+) -> list[str]:
     """Every uploaded column (extra ones echoed back), the prediction, probabilities."""
     header = [*parsed.header, "prediction"]
     if classes is not None and with_proba:
@@ -140,8 +168,9 @@ def result_header(parsed: ParsedCSV, classes: list | None,
     return header
 
 
-def result_rows(parsed: ParsedCSV, start: int, labels: np.ndarray,
-                probabilities: np.ndarray | None) -> Iterator[list]:
+def result_rows(
+    parsed: ParsedCSV, start: int, labels: np.ndarray, probabilities: np.ndarray | None
+) -> Iterator[list]:
     """Rows of the result table for one predicted chunk."""
     label_list = labels.tolist()
     proba_list = None if probabilities is None else probabilities.tolist()
@@ -206,14 +235,16 @@ def row_from_text(values: list[str], schema: dict, max_rows: int) -> np.ndarray:
         try:
             number = float(text) if text else float("nan")
         except ValueError:
-            errors[j] = APIError(400, "non_numeric_value",
-                                 f"{quote(text)} is not a number", field)
+            errors[j] = APIError(
+                400, "non_numeric_value", f"{quote(text)} is not a number", field
+            )
             continue
         if not text and not schema.get("allow_nan"):
             errors[j] = APIError(400, "missing_value", "required", field)
         elif text and not np.isfinite(number):
-            errors[j] = APIError(400, "non_finite_value",
-                                 f"{quote(text)} is not a finite number", field)
+            errors[j] = APIError(
+                400, "non_finite_value", f"{quote(text)} is not a finite number", field
+            )
         row.append(number)
     if errors:
         raise FormRowError(errors)

@@ -29,10 +29,17 @@ def whole_number(raw: str, low: int = 0, high: int = MAX_ID) -> int | None:
 def json_whole_number(body: dict, name: str, low: int = 0, high: int = MAX_ID) -> int:
     """``body[name]`` as an int in ``low..high``; 400 ``invalid_<name>`` otherwise."""
     value = body.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) \
-            or not low <= value <= high:
-        raise APIError(400, f"invalid_{name}",
-                       f"'{name}' must be a whole number from {low} to {high}", name)
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or not low <= value <= high
+    ):
+        raise APIError(
+            400,
+            f"invalid_{name}",
+            f"'{name}' must be a whole number from {low} to {high}",
+            name,
+        )
     return value
 
 
@@ -55,8 +62,14 @@ class BoundedIntConverter(IntegerConverter):
 
     variable = "number"  # set per rule by ``name_converters``
 
-    def __init__(self, map, fixed_digits: int = 0, min: int | None = 0,  # noqa: A002
-                 max: int | None = MAX_ID, signed: bool = False) -> None:  # noqa: A002
+    def __init__(
+        self,
+        map,
+        fixed_digits: int = 0,
+        min: int | None = 0,  # noqa: A002
+        max: int | None = MAX_ID,
+        signed: bool = False,
+    ) -> None:  # noqa: A002
         super().__init__(map, fixed_digits, min, max, signed)
 
     def to_python(self, value: str) -> Any:

@@ -63,8 +63,10 @@ def wants_json() -> bool:
     if request.path.startswith(API_PREFIXES):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json" and request.accept_mimetypes[best] > \
-        request.accept_mimetypes["text/html"]
+    return (
+        best == "application/json"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
 
 
 def unmatched_protocol_path() -> bool:
@@ -75,9 +77,15 @@ def unmatched_protocol_path() -> bool:
 
 # Stable codes for the HTTP errors Flask and its extensions raise themselves.
 HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 413: "payload_too_large",
-    415: "unsupported_media_type", 429: "rate_limited", 500: "internal_error",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "internal_error",
     503: "unavailable",
 }
 
@@ -106,13 +114,19 @@ def register_errorhandlers(app: Flask) -> None:
     def handle_http_error(error: HTTPException):
         status = error.code or 500
         if unmatched_protocol_path():
-            return plain_error(error.description or error.name, status,
-                               error.get_headers())
+            return plain_error(
+                error.description or error.name, status, error.get_headers()
+            )
         if wants_json():
-            code = getattr(error, "api_code", None) or HTTP_CODES.get(status,
-                                                                      "http_error")
-            api_error = APIError(status, code, error.description or error.name,
-                                 getattr(error, "field", None))
+            code = getattr(error, "api_code", None) or HTTP_CODES.get(
+                status, "http_error"
+            )
+            api_error = APIError(
+                status,
+                code,
+                error.description or error.name,
+                getattr(error, "field", None),
+            )
             response = jsonify(api_error.to_dict())
             response.status_code = status
             for name, value in error.get_headers():
@@ -120,8 +134,11 @@ def register_errorhandlers(app: Flask) -> None:
                     response.headers[name] = value
             return response
         page, status = render_error(status, error.description or error.name)
-        headers = [(k, v) for k, v in error.get_headers()
-                   if k.lower() not in {"content-type", "content-length"}]
+        headers = [
+            (k, v)
+            for k, v in error.get_headers()
+            if k.lower() not in {"content-type", "content-length"}
+        ]
         return page, status, headers
 
     @app.errorhandler(Exception)

@@ -32,8 +32,11 @@ def _default(value: Any) -> Any:
 def json_response(body: Any, status: int = 200) -> Response:
     """A JSON response encoded by orjson (single-precision floats keep their shortest
     form, so a float32 probability 0.99 is sent as 0.99)."""
-    return Response(orjson.dumps(body, default=_default, option=OPTIONS),
-                    status=status, mimetype="application/json")
+    return Response(
+        orjson.dumps(body, default=_default, option=OPTIONS),
+        status=status,
+        mimetype="application/json",
+    )
 
 
 def finite(value: Any) -> Any:

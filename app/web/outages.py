@@ -39,8 +39,9 @@ class SpoolingRequest(Request):
     back to /tmp when ``TMPDIR`` is full or read-only at first use; here that is
     reported (507/503) instead."""
 
-    def _get_file_stream(self, total_content_length, content_type, filename=None,
-                         content_length=None):
+    def _get_file_stream(
+        self, total_content_length, content_type, filename=None, content_length=None
+    ):
         folder = os.environ.get("TMPDIR") or None
         return SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, mode="rb+", dir=folder)
 
@@ -49,8 +50,9 @@ def unavailable(code: str, message: str, status: int = 503):
     """A 503 (or 507) response (JSON on API paths, HTML elsewhere) with Retry-After."""
     g.log_error_code = code
     if wants_json():
-        response = make_response(jsonify(APIError(status, code, message).to_dict()),
-                                 status)
+        response = make_response(
+            jsonify(APIError(status, code, message).to_dict()), status
+        )
     else:
         response = make_response(render_error(status, message + ". Try again soon."))
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -68,17 +70,18 @@ def register(app: Flask) -> None:
             db.session.rollback()
         except Exception:  # the connection is already gone
             db.session.remove()
-        return unavailable("database_unavailable",
-                           "the database is unreachable; predictions from models "
-                           "already loaded keep working")
+        return unavailable(
+            "database_unavailable",
+            "the database is unreachable; predictions from models "
+            "already loaded keep working",
+        )
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)
     @app.errorhandler(StorageError)
     def redis_unavailable(error):
         log.warning("redis unavailable: %s", error)
-        return unavailable("redis_unavailable",
-                           "the rate-limit store is unreachable")
+        return unavailable("redis_unavailable", "the rate-limit store is unreachable")
 
     @app.errorhandler(OSError)
     def storage_unavailable(error: OSError):
@@ -87,8 +90,10 @@ def register(app: Flask) -> None:
         log.error("local storage refused a write: %s", error)
         db.session.rollback()
         if error.errno == errno.EROFS:
-            return unavailable("storage_unavailable",
-                               "the server's storage is read-only; nothing was "
-                               "stored")
-        return unavailable("insufficient_storage",
-                           "the server's disk is full; nothing was stored", 507)
+            return unavailable(
+                "storage_unavailable",
+                "the server's storage is read-only; nothing was stored",
+            )
+        return unavailable(
+            "insufficient_storage", "the server's disk is full; nothing was stored", 507
+        )

@@ -47,14 +47,19 @@ def is_api_path(path: str) -> bool:
 
 def is_plain_error_path(path: str) -> bool:
     """True for a URL inside a protocol's folder (``/v2`` itself, ``/v2/...``)."""
-    return any(path == prefix or path.startswith(prefix.rstrip("/") + "/")
-               for prefix in PLAIN_ERROR_PREFIXES)
+    return any(
+        path == prefix or path.startswith(prefix.rstrip("/") + "/")
+        for prefix in PLAIN_ERROR_PREFIXES
+    )
 
 
 def cors_resources(origins: list[str]) -> dict[str, dict]:
     """flask-cors resources: the CORS prefixes, open to ``origins``."""
-    return {re.escape(path.prefix) + ".*": {"origins": origins}
-            for path in API_PATHS if path.cors}
+    return {
+        re.escape(path.prefix) + ".*": {"origins": origins}
+        for path in API_PATHS
+        if path.cors
+    }
 
 
 def nginx_location_pattern() -> str:

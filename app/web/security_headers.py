@@ -14,7 +14,8 @@ from flask import Flask
 # No inline scripts or styles anywhere in the pages; SVG charts are inline markup.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+    "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
 
 HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -33,8 +34,9 @@ def init_app(app: Flask) -> None:
         # One pass over the answer's headers, then one extend: a third of the cost
         # of four setdefault calls, on every prediction.
         present = {name.lower() for name in response.headers.keys()}
-        missing = [(name, value) for lower, name, value in _LOWER
-                   if lower not in present]
+        missing = [
+            (name, value) for lower, name, value in _LOWER if lower not in present
+        ]
         if missing:
             response.headers.extend(missing)
         return response

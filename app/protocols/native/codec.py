@@ -19,9 +19,12 @@ def native_matrix(body: Any, schema: dict, max_rows: int) -> np.ndarray:
         raise APIError(400, "invalid_body", "the body must be a JSON object", "body")
     has_instances, has_inputs = "instances" in body, "inputs" in body
     if has_instances == has_inputs:
-        raise APIError(400, "invalid_body",
-                       "send exactly one of 'instances' (rows) or 'inputs' (columns)",
-                       "instances")
+        raise APIError(
+            400,
+            "invalid_body",
+            "send exactly one of 'instances' (rows) or 'inputs' (columns)",
+            "instances",
+        )
     if has_instances:
         return matrix_from_rows(body["instances"], schema, "instances", max_rows)
     return matrix_from_columns(body["inputs"], schema, "inputs", max_rows)
@@ -37,7 +40,8 @@ def response_body(prediction: Prediction, lists: bool = True) -> dict[str, Any]:
     if prediction.classes is not None:
         body["classes"] = prediction.classes
         if prediction.probabilities is not None:
-            body["probabilities"] = prediction.probabilities.tolist() if lists \
-                else prediction.probabilities
+            body["probabilities"] = (
+                prediction.probabilities.tolist() if lists else prediction.probabilities
+            )
     body["request_id"] = g.get("request_id")
     return body

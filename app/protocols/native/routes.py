@@ -44,16 +44,21 @@ def show_model(name: str):
 def list_versions(name: str):
     model = get_model(name)
     aliases = describe.aliases_of(model)
-    return jsonify({"model": name, "versions": [
-        describe.version_dict(v, aliases) for v in model.versions]})
+    return jsonify(
+        {
+            "model": name,
+            "versions": [describe.version_dict(v, aliases) for v in model.versions],
+        }
+    )
 
 
 @bp.get("/api/v1/models/<name>/versions/<int:number>")
 @require_scope("predict")
 def show_version(name: str, number: int):
     model = get_model(name)
-    return jsonify(describe.version_dict(get_version(model, number),
-                                         describe.aliases_of(model)))
+    return jsonify(
+        describe.version_dict(get_version(model, number), describe.aliases_of(model))
+    )
 
 
 @bp.post("/api/v1/models/<name>/predict")
@@ -73,11 +78,15 @@ def predict_tutorial():
     g.log_protocol = "tutorial"
     body = _body()
     if not isinstance(body, dict) or "features" not in body:
-        raise APIError(400, "invalid_body", "send {\"features\": [...]}", "features")
+        raise APIError(400, "invalid_body", 'send {"features": [...]}', "features")
     features = body["features"]
     if not isinstance(features, list):
-        raise APIError(400, "invalid_body", "features must be a list of numbers or rows",
-                       "features")
+        raise APIError(
+            400,
+            "invalid_body",
+            "features must be a list of numbers or rows",
+            "features",
+        )
     model, version = predict.resolve(current_app.config["MODELDOCK_DEFAULT_MODEL"])
     rows = features if features and isinstance(features[0], list) else [features]
     matrix = matrix_from_rows(rows, version.schema, "features", predict.max_rows())

@@ -29,17 +29,22 @@ def server_metadata() -> dict[str, Any]:
     return {"name": "modeldock", "version": version, "extensions": EXTENSIONS}
 
 
-def model_metadata(model: ModelInfo, version: VersionInfo,
-                   pinned: bool = False) -> dict[str, Any]:
+def model_metadata(
+    model: ModelInfo, version: VersionInfo, pinned: bool = False
+) -> dict[str, Any]:
     """The model's servable versions, and the inputs and outputs of ``version``."""
     body: dict[str, Any] = {"name": model.name}
     if pinned:
         body["versions"] = [str(version.number)]
     else:
-        body["versions"] = [str(n) for n, v in sorted(model.versions.items())
-                            if v.status == "ready"]
-    body.update(platform=PLATFORM, inputs=tensors.input_metadata(version.schema),
-                outputs=tensors.output_metadata(version.schema))
+        body["versions"] = [
+            str(n) for n, v in sorted(model.versions.items()) if v.status == "ready"
+        ]
+    body.update(
+        platform=PLATFORM,
+        inputs=tensors.input_metadata(version.schema),
+        outputs=tensors.output_metadata(version.schema),
+    )
     return body
 
 
@@ -66,13 +71,18 @@ class InferRequest:
     outputs: list[Output] = field(default_factory=list)
 
 
-def split_body(raw: bytes, header_length: str | None,
-               content_encoding: str | None) -> tuple[Any, bytes]:
+def split_body(
+    raw: bytes, header_length: str | None, content_encoding: str | None
+) -> tuple[Any, bytes]:
     """Return (JSON header, binary tensor data) of an infer body."""
     if content_encoding and content_encoding.strip().lower() != "identity":
-        raise APIError(415, "unsupported_media_type",
-                       f"Content-Encoding {quote(content_encoding)} is not supported; "
-                       "send the body uncompressed", "Content-Encoding")
+        raise APIError(
+            415,
+            "unsupported_media_type",
+            f"Content-Encoding {quote(content_encoding)} is not supported; "
+            "send the body uncompressed",
+            "Content-Encoding",
+        )
     if header_length is None:
         return parse_json(raw, "application/json"), b""
     try:
@@ -80,9 +90,13 @@ def split_body(raw: bytes, header_length: str | None,
     except ValueError:
         length = -1
     if not 0 < length <= len(raw):
-        raise APIError(400, "invalid_header_length",
-                       "Inference-Header-Content-Length must be the byte length of the "
-                       "JSON part of the body", "Inference-Header-Content-Length")
+        raise APIError(
+            400,
+            "invalid_header_length",
+            "Inference-Header-Content-Length must be the byte length of the "
+            "JSON part of the body",
+            "Inference-Header-Content-Length",
+        )
     return parse_json(raw[:length], "application/json"), raw[length:]
 
 
@@ -101,10 +115,12 @@ def parse_request(body: Any, binary: bytes, schema: dict) -> InferRequest:
         raise APIError(400, "invalid_body", "id must be a string", "id")
     parameters = body.get("parameters") or {}
     if not isinstance(parameters, dict):
-        raise APIError(400, "invalid_parameter", "parameters must be an object",
-                       "parameters")
-    binary_default = _flag(parameters.get("binary_data_output", False),
-                           "parameters.binary_data_output")
+        raise APIError(
+            400, "invalid_parameter", "parameters must be an object", "parameters"
+        )
+    binary_default = _flag(
+        parameters.get("binary_data_output", False), "parameters.binary_data_output"
+    )
     request = InferRequest(request_id, parameters, body.get("inputs"), binary)
     known = tensors.output_names(schema)
     requested = body.get("outputs")
@@ -112,29 +128,48 @@ def parse_request(body: Any, binary: bytes, schema: dict) -> InferRequest:
         request.outputs = [Output(name, binary_default) for name in known]
         return request
     if not isinstance(requested, list) or not requested:
-        raise APIError(400, "invalid_outputs", "outputs must be a non-empty list",
-                       "outputs")
+        raise APIError(
+            400, "invalid_outputs", "outputs must be a non-empty list", "outputs"
+        )
     for i, item in enumerate(requested):
         where = f"outputs[{i}]"
         if not isinstance(item, dict) or item.get("name") not in known:
-            raise APIError(400, "unknown_output",
-                           f"this model answers the outputs {known}", f"{where}.name")
+            raise APIError(
+                400,
+                "unknown_output",
+                f"this model answers the outputs {known}",
+                f"{where}.name",
+            )
         options = item.get("parameters") or {}
         if not isinstance(options, dict):
-            raise APIError(400, "invalid_parameter", "parameters must be an object",
-                           f"{where}.parameters")
-        binary_flag = _flag(options.get("binary_data", binary_default),
-                            f"{where}.parameters.binary_data")
+            raise APIError(
+                400,
+                "invalid_parameter",
+                "parameters must be an object",
+                f"{where}.parameters",
+            )
+        binary_flag = _flag(
+            options.get("binary_data", binary_default),
+            f"{where}.parameters.binary_data",
+        )
         count = options.get("classification", 0)
         if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise APIError(400, "invalid_parameter", "classification must be a "
-                           "non-negative integer", f"{where}.parameters.classification")
+            raise APIError(
+                400,
+                "invalid_parameter",
+                "classification must be a non-negative integer",
+                f"{where}.parameters.classification",
+            )
         if count and item["name"] != tensors.PREDICT_PROBA:
-            raise APIError(400, "invalid_parameter", "classification applies to the "
-                           f"'{tensors.PREDICT_PROBA}' output",
-                           f"{where}.parameters.classification")
-        request.outputs.append(Output(item["name"], binary_flag,
-                                      min(count, len(schema["classes"] or []))))
+            raise APIError(
+                400,
+                "invalid_parameter",
+                f"classification applies to the '{tensors.PREDICT_PROBA}' output",
+                f"{where}.parameters.classification",
+            )
+        request.outputs.append(
+            Output(item["name"], binary_flag, min(count, len(schema["classes"] or [])))
+        )
     return request
 
 
@@ -152,8 +187,9 @@ def response(request: InferRequest, prediction: Prediction) -> tuple[bytes, int 
         if wanted.name == tensors.PREDICT:
             values, datatype = prediction.labels, label_datatype(schema)
         elif wanted.class_count:
-            values = tensors.top_classes(prediction.probabilities, prediction.classes,
-                                         wanted.class_count)
+            values = tensors.top_classes(
+                prediction.probabilities, prediction.classes, wanted.class_count
+            )
             datatype = "BYTES"
         else:
             values, datatype = prediction.probabilities, "FP64"
@@ -161,8 +197,10 @@ def response(request: InferRequest, prediction: Prediction) -> tuple[bytes, int 
         outputs.append(tensor)
         if data is not None:
             chunks.append(data)
-    body: dict[str, Any] = {"model_name": prediction.model.name,
-                            "model_version": str(prediction.version.number)}
+    body: dict[str, Any] = {
+        "model_name": prediction.model.name,
+        "model_version": str(prediction.version.number),
+    }
     if request.id is not None:
         body["id"] = request.id
     body["outputs"] = outputs

@@ -78,7 +78,8 @@ def infer(name: str, number: int | None = None):
     body, binary = openinference.split_body(
         request.get_data(cache=False),
         request.headers.get("Inference-Header-Content-Length"),
-        request.headers.get("Content-Encoding"))
+        request.headers.get("Content-Encoding"),
+    )
     g.log_payload = body  # the JSON part; stored only with MODELDOCK_LOG_PAYLOADS
     infer_request = openinference.parse_request(body, binary, version.schema)
     rows = openinference.matrix(infer_request, version.schema, predict.max_rows())

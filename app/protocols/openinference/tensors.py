@@ -18,9 +18,18 @@ from app.web.errors import APIError, quote
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"
 
 NUMPY_TYPES = {
-    "BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
-    "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
 }
 DATATYPES = (*NUMPY_TYPES, "BYTES")
 INTEGER_TYPES = {name for name in NUMPY_TYPES if "INT" in name}
@@ -49,7 +58,7 @@ class Tensor:
     def as_rows(self) -> list[list]:
         """Split the values into ``shape[0]`` rows of equal width."""
         width = math.prod(self.shape[1:])
-        return [self.values[i * width:(i + 1) * width] for i in range(self.rows)]
+        return [self.values[i * width : (i + 1) * width] for i in range(self.rows)]
 
 
 def _error(message: str, field: str, code: str = "invalid_tensor") -> APIError:
@@ -57,31 +66,46 @@ def _error(message: str, field: str, code: str = "invalid_tensor") -> APIError:
 
 
 def _shape(raw: Any, field: str, max_rows: int) -> list[int]:
-    if not isinstance(raw, list) or not raw or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
-        raise _error("shape must be a non-empty list of non-negative integers",
-                     f"{field}.shape")
+    if (
+        not isinstance(raw, list)
+        or not raw
+        or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw
+        )
+    ):
+        raise _error(
+            "shape must be a non-empty list of non-negative integers", f"{field}.shape"
+        )
     _check_batch(raw[0], f"{field}.shape", max_rows)
     return raw
 
 
-def _from_json(data: Any, datatype: str, count: int, field: str,
-               name: str = INPUT_NAME) -> list:
+def _from_json(
+    data: Any, datatype: str, count: int, field: str, name: str = INPUT_NAME
+) -> list:
     if not isinstance(data, list):
-        raise _error("data must be a list (nested or flattened in row-major order)",
-                     f"{field}.data")
+        raise _error(
+            "data must be a list (nested or flattened in row-major order)",
+            f"{field}.data",
+        )
     values = flatten(data, count)
     if len(values) != count:
         got = f"more than {count}" if len(values) > count else str(len(values))
-        raise _error(f"shape holds {count} elements but data has {got}",
-                     f"{field}.data", "shape_mismatch")
+        raise _error(
+            f"shape holds {count} elements but data has {got}",
+            f"{field}.data",
+            "shape_mismatch",
+        )
     check = JSON_CHECKS.get("INT" if datatype in INTEGER_TYPES else datatype)
     if check is not None:
         accepts, wanted = check
         for i, value in enumerate(values):
             if not accepts(value):
-                raise _error(f"{datatype} data must be {wanted}, got {quote(value)}",
-                             f"{field}.data[{i}]", "datatype_mismatch")
+                raise _error(
+                    f"{datatype} data must be {wanted}, got {quote(value)}",
+                    f"{field}.data[{i}]",
+                    "datatype_mismatch",
+                )
     _check_range(values, datatype, name, field)
     return values
 
@@ -97,11 +121,18 @@ def _check_range(values: list, datatype: str, name: str, field: str) -> None:
     else:
         return
     for i, value in enumerate(values):
-        if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value) and not low <= value <= high:
-            raise _error(f"input {quote(name)}: {datatype} holds {low} to {high}, "
-                         f"got {quote(value)}", f"{field}.data[{i}]",
-                         "value_out_of_range")
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and not low <= value <= high
+        ):
+            raise _error(
+                f"input {quote(name)}: {datatype} holds {low} to {high}, "
+                f"got {quote(value)}",
+                f"{field}.data[{i}]",
+                "value_out_of_range",
+            )
 
 
 def _bytes_elements(chunk: bytes, count: int, field: str) -> list[str]:
@@ -114,12 +145,14 @@ def _bytes_elements(chunk: bytes, count: int, field: str) -> list[str]:
         offset += 4
         if offset + size > len(chunk):
             break
-        out.append(chunk[offset:offset + size].decode("utf-8", "replace"))
+        out.append(chunk[offset : offset + size].decode("utf-8", "replace"))
         offset += size
     if len(out) != count or offset != len(chunk):
-        raise _error(f"binary BYTES data does not hold {count} length-prefixed "
-                     "elements", f"{field}.parameters.binary_data_size",
-                     "shape_mismatch")
+        raise _error(
+            f"binary BYTES data does not hold {count} length-prefixed elements",
+            f"{field}.parameters.binary_data_size",
+            "shape_mismatch",
+        )
     return out
 
 
@@ -128,9 +161,12 @@ def _from_binary(chunk: bytes, datatype: str, count: int, field: str) -> list:
         return _bytes_elements(chunk, count, field)
     dtype = np.dtype(NUMPY_TYPES[datatype])
     if len(chunk) != count * dtype.itemsize:
-        raise _error(f"binary data of {len(chunk)} bytes does not match {count} "
-                     f"{datatype} elements", f"{field}.parameters.binary_data_size",
-                     "shape_mismatch")
+        raise _error(
+            f"binary data of {len(chunk)} bytes does not match {count} "
+            f"{datatype} elements",
+            f"{field}.parameters.binary_data_size",
+            "shape_mismatch",
+        )
     return np.frombuffer(chunk, dtype=dtype).tolist()
 
 
@@ -162,8 +198,11 @@ def decode_tensors(raw_inputs: Any, binary: bytes, max_rows: int) -> list[Tensor
         if not isinstance(name, str) or not name:
             raise _error("name must be a non-empty string", f"{field}.name")
         if datatype not in DATATYPES:
-            raise _error(f"datatype must be one of {', '.join(DATATYPES)}",
-                         f"{field}.datatype", "unsupported_datatype")
+            raise _error(
+                f"datatype must be one of {', '.join(DATATYPES)}",
+                f"{field}.datatype",
+                "unsupported_datatype",
+            )
         shape = _shape(raw.get("shape"), field, max_rows)
         parameters = raw.get("parameters") or {}
         if not isinstance(parameters, dict):
@@ -173,43 +212,64 @@ def decode_tensors(raw_inputs: Any, binary: bytes, max_rows: int) -> list[Tensor
         count = math.prod(shape)
         size = parameters.get("binary_data_size")
         if size is not None:
-            if isinstance(size, bool) or not isinstance(size, int) or size < 0 \
-                    or offset + size > len(binary):
-                raise _error("binary_data_size runs past the binary part of the body",
-                             f"{field}.parameters.binary_data_size", "shape_mismatch")
-            values = _from_binary(binary[offset:offset + size], datatype, count, field)
+            if (
+                isinstance(size, bool)
+                or not isinstance(size, int)
+                or size < 0
+                or offset + size > len(binary)
+            ):
+                raise _error(
+                    "binary_data_size runs past the binary part of the body",
+                    f"{field}.parameters.binary_data_size",
+                    "shape_mismatch",
+                )
+            values = _from_binary(
+                binary[offset : offset + size], datatype, count, field
+            )
             offset += size
         else:
             values = _from_json(raw.get("data"), datatype, count, field, name)
-        tensors.append(Tensor(name, shape, datatype, _as_numbers(values, datatype),
-                              field))
+        tensors.append(
+            Tensor(name, shape, datatype, _as_numbers(values, datatype), field)
+        )
     if offset != len(binary):
-        raise _error("the binary part of the body is longer than the inputs declare",
-                     "inputs", "shape_mismatch")
+        raise _error(
+            "the binary part of the body is longer than the inputs declare",
+            "inputs",
+            "shape_mismatch",
+        )
     return tensors
 
 
 def tensors_to_matrix(tensors: list[Tensor], schema: dict, max_rows: int) -> np.ndarray:
     """One tensor [rows, features…] or one tensor per feature → the validated matrix."""
     names = schema["feature_names"]
-    one_wide = len(tensors) == 1 and len(tensors[0].shape) > 1 \
-        and tensors[0].shape[1] > 1
+    one_wide = (
+        len(tensors) == 1 and len(tensors[0].shape) > 1 and tensors[0].shape[1] > 1
+    )
     if all(t.name in names for t in tensors) and not one_wide:
         columns = {}
         for t in tensors:
             if math.prod(t.shape[1:]) != 1:
-                raise _error(f"a per-feature input has shape [rows] or [rows, 1], got "
-                             f"{t.shape}", f"{t.field}.shape")
+                raise _error(
+                    f"a per-feature input has shape [rows] or [rows, 1], got {t.shape}",
+                    f"{t.field}.shape",
+                )
             columns[t.name] = t.values
         return matrix_from_columns(columns, schema, "inputs", max_rows)
     if len(tensors) != 1:
-        raise _error(f"send one input tensor of shape [rows, {schema['n_features']}] "
-                     f"or one tensor per feature named {names}", "inputs")
+        raise _error(
+            f"send one input tensor of shape [rows, {schema['n_features']}] "
+            f"or one tensor per feature named {names}",
+            "inputs",
+        )
     tensor = tensors[0]
     if len(tensor.shape) == 1:
         if schema["n_features"] != 1:
-            raise _error(f"expected shape [rows, {schema['n_features']}], got "
-                         f"{tensor.shape}", f"{tensor.field}.shape")
+            raise _error(
+                f"expected shape [rows, {schema['n_features']}], got {tensor.shape}",
+                f"{tensor.field}.shape",
+            )
         rows = [[value] for value in tensor.values]
     else:
         rows = tensor.as_rows()
@@ -227,14 +287,20 @@ def output_metadata(schema: dict) -> list[dict]:
     """The outputs a version answers, as model metadata lists them."""
     outputs = [{"name": PREDICT, "datatype": label_datatype(schema), "shape": [-1]}]
     if schema.get("has_proba"):
-        outputs.append({"name": PREDICT_PROBA, "datatype": "FP64",
-                        "shape": [-1, len(schema["classes"])]})
+        outputs.append(
+            {
+                "name": PREDICT_PROBA,
+                "datatype": "FP64",
+                "shape": [-1, len(schema["classes"])],
+            }
+        )
     return outputs
 
 
 def input_metadata(schema: dict) -> list[dict]:
-    return [{"name": INPUT_NAME, "datatype": "FP64",
-             "shape": [-1, schema["n_features"]]}]
+    return [
+        {"name": INPUT_NAME, "datatype": "FP64", "shape": [-1, schema["n_features"]]}
+    ]
 
 
 def _typed(values: np.ndarray, datatype: str) -> np.ndarray:
@@ -249,8 +315,12 @@ def _typed(values: np.ndarray, datatype: str) -> np.ndarray:
 def top_classes(probabilities: np.ndarray, classes: list, count: int) -> np.ndarray:
     """Triton's classification extension: "score:index:label" for the top classes."""
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :count]
-    return np.array([[f"{row[j]:f}:{j}:{classes[j]}" for j in idx]
-                     for row, idx in zip(probabilities, order, strict=True)])
+    return np.array(
+        [
+            [f"{row[j]:f}:{j}:{classes[j]}" for j in idx]
+            for row, idx in zip(probabilities, order, strict=True)
+        ]
+    )
 
 
 def encode(name: str, values: np.ndarray, datatype: str, binary: bool):
@@ -258,8 +328,11 @@ def encode(name: str, values: np.ndarray, datatype: str, binary: bool):
     values = _typed(values, datatype)
     if values.dtype.kind == "U":
         datatype = "BYTES"
-    tensor: dict[str, Any] = {"name": name, "datatype": datatype,
-                              "shape": list(values.shape)}
+    tensor: dict[str, Any] = {
+        "name": name,
+        "datatype": datatype,
+        "shape": list(values.shape),
+    }
     if not binary:
         tensor["data"] = values.reshape(-1).tolist()
         return tensor, None

@@ -21,8 +21,9 @@ plain_errors(bp)
 @require_scope("predict")
 def status(name: str):
     model = find_model(name)
-    return jsonify(tfserving.model_status(
-        [model.versions[n] for n in sorted(model.versions)]))
+    return jsonify(
+        tfserving.model_status([model.versions[n] for n in sorted(model.versions)])
+    )
 
 
 @bp.get("/<model:name>/versions/<int:number>")
@@ -58,8 +59,9 @@ def predict_view(name: str, number: int | None = None, label: str | None = None)
         model, version = predict.resolve(name, alias=label)
     body = tfserving.parse_body(request.get_data(cache=False))
     g.log_payload = body  # stored only with MODELDOCK_LOG_PAYLOADS, redacted
-    rows, layout, signature = tfserving.request_matrix(body, version.schema,
-                                                       predict.max_rows())
+    rows, layout, signature = tfserving.request_matrix(
+        body, version.schema, predict.max_rows()
+    )
     result = predict.run(model, version, rows)
     return jsonify(tfserving.response_body(result, layout, signature))
 
@@ -71,8 +73,9 @@ def predict_view(name: str, number: int | None = None, label: str | None = None)
 @bp.post("/<model:name>/versions/<int:number>:regress", defaults={"verb": "regress"})
 @bp.post("/<model:name>/labels/<label:label>:regress", defaults={"verb": "regress"})
 @require_scope("predict")
-def classify_or_regress(name: str, verb: str, number: int | None = None,
-                        label: str | None = None):
+def classify_or_regress(
+    name: str, verb: str, number: int | None = None, label: str | None = None
+):
     if label is None:
         model, version = predict.resolve(name, number)
     else:

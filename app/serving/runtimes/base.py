@@ -23,27 +23,38 @@ class PredictionTimeout(APIError):
 
     def __init__(self, seconds: float | None = None):
         limit = f" of {seconds:g} s" if seconds else ""
-        super().__init__(504, "prediction_timeout",
-                         f"the model did not answer within its deadline{limit}; "
-                         "the run was stopped", "instances")
+        super().__init__(
+            504,
+            "prediction_timeout",
+            f"the model did not answer within its deadline{limit}; the run was stopped",
+            "instances",
+        )
 
 
 class RuntimeFailed(APIError):
     """The process running the model died or misbehaved (502)."""
 
     def __init__(self):
-        super().__init__(502, "runtime_failed",
-                         "the process running this model failed; it has been "
-                         "replaced, and other models were not affected", "instances")
+        super().__init__(
+            502,
+            "runtime_failed",
+            "the process running this model failed; it has been "
+            "replaced, and other models were not affected",
+            "instances",
+        )
 
 
 class PredictionFailed(APIError):
     """The model raised an error on these rows (422); the detail is logged only."""
 
     def __init__(self):
-        super().__init__(422, "prediction_failed",
-                         "the model could not predict these rows; the server log "
-                         "has the detail under this request id", "instances")
+        super().__init__(
+            422,
+            "prediction_failed",
+            "the model could not predict these rows; the server log "
+            "has the detail under this request id",
+            "instances",
+        )
 
 
 class Runtime(ABC):
@@ -69,8 +80,11 @@ class Runtime(ABC):
 
     def describe(self) -> dict[str, Any]:
         """What answers for this version, for the API and the admin page."""
-        return {"runtime": self.kind, "classes": self.classes,
-                "n_features": self.schema.get("n_features")}
+        return {
+            "runtime": self.kind,
+            "classes": self.classes,
+            "n_features": self.schema.get("n_features"),
+        }
 
     @abstractmethod
     def close(self) -> None:

@@ -38,25 +38,40 @@ class Isolation:
     processes: int = 1
 
 
-def open_runtime(sha256: str, data: bytes, file_format: str, schema: dict[str, Any],
-                 converted: bool, isolation: Isolation) -> Runtime:
+def open_runtime(
+    sha256: str,
+    data: bytes,
+    file_format: str,
+    schema: dict[str, Any],
+    converted: bool,
+    isolation: Isolation,
+) -> Runtime:
     """The runtime for these bytes: in-process only for our own verified graphs."""
     if converted:
         try:
             return InProcessOnnx(sha256, data, schema)
         except ModelFileError as exc:
             log.info("graph %s runs isolated: %s", sha256[:12], exc.message)
-    return IsolatedRuntime(sha256, data, "onnx" if converted else file_format, schema,
-                           trusted_modules=isolation.trusted_modules,
-                           memory_mb=isolation.memory_mb,
-                           processes=isolation.processes)
+    return IsolatedRuntime(
+        sha256,
+        data,
+        "onnx" if converted else file_format,
+        schema,
+        trusted_modules=isolation.trusted_modules,
+        memory_mb=isolation.memory_mb,
+        processes=isolation.processes,
+    )
 
 
 class ModelCache:
     """LRU of loaded runtimes; bytes are read from the database only on a miss."""
 
-    def __init__(self, capacity: int, isolation: Isolation = Isolation(),
-                 max_bytes: int | None = None):
+    def __init__(
+        self,
+        capacity: int,
+        isolation: Isolation = Isolation(),
+        max_bytes: int | None = None,
+    ):
         self.capacity = max(1, capacity)
         self.max_bytes = max_bytes
         self.isolation = isolation
@@ -65,8 +80,14 @@ class ModelCache:
         self._loading: dict[str, threading.Lock] = {}
         self.evictions = 0
 
-    def get(self, sha256: str, schema: dict[str, Any], file_format: str,
-            read_bytes: Callable[[], bytes], converted: bool = False) -> Runtime:
+    def get(
+        self,
+        sha256: str,
+        schema: dict[str, Any],
+        file_format: str,
+        read_bytes: Callable[[], bytes],
+        converted: bool = False,
+    ) -> Runtime:
         """Return the runtime for ``sha256``, loading it once if needed.
 
         ``sha256`` names the bytes ``read_bytes`` returns: the artifact, or the
@@ -82,8 +103,7 @@ class ModelCache:
             with self._lock:
                 model = self._models.get(sha256)
             if model is None:
-                model = self._load(sha256, schema, file_format, read_bytes(),
-                                   converted)
+                model = self._load(sha256, schema, file_format, read_bytes(), converted)
             with self._lock:
                 self._models[sha256] = model
                 self._models.move_to_end(sha256)
@@ -93,32 +113,45 @@ class ModelCache:
 
     def _evict(self) -> None:
         while len(self._models) > 1 and (
-                len(self._models) > self.capacity
-                or (self.max_bytes is not None and self.bytes_used > self.max_bytes)):
+            len(self._models) > self.capacity
+            or (self.max_bytes is not None and self.bytes_used > self.max_bytes)
+        ):
             _, evicted = self._models.popitem(last=False)
             evicted.close()
             self.evictions += 1
         if self.max_bytes is not None and self.bytes_used > self.max_bytes:
-            log.warning("one model (%d bytes) exceeds the model cache budget of %d "
-                        "bytes; it is kept alone", self.bytes_used, self.max_bytes)
+            log.warning(
+                "one model (%d bytes) exceeds the model cache budget of %d "
+                "bytes; it is kept alone",
+                self.bytes_used,
+                self.max_bytes,
+            )
 
-    def _load(self, sha256: str, schema, file_format: str, data: bytes,
-              converted: bool) -> Runtime:
+    def _load(
+        self, sha256: str, schema, file_format: str, data: bytes, converted: bool
+    ) -> Runtime:
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise APIError(503, "artifact_corrupt",
-                           "the stored artifact does not match its sha256; the "
-                           "version cannot be loaded until an admin replaces it")
+            raise APIError(
+                503,
+                "artifact_corrupt",
+                "the stored artifact does not match its sha256; the "
+                "version cannot be loaded until an admin replaces it",
+            )
         started = time.perf_counter()
         try:
-            runtime = open_runtime(sha256, data, file_format, schema, converted,
-                                   self.isolation)
+            runtime = open_runtime(
+                sha256, data, file_format, schema, converted, self.isolation
+            )
         except ModelFileError as exc:
-            raise APIError(503, "artifact_corrupt",
-                           f"the stored model cannot be loaded: {exc.message}"
-                           ) from exc
+            raise APIError(
+                503,
+                "artifact_corrupt",
+                f"the stored model cannot be loaded: {exc.message}",
+            ) from exc
         runtime.load_seconds = time.perf_counter() - started
-        metrics.MODEL_LOAD.labels("onnx" if converted else file_format
-                                  ).observe(runtime.load_seconds)
+        metrics.MODEL_LOAD.labels("onnx" if converted else file_format).observe(
+            runtime.load_seconds
+        )
         return runtime
 
     @property

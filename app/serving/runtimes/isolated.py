@@ -42,8 +42,11 @@ def _environment(memory_mb: int, trusted_modules: tuple[str, ...]) -> dict[str, 
     return {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-        "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1", "JOBLIB_MULTIPROCESSING": "0",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "JOBLIB_MULTIPROCESSING": "0",
         "MODELDOCK_RUNTIME_MEMORY_MB": str(memory_mb),
         "MODELDOCK_RUNTIME_TRUSTED": ",".join(trusted_modules),
     }
@@ -68,42 +71,60 @@ class InferenceProcess:
         self.kill()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "app.serving.runtimes.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self.environment,
-            cwd="/", close_fds=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=self.environment,
+            cwd="/",
+            close_fds=True,
+        )
         try:
             wire.write(self.proc.stdin.fileno(), self.load_frame)
             header, _ = wire.read(self.proc.stdout.fileno(), deadline)
         except (wire.Deadline, wire.Closed, OSError) as exc:
             self.kill()
-            raise ModelFileError(f"the inference process for {self.label} did not "
-                                 "start", code="runtime_failed") from exc
+            raise ModelFileError(
+                f"the inference process for {self.label} did not start",
+                code="runtime_failed",
+            ) from exc
         if not header.get("ok"):
             self.kill()
-            log.error("inference process for %s could not load the model: %s",
-                      self.label, header.get("detail"))
-            raise ModelFileError(f"the inference process could not load {self.label}",
-                                 code="runtime_failed")
+            log.error(
+                "inference process for %s could not load the model: %s",
+                self.label,
+                header.get("detail"),
+            )
+            raise ModelFileError(
+                f"the inference process could not load {self.label}",
+                code="runtime_failed",
+            )
         self.confinement = header.get("confinement", [])
 
     def predict(self, rows: np.ndarray, deadline: float):
         """Send rows, wait for the answer until ``deadline``."""
         try:
-            wire.write(self.proc.stdin.fileno(), wire.encode({"op": "predict"},
-                                                             [rows]))
+            wire.write(self.proc.stdin.fileno(), wire.encode({"op": "predict"}, [rows]))
             header, arrays = wire.read(self.proc.stdout.fileno(), deadline)
         except wire.Deadline:
-            log.warning("inference process %d for %s passed its deadline; killed",
-                        self.proc.pid, self.label)
+            log.warning(
+                "inference process %d for %s passed its deadline; killed",
+                self.proc.pid,
+                self.label,
+            )
             self.kill()
             raise PredictionTimeout() from None
         except (wire.Closed, OSError, ValueError, orjson.JSONDecodeError):
             status = self.kill()
-            log.error("inference process for %s failed (exit status %s)",
-                      self.label, status)
+            log.error(
+                "inference process for %s failed (exit status %s)", self.label, status
+            )
             raise RuntimeFailed() from None
         if not header.get("ok"):
-            log.warning("model %s could not predict %d rows: %s", self.label,
-                        len(rows), header.get("detail"))
+            log.warning(
+                "model %s could not predict %d rows: %s",
+                self.label,
+                len(rows),
+                header.get("detail"),
+            )
             if header.get("error") == "out_of_memory":
                 self.kill()  # a process that ran out of memory starts afresh
             raise PredictionFailed()
@@ -112,8 +133,9 @@ class InferenceProcess:
         else:
             labels = arrays.pop(0)
         probabilities = arrays[0] if header.get("proba") else None
-        if len(labels) != len(rows) or (probabilities is not None
-                                        and len(probabilities) != len(rows)):
+        if len(labels) != len(rows) or (
+            probabilities is not None and len(probabilities) != len(rows)
+        ):
             self.kill()
             raise RuntimeFailed()
         return labels, probabilities
@@ -139,19 +161,32 @@ class IsolatedRuntime(Runtime):
     kind = "isolated"
     batchable = True
 
-    def __init__(self, sha256: str, data: bytes, file_format: str,
-                 schema: dict[str, Any], *, trusted_modules: tuple[str, ...] = (),
-                 memory_mb: int = 2048, processes: int = 1):
+    def __init__(
+        self,
+        sha256: str,
+        data: bytes,
+        file_format: str,
+        schema: dict[str, Any],
+        *,
+        trusted_modules: tuple[str, ...] = (),
+        memory_mb: int = 2048,
+        processes: int = 1,
+    ):
         # The worker keeps the bytes to start a replacement without the database.
         super().__init__(sha256, schema, footprint=2 * len(data))
-        load = wire.encode({"op": "load", "format": file_format, "schema": schema},
-                           [np.frombuffer(data, dtype=np.uint8)])
+        load = wire.encode(
+            {"op": "load", "format": file_format, "schema": schema},
+            [np.frombuffer(data, dtype=np.uint8)],
+        )
         label = f"{schema.get('estimator', 'model')} {sha256[:12]}"
         environment = _environment(memory_mb, tuple(trusted_modules))
-        self._all = [InferenceProcess(load, environment, label)
-                     for _ in range(max(1, processes))]
+        self._all = [
+            InferenceProcess(load, environment, label) for _ in range(max(1, processes))
+        ]
         self._idle: queue.LifoQueue[InferenceProcess] = queue.LifoQueue()
-        self._all[0].start(time.monotonic() + LOAD_TIMEOUT_SECONDS)  # fail here, not later
+        self._all[0].start(
+            time.monotonic() + LOAD_TIMEOUT_SECONDS
+        )  # fail here, not later
         for process in self._all:
             self._idle.put(process)
 
@@ -176,8 +211,12 @@ class IsolatedRuntime(Runtime):
             raise
         finally:
             if failed:  # a replacement starts now, off the request path
-                threading.Thread(target=self._replace, args=(process,),
-                                 name="inference-restart", daemon=True).start()
+                threading.Thread(
+                    target=self._replace,
+                    args=(process,),
+                    name="inference-restart",
+                    daemon=True,
+                ).start()
             else:
                 self._idle.put(process)
 
@@ -185,14 +224,18 @@ class IsolatedRuntime(Runtime):
         try:
             process.start(time.monotonic() + LOAD_TIMEOUT_SECONDS)
         except Exception:
-            log.exception("could not restart the inference process for %s",
-                          process.label)
+            log.exception(
+                "could not restart the inference process for %s", process.label
+            )
         self._idle.put(process)
 
     def describe(self) -> dict[str, Any]:
         confinement = next((p.confinement for p in self._all if p.confinement), [])
-        return {**super().describe(), "processes": len(self._all),
-                "confinement": confinement}
+        return {
+            **super().describe(),
+            "processes": len(self._all),
+            "confinement": confinement,
+        }
 
     def close(self) -> None:
         for process in self._all:

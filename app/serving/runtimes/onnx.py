@@ -21,17 +21,61 @@ from app.serving.runtimes.base import PredictionFailed, PredictionTimeout, Runti
 # and no operator whose output size comes from input *values* (ConstantOfShape,
 # Range, Expand, Tile, Resize, Pad, OneHot, NonZero, TopK, ...): each output here is
 # bounded by the input's own size and the graph's constants.
-INPROCESS_OPERATORS = frozenset({
-    "Abs", "Add", "ArgMax", "ArgMin", "Cast", "Clip", "Concat", "Div", "Equal",
-    "Exp", "Flatten", "Gemm", "Greater", "Identity", "Less", "Log", "MatMul", "Max",
-    "Min", "Mul", "Neg", "Not", "Reciprocal", "ReduceLogSumExp", "ReduceMax",
-    "ReduceSum", "Relu", "Shape", "Sigmoid", "Softmax", "Sqrt", "Squeeze", "Sub",
-    "Sum", "Tanh", "Transpose", "Unsqueeze", "Where",
-    # ai.onnx.ml
-    "ArrayFeatureExtractor", "Binarizer", "Imputer", "LabelEncoder",
-    "LinearClassifier", "LinearRegressor", "Normalizer", "Scaler",
-    "TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble", "ZipMap",
-})
+INPROCESS_OPERATORS = frozenset(
+    {
+        "Abs",
+        "Add",
+        "ArgMax",
+        "ArgMin",
+        "Cast",
+        "Clip",
+        "Concat",
+        "Div",
+        "Equal",
+        "Exp",
+        "Flatten",
+        "Gemm",
+        "Greater",
+        "Identity",
+        "Less",
+        "Log",
+        "MatMul",
+        "Max",
+        "Min",
+        "Mul",
+        "Neg",
+        "Not",
+        "Reciprocal",
+        "ReduceLogSumExp",
+        "ReduceMax",
+        "ReduceSum",
+        "Relu",
+        "Shape",
+        "Sigmoid",
+        "Softmax",
+        "Sqrt",
+        "Squeeze",
+        "Sub",
+        "Sum",
+        "Tanh",
+        "Transpose",
+        "Unsqueeze",
+        "Where",
+        # ai.onnx.ml
+        "ArrayFeatureExtractor",
+        "Binarizer",
+        "Imputer",
+        "LabelEncoder",
+        "LinearClassifier",
+        "LinearRegressor",
+        "Normalizer",
+        "Scaler",
+        "TreeEnsembleClassifier",
+        "TreeEnsembleRegressor",
+        "TreeEnsemble",
+        "ZipMap",
+    }
+)
 # Operators allowed only when their shape input is a constant of the graph.
 SHAPED_BY_CONSTANT = {"Reshape": 1}
 
@@ -39,8 +83,9 @@ SHAPED_BY_CONSTANT = {"Reshape": 1}
 def inprocess_refusal(model) -> str | None:
     """Why ``model`` may not run in a web worker, or None when it may."""
     constants = {t.name for t in model.graph.initializer}
-    constants.update(o for n in model.graph.node if n.op_type == "Constant"
-                     for o in n.output)
+    constants.update(
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output
+    )
     if model.functions:
         return "the graph defines its own functions"
     refused = set()
@@ -52,7 +97,9 @@ def inprocess_refusal(model) -> str | None:
         elif node.op_type not in INPROCESS_OPERATORS:
             refused.add(node.op_type)
     if refused:
-        return f"operators not on the in-process allowlist: {', '.join(sorted(refused))}"
+        return (
+            f"operators not on the in-process allowlist: {', '.join(sorted(refused))}"
+        )
     return None
 
 
@@ -88,8 +135,9 @@ class Watchdog:
         if self._sleeping:
             if self._pid != os.getpid():  # none yet, or this worker was forked
                 self._pid = os.getpid()
-                threading.Thread(target=self._loop, name="onnx-deadlines",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._loop, name="onnx-deadlines", daemon=True
+                ).start()
             self._wake.set()
 
     def done(self) -> None:

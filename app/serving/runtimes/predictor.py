@@ -16,8 +16,11 @@ from app.registry.schema import predict_rows
 
 # Classifiers whose predict() is, in scikit-learn's own code, the class with the
 # highest predict_proba(): for them one predict_proba call gives both answers.
-ARGMAX_CLASSIFIERS = ("RandomForestClassifier", "ExtraTreesClassifier",
-                      "HistGradientBoostingClassifier")
+ARGMAX_CLASSIFIERS = (
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "HistGradientBoostingClassifier",
+)
 
 
 def _final(estimator: Any) -> Any:
@@ -27,28 +30,38 @@ def _final(estimator: Any) -> Any:
 def labels_are_argmax(estimator: Any, schema: dict[str, Any]) -> bool:
     """True when labels can be taken from predict_proba's argmax (one pass)."""
     final = _final(estimator)
-    return bool(schema.get("has_proba")) and \
-        type(final).__module__.startswith("sklearn.ensemble") and \
-        type(final).__name__ in ARGMAX_CLASSIFIERS and \
-        getattr(final, "n_outputs_", 1) == 1 and \
-        isinstance(getattr(final, "classes_", None), np.ndarray)
+    return (
+        bool(schema.get("has_proba"))
+        and type(final).__module__.startswith("sklearn.ensemble")
+        and type(final).__name__ in ARGMAX_CLASSIFIERS
+        and getattr(final, "n_outputs_", 1) == 1
+        and isinstance(getattr(final, "classes_", None), np.ndarray)
+    )
 
 
 class Predictor:
     """A loaded model (estimator or ONNX graph) that answers (labels, proba)."""
 
-    def __init__(self, data: bytes, file_format: str, schema: dict[str, Any],
-                 trusted_modules: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        data: bytes,
+        file_format: str,
+        schema: dict[str, Any],
+        trusted_modules: tuple[str, ...] = (),
+    ):
         self.schema = schema
         self.model = load_bytes(data, file_format, trusted_modules)
-        self._argmax_classes = _final(self.model).classes_ \
-            if file_format != "onnx" and labels_are_argmax(self.model, schema) \
+        self._argmax_classes = (
+            _final(self.model).classes_
+            if file_format != "onnx" and labels_are_argmax(self.model, schema)
             else None
+        )
 
     def predict(self, rows: np.ndarray):
         """Return (labels, probabilities or None) for validated rows."""
         if self._argmax_classes is not None:  # one pass over the trees, not two
             probabilities = self.model.predict_proba(rows)
-            return self._argmax_classes.take(probabilities.argmax(axis=1)), \
-                probabilities
+            return self._argmax_classes.take(
+                probabilities.argmax(axis=1)
+            ), probabilities
         return predict_rows(self.model, self.schema, rows)

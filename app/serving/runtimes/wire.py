@@ -50,7 +50,7 @@ def write(fd: int, frame: bytes) -> None:
     """Write a whole frame (blocking; the reader drains its pipe)."""
     view = memoryview(frame)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def read(fd: int, deadline: float | None = None) -> tuple[dict[str, Any], list]:
@@ -93,8 +93,10 @@ def labels_out(labels: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
     if labels.dtype.hasobject:
         plain = np.asarray(labels.tolist())
         if plain.dtype.hasobject or plain.shape != labels.shape:
-            return {"labels_json": orjson.dumps(labels.tolist(),
-                                                option=orjson.OPT_SERIALIZE_NUMPY
-                                                ).decode()}, []
+            return {
+                "labels_json": orjson.dumps(
+                    labels.tolist(), option=orjson.OPT_SERIALIZE_NUMPY
+                ).decode()
+            }, []
         labels = plain
     return {}, [labels]

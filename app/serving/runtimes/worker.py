@@ -40,16 +40,20 @@ def main() -> int:
     log = logging.getLogger("modeldock.inference")
     try:
         header, arrays = wire.read(proto_in)
-        predictor = Predictor(arrays[0].tobytes(), header["format"], header["schema"],
-                              trusted)
+        predictor = Predictor(
+            arrays[0].tobytes(), header["format"], header["schema"], trusted
+        )
     except wire.Closed:
         return 0
     except Exception as exc:  # the detail is the server's, not the client's
-        wire.write(proto_out, wire.encode({"ok": False, "error": "load_failed",
-                                           "detail": _detail(exc)}))
+        wire.write(
+            proto_out,
+            wire.encode({"ok": False, "error": "load_failed", "detail": _detail(exc)}),
+        )
         return 1
-    wire.write(proto_out, wire.encode({"ok": True, "pid": os.getpid(),
-                                       "confinement": layers}))
+    wire.write(
+        proto_out, wire.encode({"ok": True, "pid": os.getpid(), "confinement": layers})
+    )
     while True:
         try:
             _, (rows,) = wire.read(proto_in)
@@ -60,15 +64,18 @@ def main() -> int:
             head, arrays = wire.labels_out(labels)
             if probabilities is not None:
                 arrays.append(np_float(probabilities))
-            frame = wire.encode({"ok": True, **head,
-                                 "proba": probabilities is not None}, arrays)
+            frame = wire.encode(
+                {"ok": True, **head, "proba": probabilities is not None}, arrays
+            )
         except MemoryError:
             log.error("inference process %d: out of memory", os.getpid())
-            frame = wire.encode({"ok": False, "error": "out_of_memory",
-                                 "detail": "MemoryError"})
+            frame = wire.encode(
+                {"ok": False, "error": "out_of_memory", "detail": "MemoryError"}
+            )
         except Exception as exc:
-            frame = wire.encode({"ok": False, "error": "prediction_failed",
-                                 "detail": _detail(exc)})
+            frame = wire.encode(
+                {"ok": False, "error": "prediction_failed", "detail": _detail(exc)}
+            )
         wire.write(proto_out, frame)
 
 
