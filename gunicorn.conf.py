@@ -72,8 +72,8 @@ threads = int(os.environ.get("MODELDOCK_THREADS", "4"))
 # keep-alive clients stuck to whichever worker won the accept race: at 32
 # connections one worker served them all while the other idled (829 req/s; about
 # 2,500-3,000 with reuse_port, split 51:49). A worker that stops closes its socket
-# at once (app/web/gunicorn_worker.py); set net.ipv4.tcp_migrate_req=1 so that a worker killed
-# with -9 hands the connections queued on its socket to the others.
+# at once (app/web/gunicorn_worker.py); set net.ipv4.tcp_migrate_req=1 so that a
+# worker killed with -9 hands the connections queued on its socket to the others.
 # MODELDOCK_REUSE_PORT=0 goes back to one shared socket (always so for a unix socket,
 # which the kernel does not balance).
 reuse_port = os.environ.get("MODELDOCK_REUSE_PORT", "1") != "0" and not bind.startswith(

@@ -221,7 +221,8 @@ def csrf_token(client, path: str = "/auth/login") -> str:
 
 
 def sign_in(client, username: str, password: str) -> str:
-    """Sign ``client`` in through the login form; return a CSRF token for later posts."""
+    """Sign ``client`` in through the login form; return a CSRF token for later
+    posts."""
     token = csrf_token(client)
     with client.post(
         "/auth/login",

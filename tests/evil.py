@@ -1,4 +1,5 @@
-"""Hand-made hostile model files. Each payload, if ever executed, creates a marker file."""
+"""Hand-made hostile model files. Each payload, if ever executed, creates a marker
+file."""
 
 from __future__ import annotations
 

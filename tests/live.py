@@ -1,4 +1,5 @@
-"""Helpers for tests that run the app under a real server: free ports, databases, gunicorn."""
+"""Helpers for tests that run the app under a real server: free ports, databases,
+gunicorn."""
 
 from __future__ import annotations
 

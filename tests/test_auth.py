@@ -1,4 +1,5 @@
-"""Every route needs credentials unless it is on the public list; scopes are enforced."""
+"""Every route needs credentials unless it is on the public list; scopes are
+enforced."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The protocols page's TensorFlow Serving curl session and tritonclient script, run as written
-against a served demo setup (what `make run` serves), on a free port."""
+"""The protocols page's TensorFlow Serving curl session and tritonclient script, run
+as written against a served demo setup (what `make run` serves), on a free port."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Rate limits in Redis leased to workers in blocks: never over the limit (real Redis)."""
+"""Rate limits in Redis leased to workers in blocks: never over the limit (real
+Redis)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""With REDIS_URL set, rate limits and the cache are shared by every worker (real Redis)."""
+"""With REDIS_URL set, rate limits and the cache are shared by every worker (real
+Redis)."""
 
 from __future__ import annotations
 

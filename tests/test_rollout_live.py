@@ -87,7 +87,8 @@ def _traffic(port: int, clients: list[str], stop: threading.Event, out: list[Ans
 
 
 def _warm_every_worker(port: int) -> None:
-    """Concurrent requests until every worker has imported scikit-learn and loaded v1."""
+    """Concurrent requests until every worker has imported scikit-learn and loaded
+    v1."""
     for _ in range(3):
         answers: list[Answer] = []
         stop = threading.Event()

@@ -1,5 +1,5 @@
-"""Admin pages for rollouts: canary (weight), promote, end canary, shadow and its report;
-the runtime (onnxruntime or scikit-learn) that serves a version and a model's
+"""Admin pages for rollouts: canary (weight), promote, end canary, shadow and its
+report; the runtime (onnxruntime or scikit-learn) that serves a version and a model's
 micro-batching.
 
 Every action calls ``app.rollout``, which records history and the audit event; the

@@ -407,7 +407,8 @@ SCHEMAS: dict[str, dict] = {
         parameters=obj([], binary_data_size={"type": "integer", "minimum": 0}),
         data={
             "type": "array",
-            "description": "Row-major values, flattened or nested; absent with binary_data_size.",
+            "description": "Row-major values, flattened or nested; absent with "
+            "binary_data_size.",
         },
     ),
     "V2RequestedOutput": obj(

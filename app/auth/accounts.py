@@ -2,8 +2,8 @@
 
 Every entry point (admin pages, account pages, ``flask users``/``flask keys``,
 ``flask demo``) changes users and keys through this module only, so every change
-is audited. Credentials themselves are made and checked in ``app.auth.credentials``; this
-module adds what an administrator's action needs on top: the audit event, and
+is audited. Credentials themselves are made and checked in ``app.auth.credentials``;
+this module adds what an administrator's action needs on top: the audit event, and
 moving the change counter so that every worker drops the API keys it has cached.
 """
 

@@ -210,7 +210,8 @@ def create_api_key(
 
 
 def lookup_api_key(plaintext: str) -> Principal | None:
-    """Return the principal a usable key stands for, else None (constant-time compare)."""
+    """Return the principal a usable key stands for, else None (the hash is compared
+    in constant time)."""
     prefix = plaintext[: len(KEY_PREFIX) + 8]
     key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
     if key is None or not hmac.compare_digest(key.key_hash, hash_key(plaintext)):

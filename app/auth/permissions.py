@@ -125,7 +125,8 @@ def require_scope(scope: str):
 
 
 def require_admin_user() -> None:
-    """``before_request`` for admin pages: signed in (else login) and admin (else 403)."""
+    """``before_request`` for admin pages: signed in (else the login page) and admin
+    (else 403)."""
     if not current_user.is_authenticated:
         return current_app.login_manager.unauthorized()
     if current_user.role != "admin":

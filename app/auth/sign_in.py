@@ -1,6 +1,7 @@
 """Sign in and out. Failed attempts (only those) are rate limited per address, and
-counted per account in the database (app/auth/credentials.py: sign_in), which makes the account
-wait after several in a row, except for browsers that signed in to it before."""
+counted per account in the database (app/auth/credentials.py: sign_in), which makes
+the account wait after several in a row, except for browsers that signed in to it
+before."""
 
 from urllib.parse import urlsplit
 

@@ -23,6 +23,7 @@ class MissTolerantJSONSerializer(JSONSerializer):
 
 
 class JSONRedisCache(RedisCache):
-    """``CACHE_TYPE = "app.extensions.jsoncache.JSONRedisCache"`` (set by config.finalize)."""
+    """The cache backend config.finalize names with Redis:
+    ``CACHE_TYPE = "app.extensions.jsoncache.JSONRedisCache"``."""
 
     serializer = MissTolerantJSONSerializer()

@@ -51,7 +51,8 @@ def block_size(limit: int | None) -> int:
 
 
 def limit_of(key: str) -> int | None:
-    """The limit's amount, read from a ``limits`` key (``…/<amount>/<multiples>/<unit>``)."""
+    """The limit's amount, read from a ``limits`` key
+    (``…/<amount>/<multiples>/<unit>``)."""
     parts = key.rsplit("/", 3)
     try:
         return int(parts[1]) if len(parts) == 4 else None

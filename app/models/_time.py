@@ -12,7 +12,8 @@ def utcnow() -> datetime:
 
 
 class UTCDateTime(TypeDecorator):
-    """A DateTime that stores UTC and always returns aware datetimes (SQLite drops tzinfo)."""
+    """A DateTime that stores UTC and always returns aware datetimes (SQLite drops
+    tzinfo)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True

@@ -85,7 +85,8 @@ class ApiKey(db.Model):
         return frozenset(self.scopes.split())
 
     def is_usable(self, now: datetime) -> bool:
-        """True when the key is neither revoked, expired, nor owned by a disabled user."""
+        """True when the key is neither revoked, expired, nor owned by a disabled
+        user."""
         if self.revoked_at is not None or not self.user.enabled:
             return False
         return self.expires_at is None or self.expires_at > now

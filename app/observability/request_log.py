@@ -3,9 +3,10 @@
 A blueprint logs its predictions with
 ``bp.after_request(record_response("<protocol>"))``; views leave what to log in
 ``g``: ``log_model``, ``log_version``, ``log_schema`` and ``log_rows`` (set by
-``predict.resolve`` and ``run``) and ``log_payload`` (the parsed body). The same hook counts the request
-in the Prometheus metrics, with or without logging. Every row, whatever wrote it
-(the hook, a CSV job), is built by ``log_row``, so one batch always has one shape.
+``predict.resolve`` and ``run``) and ``log_payload`` (the parsed body). The same hook
+counts the request in the Prometheus metrics, with or without logging. Every row,
+whatever wrote it (the hook, a CSV job), is built by ``log_row``, so one batch always
+has one shape.
 
 What can be lost: a batch the database refuses is retried row by row and only the
 rows it still refuses are set aside (logged, counted in

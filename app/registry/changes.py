@@ -1,4 +1,5 @@
-"""The change counter: every worker reloads cached registry and key state when it moves."""
+"""The change counter: every worker reloads cached registry and key state when it
+moves."""
 
 from __future__ import annotations
 

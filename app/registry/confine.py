@@ -13,9 +13,9 @@ Layers, each applied where the machine allows it (``confine`` returns the list):
   binds root too);
 - ``no_new_privs``, then Landlock (Linux ≥ 5.13): read-only access to the Python
   installation, the system libraries, the ``app`` package and its own ``/proc``
-  entry, nothing else: no write anywhere, no instance folder, no other process; with ABI ≥ 4 no TCP bind or
-  connect; with ABI ≥ 6 no signals to processes outside it and no abstract
-  UNIX sockets.
+  entry, nothing else: no write anywhere, no instance folder, no other process; with
+  ABI ≥ 4 no TCP bind or connect; with ABI ≥ 6 no signals to processes outside it
+  and no abstract UNIX sockets.
 """
 
 from __future__ import annotations

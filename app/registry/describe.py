@@ -49,7 +49,8 @@ def version_dict(version: ModelVersion, aliases: dict | None = None) -> dict[str
 
 
 def runtime_dict(version: ModelVersion) -> dict[str, Any]:
-    """How a version is served: the runtime in use, the admin setting, the ONNX verdict."""
+    """How a version is served: the runtime in use, the admin setting, the ONNX
+    verdict."""
     return {
         "runtime": effective_runtime(version),
         "runtime_setting": version.runtime,

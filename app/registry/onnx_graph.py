@@ -1,4 +1,5 @@
-"""ONNX graphs read from bytes only: checked, then opened by onnxruntime with one thread.
+"""ONNX graphs read from bytes only: checked, then opened by onnxruntime with one
+thread.
 
 ``OnnxModel`` is used in the validation sandbox, in inference processes and, behind
 ``app.serving.runtimes.onnx.InProcessOnnx``, in the web worker. A graph is refused

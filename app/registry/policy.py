@@ -1,4 +1,5 @@
-"""Which Python objects a model file may reference: judged by what a name resolves to."""
+"""Which Python objects a model file may reference: judged by what a name resolves
+to."""
 
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ def derive_schema(estimator: Any) -> dict[str, Any]:
     n_features = getattr(estimator, "n_features_in_", None)
     if n_features is None:
         raise ModelFileError(
-            "the estimator is not fitted (it has no n_features_in_); fit it before saving"
+            "the estimator is not fitted (it has no n_features_in_); fit it before "
+            "saving"
         )
     names = getattr(estimator, "feature_names_in_", None)
     feature_names = (

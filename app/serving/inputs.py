@@ -1,4 +1,5 @@
-"""Request bodies → a float matrix ordered like the model's features, or a clear error."""
+"""Request bodies → a float matrix ordered like the model's features, or a clear
+error."""
 
 from __future__ import annotations
 

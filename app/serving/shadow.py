@@ -1,4 +1,5 @@
-"""Shadow traffic: a copy of stable requests answered by the shadow version, off the path.
+"""Shadow traffic: a copy of stable requests answered by the shadow version, off the
+request path.
 
 The request only enqueues (rows, stable answer); a daemon thread per worker predicts
 with the shadow version and stores both answers in batches. A full queue drops the

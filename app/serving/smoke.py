@@ -12,7 +12,8 @@ from app.web.errors import APIError
 
 
 def smoke_test(version: ModelVersion) -> None:
-    """Raise 409 ``smoke_test_failed`` unless the version loads and reproduces its sample."""
+    """Raise 409 ``smoke_test_failed`` unless the version loads and reproduces its
+    sample."""
     label = f"version {version.number}"
     state = serving_state()
     try:

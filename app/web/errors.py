@@ -152,7 +152,8 @@ def register_errorhandlers(app: Flask) -> None:
 
 
 def plain_error(message: str, status: int, headers=None):
-    """The protocols' error body, ``{"error": message}``, keeping headers like Retry-After."""
+    """The protocols' error body, ``{"error": message}``, keeping headers such as
+    Retry-After."""
     response = jsonify({"error": message})
     response.status_code = status
     for name, value in headers or ():

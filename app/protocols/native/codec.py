@@ -14,7 +14,8 @@ from app.web.errors import APIError
 
 
 def native_matrix(body: Any, schema: dict, max_rows: int) -> np.ndarray:
-    """The native API body: exactly one of ``instances`` (rows) or ``inputs`` (columns)."""
+    """The native API body: exactly one of ``instances`` (rows) or ``inputs``
+    (columns)."""
     if not isinstance(body, dict):
         raise APIError(400, "invalid_body", "the body must be a JSON object", "body")
     has_instances, has_inputs = "instances" in body, "inputs" in body

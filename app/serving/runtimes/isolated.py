@@ -1,8 +1,8 @@
 """Models run in confined inference processes, supervised by the web worker.
 
 Each loaded version gets its own small pool of processes (``python -m
-app.serving.runtimes.worker``), started from a clean interpreter with an environment that
-holds no secrets, confined before they read the model (``confine``). Rows go in
+app.serving.runtimes.worker``), started from a clean interpreter with an environment
+that holds no secrets, confined before they read the model (``confine``). Rows go in
 and answers come out as raw array buffers (``wire``). Every call has a deadline:
 a process that overruns it, dies or answers nonsense is killed, only that request
 fails (504 ``prediction_timeout`` / 502 ``runtime_failed``), and a fresh process
