@@ -158,7 +158,10 @@ def test_steady_state_prediction_runs_no_sql(app, client, keys, iris):
     statements: list[str] = []
     with app.app_context():
         engine = db.engine
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
+
+    def listener(*args):
+        statements.append(args[2])
+
     event.listen(engine, "before_cursor_execute", listener)
     try:
         for _ in range(5):
