@@ -1,11 +1,9 @@
 """Load from wrk (Debian package): a Lua script per body, one bounded run per cell.
 
-Every request is sent with ``Connection: close``, as nginx sends them to gunicorn in
-the production stack (``nginx/``: no upstream keep-alive). With keep-alive, a gunicorn
-worker serves every request of the connections it happened to accept: when wrk's 8
-connections land 7 to 1 on two workers, one core idles, and the same cell measured
-3,500 or 10,000 requests/s from one run to the next (constant app, six 2 s runs);
-with a connection per request, as in production, the six runs stayed within ±8 %.
+By default every request is sent with ``Connection: close`` (a connection per
+request, as nginx sends them to gunicorn without upstream keep-alive);
+``keepalive=True`` keeps each connection open, as ``requests.Session``, browsers and
+most HTTP clients do. benchmarks/targets.py measures both.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from pathlib import Path
 
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Connection"] = "close"
 {headers}
 wrk.body = [==[{body}]==]
 
@@ -86,8 +83,10 @@ class Wrk:
         return self._scripts[key]
 
     def run(self, url: str, body: bytes, headers: dict[str, str], connections: int,
-            seconds: int, warmup: int = 1) -> Run:
+            seconds: int, warmup: int = 1, keepalive: bool = False) -> Run:
         """Warm up briefly, then measure ``seconds`` at ``connections``."""
+        if not keepalive:
+            headers = {**headers, "Connection": "close"}
         script = self.script(body, headers)
         if warmup > 0:
             self._wrk(url, script, connections, warmup)

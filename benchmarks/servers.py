@@ -99,9 +99,11 @@ class Server:
 
 
 def start(name: str, app: str, env: dict[str, str], log_dir: Path,
-          pythonpath: str | None = None) -> Server:
-    """Start ``gunicorn app`` on a free port (does not wait for it)."""
-    settings, _ = worker_settings(log_dir, modeldock=app.startswith("wsgi:"))
+          pythonpath: str | None = None, settings: list[str] | None = None) -> Server:
+    """Start ``gunicorn app`` on a free port (does not wait for it); ``settings``
+    replaces the shared worker settings (the tutorial app's own 2 sync workers)."""
+    if settings is None:
+        settings, _ = worker_settings(log_dir, modeldock=app.startswith("wsgi:"))
     port = free_port()
     command = [str(BIN / "gunicorn"), *settings, "--bind", f"127.0.0.1:{port}",
                "--no-control-socket"]
