@@ -99,9 +99,11 @@ class Server:
 
 
 def start(name: str, app: str, env: dict[str, str], log_dir: Path,
-          pythonpath: str | None = None, settings: list[str] | None = None) -> Server:
+          pythonpath: str | None = None, settings: list[str] | None = None,
+          cwd: Path = ROOT) -> Server:
     """Start ``gunicorn app`` on a free port (does not wait for it); ``settings``
-    replaces the shared worker settings (the tutorial app's own 2 sync workers)."""
+    replaces the shared worker settings (the tutorial app's own 2 sync workers);
+    ``cwd`` is the checkout whose ``app`` gunicorn imports (an earlier commit's)."""
     if settings is None:
         settings, _ = worker_settings(log_dir, modeldock=app.startswith("wsgi:"))
     port = free_port()
@@ -111,7 +113,7 @@ def start(name: str, app: str, env: dict[str, str], log_dir: Path,
         command += ["--pythonpath", pythonpath]
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([*command, app], cwd=ROOT,
+        process = subprocess.Popen([*command, app], cwd=cwd,
                                    env={**os.environ, **env}, stdout=log,
                                    stderr=subprocess.STDOUT)
     return Server(name, port, process, log_path, env)
