@@ -40,7 +40,7 @@ lint: install-test
 docs: install-test
 	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8001
 
-## bench: the serving benchmark (ModelDock vs tutorial app, framework-free app, HTTP ceiling),
+## bench: issue 18's targets as pass/fail (benchmarks/targets.py), the serving benchmark
 ## then the CPU cost of each part of the request path and the cost of isolation per call
 bench: install-test services
 	$(PY) -m pip install --quiet -e '.[test,bench]'
@@ -48,7 +48,7 @@ bench: install-test services
 	$(PY) benchmarks/serving.py
 	$(PY) benchmarks/request_path.py
 	$(PY) benchmarks/isolation.py
-	$(PY) benchmarks/balance.py
+	$(PY) benchmarks/targets.py
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

@@ -60,19 +60,25 @@ def main() -> int:
                 batch = np.ascontiguousarray(X[:rows])
                 base = per_call_us(local.predict, batch)
                 far = per_call_us(
-                    lambda r: isolated.predict(r, time.monotonic() + 10), batch)
+                    lambda r, run=isolated: run.predict(r, time.monotonic() + 10), batch
+                )
                 bare = per_call_us(onnx.predict, batch)
                 timed = per_call_us(
-                    lambda r: onnx.predict(r, time.monotonic() + 10), batch)
+                    lambda r, run=onnx: run.predict(r, time.monotonic() + 10), batch
+                )
                 table.append((name, rows, base, far, bare, timed))
         finally:
             isolated.close()
-    print("model     rows  sklearn in-process  sklearn isolated  boundary  ratio"
-          "   onnx  onnx+deadline  ratio")
+    print(
+        "model     rows  sklearn in-process  sklearn isolated  boundary  ratio"
+        "   onnx  onnx+deadline  ratio"
+    )
     for name, rows, base, far, bare, timed in table:
-        print(f"{name:9} {rows:>4}  {base:15.1f} us  {far:13.1f} us  "
-              f"{far - base:+6.1f} us  {far / base:5.2f}  {bare:5.1f}  "
-              f"{timed:10.1f} us  {timed / bare:5.2f}")
+        print(
+            f"{name:9} {rows:>4}  {base:15.1f} us  {far:13.1f} us  "
+            f"{far - base:+6.1f} us  {far / base:5.2f}  {bare:5.1f}  "
+            f"{timed:10.1f} us  {timed / bare:5.2f}"
+        )
     return 0
 
 

@@ -1,11 +1,9 @@
 """Load from wrk (Debian package): a Lua script per body, one bounded run per cell.
 
-Every request is sent with ``Connection: close``, as nginx sends them to gunicorn in
-the production stack (``nginx/``: no upstream keep-alive). With keep-alive, a gunicorn
-worker serves every request of the connections it happened to accept: when wrk's 8
-connections land 7 to 1 on two workers, one core idles, and the same cell measured
-3,500 or 10,000 requests/s from one run to the next (constant app, six 2 s runs);
-with a connection per request, as in production, the six runs stayed within ±8 %.
+By default every request is sent with ``Connection: close`` (a connection per
+request, as nginx sends them to gunicorn without upstream keep-alive);
+``keepalive=True`` keeps each connection open, as ``requests.Session``, browsers and
+most HTTP clients do. benchmarks/targets.py measures both.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from pathlib import Path
 
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Connection"] = "close"
 {headers}
 wrk.body = [==[{body}]==]
 
@@ -38,8 +35,11 @@ def ensure_wrk() -> str:
     path = shutil.which("wrk")
     if path:
         return path
-    subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "wrk"],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "--no-install-recommends", "wrk"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     path = shutil.which("wrk")
     if not path:
         raise RuntimeError("wrk is not installed and apt-get could not install it")
@@ -85,9 +85,19 @@ class Wrk:
             self._scripts[key] = path
         return self._scripts[key]
 
-    def run(self, url: str, body: bytes, headers: dict[str, str], connections: int,
-            seconds: int, warmup: int = 1) -> Run:
+    def run(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        connections: int,
+        seconds: int,
+        warmup: int = 1,
+        keepalive: bool = False,
+    ) -> Run:
         """Warm up briefly, then measure ``seconds`` at ``connections``."""
+        if not keepalive:
+            headers = {**headers, "Connection": "close"}
         script = self.script(body, headers)
         if warmup > 0:
             self._wrk(url, script, connections, warmup)
@@ -95,16 +105,33 @@ class Wrk:
         return Run(*self._wrk(url, script, connections, seconds), load_before=load)
 
     def _wrk(self, url: str, script: Path, connections: int, seconds: float):
-        command = [self.binary, "-t1", f"-c{connections}", f"-d{int(seconds)}s",
-                   "--timeout", "5s", "-s", str(script), url]
-        output = subprocess.run(command, capture_output=True, text=True,
-                                timeout=seconds + 30, check=True).stdout
+        command = [
+            self.binary,
+            "-t1",
+            f"-c{connections}",
+            f"-d{int(seconds)}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url,
+        ]
+        output = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds + 30, check=True
+        ).stdout
         match = RESULT.search(output)
         if match is None:
             raise RuntimeError(f"wrk printed no result:\n{output}")
         requests, micros, errors, status, p50, p99, mean = match.groups()
-        return (int(requests), int(micros) / 1e6, int(errors), int(status),
-                int(p50) / 1000, int(p99) / 1000, float(mean) / 1000)
+        return (
+            int(requests),
+            int(micros) / 1e6,
+            int(errors),
+            int(status),
+            int(p50) / 1000,
+            int(p99) / 1000,
+            float(mean) / 1000,
+        )
 
     def close(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)

@@ -12,21 +12,34 @@ from pathlib import Path
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^:]*):\d+\)$")
 # The innermost frame that matches one of these names the part a sample belongs to.
 PARTS = (
-    ("background threads (routing refresh, request-log writer)",
-     ("/app/serving/routing.py:_watch", "/app/request_log.py:_run")),
-    ("rate limiter (flask-limiter, limits, redis client)",
-     ("/flask_limiter/", "/limits/", "/redis/", "/app/ratelimit.py")),
+    (
+        "background threads (routing refresh, request-log writer)",
+        ("/app/serving/routing.py:_watch", "/app/request_log.py:_run"),
+    ),
+    (
+        "rate limiter (flask-limiter, limits, redis client)",
+        ("/flask_limiter/", "/limits/", "/redis/", "/app/ratelimit.py"),
+    ),
     ("onnxruntime", ("/onnxruntime/",)),
     ("scikit-learn", ("/sklearn/", "/joblib/", "/scipy/")),
     ("request log (queue put)", ("/app/request_log.py",)),
     ("auth: API key lookup, request id", ("/app/permissions.py", "/app/accounts.py")),
     ("input parsing and validation (orjson, numpy)", ("/app/serving/inputs.py",)),
     ("response encoding (orjson)", ("/app/serving/output.py",)),
-    ("routing, prediction, view", ("/app/predict/", "/app/serving/", "/app/rollout.py",
-                                  "/app/registry/")),
-    ("other Flask extensions (CORS, CSRF, login, SQLAlchemy teardown)",
-     ("/flask_cors/", "/flask_wtf/", "/flask_login/", "/flask_sqlalchemy/",
-      "/sqlalchemy/")),
+    (
+        "routing, prediction, view",
+        ("/app/predict/", "/app/serving/", "/app/rollout.py", "/app/registry/"),
+    ),
+    (
+        "other Flask extensions (CORS, CSRF, login, SQLAlchemy teardown)",
+        (
+            "/flask_cors/",
+            "/flask_wtf/",
+            "/flask_login/",
+            "/flask_sqlalchemy/",
+            "/sqlalchemy/",
+        ),
+    ),
     ("Flask and Werkzeug", ("/flask/", "/werkzeug/")),
     ("gunicorn: HTTP parsing, sockets, keep-alive", ("/gunicorn/",)),
 )
@@ -36,8 +49,11 @@ WRAPPERS = ("/app/permissions.py:wrapped",)  # the decorator around a whole view
 def part_of(stack: str) -> str:
     """The part a sample belongs to: its innermost frame that names one."""
     frames = [FRAME.match(frame.strip()) for frame in stack.split(";")]
-    names = ["/" + m["file"].lstrip("/") + ":" + m["func"].rsplit(".", 1)[-1]
-             for m in frames if m]
+    names = [
+        "/" + m["file"].lstrip("/") + ":" + m["func"].rsplit(".", 1)[-1]
+        for m in frames
+        if m
+    ]
     for name in reversed(names):
         if any(name.endswith(w) for w in WRAPPERS):
             continue
@@ -63,12 +79,29 @@ def record(pids: list[int], seconds: int, folder: Path) -> list[subprocess.Popen
     binary = py_spy()
     if binary is None:
         return []
-    return [subprocess.Popen([binary, "record", "--format", "raw", "--nonblocking",
-                              "--gil",
-                              "--rate", "200", "-d", str(seconds), "-p", str(pid),
-                              "-o", str(folder / f"spy-{pid}.txt")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for pid in pids]
+    return [
+        subprocess.Popen(
+            [
+                binary,
+                "record",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--gil",
+                "--rate",
+                "200",
+                "-d",
+                str(seconds),
+                "-p",
+                str(pid),
+                "-o",
+                str(folder / f"spy-{pid}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
 
 
 def summarize(folder: Path) -> list[tuple[str, float]]:

@@ -28,27 +28,42 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="md-metrics-"))
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="md-metrics-")
+)
 
 VARIANTS = {
     "ModelDock, everything on": {},
     "  request logging off": {"MODELDOCK_REQUEST_LOG_ENABLED": False},
     "  rate limiter off": {"RATELIMIT_ENABLED": False},
     "  rate limits in worker memory (no Redis)": {"REDIS_URL": None},
-    "  logging and limiter off": {"MODELDOCK_REQUEST_LOG_ENABLED": False,
-                                  "RATELIMIT_ENABLED": False},
+    "  logging and limiter off": {
+        "MODELDOCK_REQUEST_LOG_ENABLED": False,
+        "RATELIMIT_ENABLED": False,
+    },
 }
 PATH = "/api/v1/models/logistic/predict"
 
 
 def environ(path: str, body: bytes, headers: dict[str, str]) -> dict:
-    env = {"REQUEST_METHOD": "POST", "PATH_INFO": path, "SERVER_NAME": "127.0.0.1",
-           "SERVER_PORT": "8000", "HTTP_HOST": "127.0.0.1:8000",
-           "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
-           "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/json",
-           "REMOTE_ADDR": "127.0.0.1", "wsgi.errors": sys.stderr,
-           "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.version": (1, 0),
-           "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False}
+    env = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": "application/json",
+        "REMOTE_ADDR": "127.0.0.1",
+        "wsgi.errors": sys.stderr,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+    }
     env.update({"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()})
     return env
 
@@ -86,10 +101,15 @@ def build(url: str, overrides: dict, model: bytes, sample: list):
     from app.extensions import db
     from app.rollout import versions as service
 
-    config = {"DATABASE_URL": url, "SECRET_KEY": "bench", "LOG_LEVEL": "WARNING",
-              "MODELDOCK_ENV": "production", "MODELDOCK_PREDICTION_CACHE_SECONDS": 0,
-              "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-              "MODELDOCK_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}:"}
+    config = {
+        "DATABASE_URL": url,
+        "SECRET_KEY": "bench",
+        "LOG_LEVEL": "WARNING",
+        "MODELDOCK_ENV": "production",
+        "MODELDOCK_PREDICTION_CACHE_SECONDS": 0,
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "MODELDOCK_REDIS_PREFIX": f"bench-{secrets.token_hex(4)}:",
+    }
     config.update(overrides)
     if config["REDIS_URL"] is None:
         del config["REDIS_URL"]
@@ -99,12 +119,15 @@ def build(url: str, overrides: dict, model: bytes, sample: list):
 
         if "models" not in inspect(db.engine).get_table_names():  # the first variant
             upgrade()
-            service.upload_version("logistic", "logistic.joblib", model,
-                                   sample_rows=sample)
-        admin = create_user(f"bench-{secrets.token_hex(4)}", secrets.token_hex(8),
-                            "admin")
-        _, key = create_api_key(admin, "bench", ["predict"],
-                                rate_limit="100000000 per minute")
+            service.upload_version(
+                "logistic", "logistic.joblib", model, sample_rows=sample
+            )
+        admin = create_user(
+            f"bench-{secrets.token_hex(4)}", secrets.token_hex(8), "admin"
+        )
+        _, key = create_api_key(
+            admin, "bench", ["predict"], rate_limit="100000000 per minute"
+        )
         db.session.commit()
     return app, key
 
@@ -122,19 +145,26 @@ def measure(variant: str, url: str, requests: int, rounds: int) -> dict[str, flo
     logging.disable(logging.INFO)
     X, y = load_breast_cancer(return_X_y=True)
     buffer = io.BytesIO()
-    joblib.dump(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-                .fit(X, y), buffer)
-    bodies = {"1 row": json.dumps({"instances": X[7:8].tolist()}).encode(),
-              "100 rows": json.dumps({"instances": X[200:300].tolist()}).encode()}
+    joblib.dump(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y),
+        buffer,
+    )
+    bodies = {
+        "1 row": json.dumps({"instances": X[7:8].tolist()}).encode(),
+        "100 rows": json.dumps({"instances": X[200:300].tolist()}).encode(),
+    }
     if variant == FLOOR:
         from benchmarks.baselines.flask_constant import app
 
-        calls = {label: caller(app, "/predict", body, {})
-                 for label, body in bodies.items()}
+        calls = {
+            label: caller(app, "/predict", body, {}) for label, body in bodies.items()
+        }
     else:
         app, key = build(url, VARIANTS[variant], buffer.getvalue(), X[::15].tolist())
-        calls = {label: caller(app, PATH, body, {"X-API-Key": key})
-                 for label, body in bodies.items()}
+        calls = {
+            label: caller(app, PATH, body, {"X-API-Key": key})
+            for label, body in bodies.items()
+        }
     for call in calls.values():
         for _ in range(300):
             call()
@@ -158,26 +188,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.variant:
-        print(json.dumps(measure(args.variant, args.database, args.requests,
-                                 args.rounds)))
+        print(
+            json.dumps(measure(args.variant, args.database, args.requests, args.rounds))
+        )
         return 0
 
     import subprocess
 
     from tests.live import postgres_database
 
-    print(f"machine: {os.cpu_count()} cores; load average "
-          f"{Path('/proc/loadavg').read_text().split()[0]}; {args.rounds} rounds of "
-          f"{args.requests} requests per variant and body, median")
+    print(
+        f"machine: {os.cpu_count()} cores; load average "
+        f"{Path('/proc/loadavg').read_text().split()[0]}; {args.rounds} rounds of "
+        f"{args.requests} requests per variant and body, median"
+    )
     results = {}
     with postgres_database() as url:
         # One process per variant: flask-limiter's extension is shared by every app
         # in a process, so variants of it cannot live side by side.
         for variant in [*VARIANTS, FLOOR]:
             output = subprocess.run(
-                [sys.executable, __file__, "--variant", variant, "--database", url,
-                 "--requests", str(args.requests), "--rounds", str(args.rounds)],
-                capture_output=True, text=True, check=True).stdout
+                [
+                    sys.executable,
+                    __file__,
+                    "--variant",
+                    variant,
+                    "--database",
+                    url,
+                    "--requests",
+                    str(args.requests),
+                    "--rounds",
+                    str(args.rounds),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
             results[variant] = json.loads(output.strip().splitlines()[-1])
     full = results["ModelDock, everything on"]
     print("\n| body | variant | CPU µs per request | vs everything on |")

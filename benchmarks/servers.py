@@ -21,8 +21,20 @@ BIN = Path(sys.executable).parent
 CONF = ROOT / "gunicorn.conf.py"
 # Two workers for two cores; threads so that keep-alive connections are served
 # (the sync worker closes every connection) and micro-batching has company.
-DEFAULT_SETTINGS = ["--workers", "2", "--worker-class", "gthread", "--threads", "4",
-                    "--keep-alive", "5", "--timeout", "60", "--graceful-timeout", "5"]
+DEFAULT_SETTINGS = [
+    "--workers",
+    "2",
+    "--worker-class",
+    "gthread",
+    "--threads",
+    "4",
+    "--keep-alive",
+    "5",
+    "--timeout",
+    "60",
+    "--graceful-timeout",
+    "5",
+]
 
 
 BASELINE_HOOKS = """
@@ -34,8 +46,9 @@ def post_worker_init(worker):
 """
 
 
-def worker_settings(folder: Path | None = None,
-                    modeldock: bool = True) -> tuple[list[str], str]:
+def worker_settings(
+    folder: Path | None = None, modeldock: bool = True
+) -> tuple[list[str], str]:
     """(gunicorn arguments, description) shared by every app in the benchmark.
 
     With the repository's ``gunicorn.conf.py``, a baseline gets the same file with
@@ -84,8 +97,13 @@ class Server:
                         fields[key] = int(value.split()[0]) / 1024
             except OSError:
                 continue
-            out.append({"pid": pid, "rss_mb": round(fields.get("VmRSS", 0), 1),
-                        "peak_mb": round(fields.get("VmHWM", 0), 1)})
+            out.append(
+                {
+                    "pid": pid,
+                    "rss_mb": round(fields.get("VmRSS", 0), 1),
+                    "peak_mb": round(fields.get("VmHWM", 0), 1),
+                }
+            )
         return out
 
     def stop(self) -> None:
@@ -98,20 +116,39 @@ class Server:
                 self.process.wait()
 
 
-def start(name: str, app: str, env: dict[str, str], log_dir: Path,
-          pythonpath: str | None = None) -> Server:
-    """Start ``gunicorn app`` on a free port (does not wait for it)."""
-    settings, _ = worker_settings(log_dir, modeldock=app.startswith("wsgi:"))
+def start(
+    name: str,
+    app: str,
+    env: dict[str, str],
+    log_dir: Path,
+    pythonpath: str | None = None,
+    settings: list[str] | None = None,
+    cwd: Path = ROOT,
+) -> Server:
+    """Start ``gunicorn app`` on a free port (does not wait for it); ``settings``
+    replaces the shared worker settings (the tutorial app's own 2 sync workers);
+    ``cwd`` is the checkout whose ``app`` gunicorn imports (an earlier commit's)."""
+    if settings is None:
+        settings, _ = worker_settings(log_dir, modeldock=app.startswith("wsgi:"))
     port = free_port()
-    command = [str(BIN / "gunicorn"), *settings, "--bind", f"127.0.0.1:{port}",
-               "--no-control-socket"]
+    command = [
+        str(BIN / "gunicorn"),
+        *settings,
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--no-control-socket",
+    ]
     if pythonpath:
         command += ["--pythonpath", pythonpath]
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([*command, app], cwd=ROOT,
-                                   env={**os.environ, **env}, stdout=log,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*command, app],
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return Server(name, port, process, log_path, env)
 
 

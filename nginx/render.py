@@ -88,6 +88,29 @@ def site_values(args: argparse.Namespace) -> dict[str, str]:
         "HSTS": HSTS,
         "OWN_HEADERS": own_headers(),
         "TLS_PROFILE": (HERE / "tls-profile.conf").read_text().rstrip("\n"),
+        **upstream_keepalive(args.upstream_keepalive),
+    }
+
+
+def upstream_keepalive(connections: int) -> dict[str, str]:
+    """The upstream block's connection reuse (docs/production.md says which to pick).
+
+    0, the default: a connection per request. nginx does not retry a POST that it
+    sent on a reused connection which gunicorn closed meanwhile (a HUP reload, a
+    worker restart), so keep-alive to the upstream turns every reload into a few
+    502s; benchmarks/targets.py measures what it would buy.
+    """
+    if connections <= 0:
+        return {
+            "UPSTREAM_KEEPALIVE": "    # A connection per request (render.py "
+            "--upstream-keepalive N to reuse them).",
+            "UPSTREAM_HTTP11": "",
+        }
+    return {
+        "UPSTREAM_KEEPALIVE": f"    keepalive {connections};\n"
+        "    keepalive_timeout 4s;  # below gunicorn's 5 s",
+        "UPSTREAM_HTTP11": "        proxy_http_version 1.1;\n"
+        '        proxy_set_header Connection "";',
     }
 
 
@@ -110,6 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen", default="*", help="address to listen on")
     parser.add_argument("--http-port", type=int, default=80)
     parser.add_argument("--https-port", type=int, default=443)
+    parser.add_argument(
+        "--upstream-keepalive",
+        type=int,
+        default=0,
+        metavar="N",
+        help="idle connections to gunicorn kept per nginx worker "
+        "(default 0: a connection per request)",
+    )
     parser.add_argument(
         "--max-upload-mb",
         type=int,

@@ -42,7 +42,8 @@ def cert(tmp_path_factory):
     return folder / "modeldock.example.com.crt", folder / "modeldock.example.com.key"
 
 
-def test_site_config_passes_nginx_t_with_debians_nginx_conf(tmp_path, cert):
+@pytest.mark.parametrize("keepalive", [0, 16])
+def test_site_config_passes_nginx_t_with_debians_nginx_conf(tmp_path, cert, keepalive):
     assert Path(NGINX).exists(), "nginx is installed by `make test`"
     etc = tmp_path / "etc-nginx"
     shutil.copytree("/etc/nginx", etc, symlinks=True)
@@ -56,12 +57,18 @@ def test_site_config_passes_nginx_t_with_debians_nginx_conf(tmp_path, cert):
         str(cert[0]),
         "--key",
         str(cert[1]),
+        "--upstream-keepalive",
+        str(keepalive),
         "--out",
         str(etc / "sites-enabled" / "modeldock"),
     )
     assert result.returncode == 0, result.stderr
     site = (etc / "sites-enabled" / "modeldock").read_text()
     assert "{{" not in site and "listen *:443 ssl" in site
+    # Upstream keep-alive only when asked for (docs/production.md): it needs HTTP/1.1
+    # and an emptied Connection header to gunicorn.
+    assert ("keepalive 16;" in site) == bool(keepalive)
+    assert ("proxy_http_version 1.1;" in site) == bool(keepalive)
     assert "client_max_body_size 64m;" in site  # MODELDOCK_MAX_UPLOAD_MB default
     check = subprocess.run(
         [NGINX, "-t", "-c", str(conf)], capture_output=True, text=True, timeout=60

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Any
 
@@ -11,6 +12,7 @@ REDACTED = "[redacted]"
 PAYLOAD_LIMIT = 64 * 1024  # JSON bytes kept per request; larger ones are summarised
 
 
+@functools.lru_cache(maxsize=4096)  # clients repeat: parsing was half a log flush
 def truncate_ip(address: str | None) -> str | None:
     """Keep the network, drop the host: IPv4 to /24, IPv6 to /48."""
     if not address:

@@ -23,8 +23,9 @@ def _onnx(path):
     options.enable_cpu_mem_arena = False
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     with open(path, "rb") as handle:
-        session = onnxruntime.InferenceSession(handle.read(), options,
-                                               providers=["CPUExecutionProvider"])
+        session = onnxruntime.InferenceSession(
+            handle.read(), options, providers=["CPUExecutionProvider"]
+        )
     name = session.get_inputs()[0].name
     single = session.get_inputs()[0].type == "tensor(float)"
     dtype = np.float32 if single else np.float64
@@ -54,8 +55,11 @@ def application(environ, start_response):
     length = int(environ.get("CONTENT_LENGTH") or 0)
     body = json.loads(environ["wsgi.input"].read(length))
     labels, proba = predict(np.asarray(body["instances"], dtype=np.float64))
-    out = json.dumps({"predictions": labels.tolist(),
-                      "probabilities": proba.tolist()}).encode()
-    start_response("200 OK", [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(out)))])
+    out = json.dumps(
+        {"predictions": labels.tolist(), "probabilities": proba.tolist()}
+    ).encode()
+    start_response(
+        "200 OK",
+        [("Content-Type", "application/json"), ("Content-Length", str(len(out)))],
+    )
     return [out]
