@@ -50,8 +50,9 @@ def mean_and_spread(values: Sequence[float]) -> tuple[float, float]:
     return mean, variance
 
 
-def mean(values: Sequence[float], z: float = Z95) -> dict:
-    """The mean of ``values`` with the normal-approximation interval (needs n ≥ 2)."""
+def mean(values: Sequence[float], z: float = Z95, floor: float | None = None) -> dict:
+    """The mean of ``values`` with the normal-approximation interval (needs n ≥ 2);
+    ``floor``: the least the mean can be (0 for losses and errors)."""
     n = len(values)
     if n == 0:
         return estimate(None, None, None, 0)
@@ -59,7 +60,8 @@ def mean(values: Sequence[float], z: float = Z95) -> dict:
     if n < 2:
         return estimate(centre, None, None, n)
     half = z * math.sqrt(variance / n)
-    return estimate(centre, centre - half, centre + half, n)
+    low = centre - half if floor is None else max(floor, centre - half)
+    return estimate(centre, low, centre + half, n)
 
 
 def root_mean(squares: Sequence[float], z: float = Z95) -> dict:

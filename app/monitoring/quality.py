@@ -120,7 +120,7 @@ def classification(rows: list[Outcome], classes: list) -> dict[str, Any]:
     return {
         "n": n,
         "accuracy": intervals.wilson(correct, n),
-        "log_loss": intervals.mean(losses) if losses else None,
+        "log_loss": intervals.mean(losses, floor=0.0) if losses else None,
         "classes": per_class,
     }
 
@@ -130,7 +130,7 @@ def regression(rows: list[Outcome]) -> dict[str, Any]:
     errors = [float(r.predicted) - float(r.truth) for r in rows]
     return {
         "n": len(rows),
-        "mae": intervals.mean([abs(e) for e in errors]),
+        "mae": intervals.mean([abs(e) for e in errors], floor=0.0),
         "rmse": intervals.root_mean([e * e for e in errors]),
     }
 
