@@ -292,6 +292,21 @@ SETTINGS: tuple[Setting, ...] = (
         _list,
         'Feature or body field names replaced by `"[redacted]"` in stored payloads.',
     ),
+    Setting(
+        "MODELDOCK_LOG_PREDICTION_ROWS",
+        1000,
+        int,
+        "Predicted labels or values (and class probabilities) of at most this many "
+        "rows per request are kept in the request log, for joining with feedback "
+        "(docs/monitoring.md). 0 keeps none.",
+    ),
+    Setting(
+        "MODELDOCK_QUALITY_CACHE_SECONDS",
+        30.0,
+        float,
+        "How long each worker reuses the live-quality figures it computed for "
+        "`/metrics` before reading the database again.",
+    ),
 )
 
 

@@ -113,3 +113,13 @@ class BatchingForm(FlaskForm):
         validators=[Optional(), Length(max=500)],
     )
     submit = SubmitField("Save")
+
+
+class FeedbackUploadForm(FlaskForm):
+    file = FileField(
+        "Feedback CSV",
+        validators=[FileRequired("Choose a CSV file.")],
+        description="Header: request_id, row (optional, 0 when absent) and label "
+        "(classifiers) or value (regressors).",
+    )
+    submit = SubmitField("Upload feedback")

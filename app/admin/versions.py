@@ -16,10 +16,11 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from app.admin.blueprints import pages_bp as bp
-from app.admin.forms import UploadForm
+from app.admin.forms import FeedbackUploadForm, UploadForm
 from app.extensions import db
 from app.models import Activation, MLModel
 from app.models._time import utcnow
+from app.monitoring import quality
 from app.observability.reports import model_traffic
 from app.registry import describe, service
 from app.rollout import history as rollout_history
@@ -69,6 +70,8 @@ def versions(name: str):
         history=list(history),
         rollback_to=service.rollback_target(model),
         shadow_hours=rollout_history.shadow_hours(name) if "shadow" in aliases else [],
+        quality=quality.report(name, request.args.get("window", "hour")),
+        feedback_form=FeedbackUploadForm(),
     )
 
 

@@ -229,6 +229,38 @@ OPERATIONS: dict[tuple[str, str], dict] = {
         *PREDICT_ERRORS,
         request=body("TutorialRequest"),
     ),
+    ("/api/v1/models/<name>/feedback", "POST"): native(
+        "Send the truth for earlier predictions",
+        "FeedbackAnswer",
+        404,
+        409,
+        413,
+        415,
+        422,
+        503,
+        request=body("FeedbackRequest"),
+        description="Needs an API key with the `feedback` scope. By the request id "
+        "a prediction answered with (+ `row` in a batch) and `label` (classifiers) "
+        "or `value` (regressors), one object or a `feedback` list; or labelled rows "
+        "(`instances` + `labels` / `values`), predicted now by the serving version. "
+        "Idempotent per (request id, row); a different truth for a row already "
+        "reported is refused (409 `feedback_conflict`). See docs/monitoring.md.",
+    ),
+    ("/api/v1/models/<name>/quality", "GET"): native(
+        "Live quality per version, per hour or day",
+        "Quality",
+        404,
+        description="Needs an API key with the `admin` scope. `window=hour` (last "
+        "24 hours, the default) or `day` (last 30 days).",
+        parameters=[
+            {
+                "name": "window",
+                "in": "query",
+                "required": False,
+                "schema": {"enum": ["hour", "day"], "default": "hour"},
+            }
+        ],
+    ),
     # --- admin JSON API (admin scope)
     ("/api/v1/models/<name>/versions", "POST"): admin(
         "Upload a version",

@@ -454,6 +454,58 @@ SCHEMAS: dict[str, dict] = {
         parameters=OBJECT,
         outputs={"type": "array", "items": ref("V2OutputTensor")},
     ),
+    "FeedbackItem": obj(
+        ["request_id"],
+        request_id={"type": "string", "minLength": 1, "maxLength": 64},
+        row={"type": "integer", "minimum": 0, "default": 0},
+        label=LABEL,
+        value=NUMBER,
+    ),
+    "FeedbackRequest": {
+        "oneOf": [
+            ref("FeedbackItem"),
+            obj(
+                ["feedback"],
+                feedback={"type": "array", "items": ref("FeedbackItem"), "minItems": 1},
+            ),
+            obj(
+                ["instances"],
+                instances={"type": "array", "items": ROW, "minItems": 1},
+                labels={"type": "array", "items": LABEL},
+                values={"type": "array", "items": NUMBER},
+            ),
+        ]
+    },
+    "FeedbackAnswer": obj(
+        ["model", "accepted"], model=STRING, accepted=INTEGER, request_id=STRING
+    ),
+    "Estimate": obj(
+        ["value", "low", "high", "n"],
+        value=nullable(NUMBER),
+        low=nullable(NUMBER),
+        high=nullable(NUMBER),
+        n=INTEGER,
+    ),
+    "Quality": obj(
+        ["model", "task", "window", "since", "until", "versions", "canary"],
+        model=STRING,
+        task=STRING,
+        window={"enum": ["hour", "day"]},
+        since=TIMESTAMP,
+        until=TIMESTAMP,
+        intervals=OBJECT,
+        versions={
+            "type": "array",
+            "items": obj(
+                ["version", "total", "periods"],
+                version=INTEGER,
+                alias=nullable(STRING),
+                total=OBJECT,
+                periods={"type": "array", "items": OBJECT},
+            ),
+        },
+        canary=nullable(OBJECT),
+    ),
 }
 
 PATH_PARAMETERS = {

@@ -80,7 +80,7 @@ def enable_user(username: str):
     "scopes",
     multiple=True,
     default=["predict"],
-    type=click.Choice(["predict", "admin"]),
+    type=click.Choice(["predict", "admin", "feedback"]),
     show_default=True,
 )
 @click.option("--expires-days", type=click.IntRange(1, 100 * 366), default=None)

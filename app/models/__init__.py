@@ -1,5 +1,6 @@
 """Database models, one module per entity family."""
 
+from app.models.feedback import Feedback
 from app.models.jobs import PredictionJob
 from app.models.logs import AuditEvent, RequestLog, ShadowResult
 from app.models.registry import (
@@ -16,6 +17,7 @@ __all__ = [
     "Activation",
     "ApiKey",
     "AuditEvent",
+    "Feedback",
     "MLModel",
     "ModelAlias",
     "ModelArtifact",

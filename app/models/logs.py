@@ -21,7 +21,8 @@ class RequestLog(db.Model):
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, index=True
     )
-    request_id: Mapped[str] = mapped_column(String(64))
+    # Indexed: feedback finds its prediction by request id.
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
     # Which API answered: native, tutorial, tfserving, v2.
     protocol: Mapped[str] = mapped_column(String(16))
     model_name: Mapped[str | None] = mapped_column(String(64), index=True)
@@ -37,6 +38,10 @@ class RequestLog(db.Model):
     # The request body with configured fields redacted; only when
     # MODELDOCK_LOG_PAYLOADS is on, else NULL.
     payload: Mapped[Any | None] = mapped_column(JSON)
+    # What the model answered, for joining with feedback (app/monitoring/): {"y":
+    # labels or values per row, "p": class probabilities per row (classifiers that
+    # give them)}, the first MODELDOCK_LOG_PREDICTION_ROWS rows; NULL when off.
+    predictions: Mapped[Any | None] = mapped_column(JSON(none_as_null=True))
 
 
 class AuditEvent(db.Model):

@@ -13,7 +13,7 @@ from app.extensions import db
 from app.models._time import UTCDateTime, utcnow
 
 ROLES = ("admin", "user")
-SCOPES = ("predict", "admin")
+SCOPES = ("predict", "admin", "feedback")
 
 
 class User(UserMixin, db.Model):

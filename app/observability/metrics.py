@@ -78,6 +78,40 @@ LOG_REFUSED = Counter(
     "set aside (and logged) so that the others are written.",
 )
 
+# Live quality (app/monitoring/gauges.py sets them when /metrics is read, from a
+# short per-worker cache). window: "hour" = rows predicted in the last 60 minutes,
+# "day" = in the last 24 hours. NaN when there is no feedback for the window.
+LIVE_ACCURACY = Gauge(
+    "modeldock_live_accuracy",
+    "Share of predicted rows whose label matches the feedback (classifiers).",
+    ["model", "version", "window"],
+    multiprocess_mode="mostrecent",
+)
+LIVE_MAE = Gauge(
+    "modeldock_live_mae",
+    "Mean absolute error of predicted rows against the feedback (regressors).",
+    ["model", "version", "window"],
+    multiprocess_mode="mostrecent",
+)
+LIVE_SAMPLES = Gauge(
+    "modeldock_live_feedback_rows",
+    "Predicted rows with feedback behind modeldock_live_accuracy / _mae.",
+    ["model", "version", "window"],
+    multiprocess_mode="mostrecent",
+)
+CANARY_ACCURACY_DELTA = Gauge(
+    "modeldock_canary_accuracy_delta",
+    "Canary accuracy minus stable accuracy over the last 24 hours (classifiers).",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+CANARY_MAE_DELTA = Gauge(
+    "modeldock_canary_mae_delta",
+    "Canary MAE minus stable MAE over the last 24 hours (regressors).",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
+
 
 def observe_request(
     model: str | None, version: int | None, status: int, seconds: float

@@ -3,7 +3,8 @@
 A blueprint logs its predictions with
 ``bp.after_request(record_response("<protocol>"))``; views leave what to log in
 ``g``: ``log_model``, ``log_version``, ``log_schema`` and ``log_rows`` (set by
-``predict.resolve`` and ``run``) and ``log_payload`` (the parsed body). The same hook
+``predict.resolve`` and ``run``), ``log_predictions`` (what ``run`` answered, kept
+for joining with feedback) and ``log_payload`` (the parsed body). The same hook
 counts the request in the Prometheus metrics, with or without logging. Every row,
 whatever wrote it (the hook, a CSV job), is built by ``log_row``, so one batch always
 has one shape.
@@ -28,6 +29,7 @@ from collections import defaultdict, deque
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 from flask import Flask, current_app, g, request
 from sqlalchemy import delete, exc, update
 
@@ -129,6 +131,7 @@ class RequestLogWriter:
             return 0
         for row in rows:  # here, not on the request path (idempotent on a retry)
             row["remote_addr"] = truncate_ip(row["remote_addr"])
+            row["predictions"] = compact_predictions(row["predictions"])
         written = 0
         with self.app.app_context():
             try:
@@ -219,7 +222,10 @@ COLUMNS = (
     "latency_ms",
     "remote_addr",
     "payload",
+    "predictions",
 )
+# The JSON columns (written as JSON text by COPY).
+JSON_COLUMNS = (COLUMNS.index("payload"), COLUMNS.index("predictions"))
 
 
 def log_row(
@@ -236,9 +242,14 @@ def log_row(
     api_key_id: int | None = None,
     user_id: int | None = None,
     payload: Any = None,
+    predictions: Any = None,
     created_at: datetime | None = None,
 ) -> dict[str, Any]:
-    """One request-log row with every column, the only shape the writer accepts."""
+    """One request-log row with every column, the only shape the writer accepts.
+
+    ``predictions`` is ``(labels, probabilities or None)`` as the model answered
+    (arrays, made JSON off the request path) or already ``compact_predictions``'s
+    shape."""
     return {
         "created_at": created_at or utcnow(),
         "request_id": request_id,
@@ -253,7 +264,20 @@ def log_row(
         "latency_ms": latency_ms,
         "remote_addr": remote_addr,
         "payload": payload,
+        "predictions": predictions,
     }
+
+
+def compact_predictions(predictions: Any) -> dict[str, list] | None:
+    """``(labels, probabilities)`` → ``{"y": [...], "p": [[...], ...]}``, the JSON
+    kept per request; probabilities rounded to 6 decimals (enough for log-loss)."""
+    if predictions is None or isinstance(predictions, dict):
+        return predictions
+    labels, probabilities = predictions
+    compact: dict[str, list] = {"y": np.asarray(labels).tolist()}
+    if probabilities is not None:
+        compact["p"] = np.round(np.asarray(probabilities, dtype=float), 6).tolist()
+    return compact
 
 
 def _write(rows: list[dict[str, Any]]) -> None:
@@ -299,8 +323,9 @@ def _insert(rows: list[dict[str, Any]]) -> None:
                 time.sleep(0)  # see BATCH
             values = [row.get(name) for name in COLUMNS]
             values[0] = created_at(values[0], dialect)
-            if values[-1] is not None:  # the JSON column, as JSON text
-                values[-1] = json_text(values[-1])
+            for index in JSON_COLUMNS:
+                if values[index] is not None:
+                    values[index] = json_text(values[index])
             copy.write_row(values)
 
 
@@ -341,6 +366,16 @@ def _payload() -> Any:
     return stored_payload(body, fields, names)
 
 
+def _predictions(status_code: int) -> Any:
+    """The first MODELDOCK_LOG_PREDICTION_ROWS rows of what the model answered."""
+    answered = g.get("log_predictions")
+    limit = current_app.config["MODELDOCK_LOG_PREDICTION_ROWS"]
+    if answered is None or status_code != 200 or limit <= 0:
+        return None
+    labels, probabilities = answered
+    return labels[:limit], None if probabilities is None else probabilities[:limit]
+
+
 def record_response(protocol: str):
     """Return an ``after_request`` hook that logs the request under ``protocol``."""
 
@@ -368,6 +403,7 @@ def record_response(protocol: str):
                 latency_ms=seconds * 1000.0,
                 remote_addr=request.remote_addr,  # truncated when written
                 payload=_payload() if config["MODELDOCK_LOG_PAYLOADS"] else None,
+                predictions=_predictions(response.status_code),
             )
         )
         return response

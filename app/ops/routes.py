@@ -7,6 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, limiter
+from app.monitoring import gauges
 from app.observability import metrics
 from app.web.errors import APIError
 
@@ -48,5 +49,6 @@ def scrape():
             "metrics are readable from allowed networks or with the metrics token",
             "Authorization",
         )
+    gauges.refresh()  # live quality, from a short per-worker cache
     body, content_type = metrics.exposition()
     return body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"}

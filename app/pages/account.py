@@ -46,6 +46,7 @@ def create_key():
         for s, on in (
             ("predict", form.scope_predict.data),
             ("admin", form.scope_admin.data),
+            ("feedback", form.scope_feedback.data),
         )
         if on
     ]

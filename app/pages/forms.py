@@ -38,6 +38,7 @@ class ApiKeyForm(FlaskForm):
     )
     scope_predict = BooleanField("predict", default=True)
     scope_admin = BooleanField("admin")
+    scope_feedback = BooleanField("feedback")
     expires_days = IntegerField(
         "Expires after (days)",
         validators=[Optional(), NumberRange(1, 3650)],

@@ -129,6 +129,8 @@ def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
                 labels.tolist(),
                 None if probabilities is None else np.asarray(probabilities).tolist(),
             )
+    # Kept in the request log (its writer thread makes them JSON), for feedback.
+    g.log_predictions = (labels, probabilities if classes is not None else None)
     if classes is not None:
         metrics.count_predictions(model.name, labels)
     shadow = model.alias_version("shadow")

@@ -1,0 +1,1 @@
+"""Watching models in production: feedback on predictions and live quality."""
