@@ -389,6 +389,12 @@ def test_gauges_follow_the_feedback(app, client, canary_session):
         'modeldock_live_feedback_rows{model="iris",version="2",window="hour"} 150.0'
         in text
     )
+    # what the alert rules of deploy/prometheus/ read besides the delta
+    assert compared["verdict"] == "worse"
+    assert 'modeldock_canary_verdict{model="iris"} -1.0' in text
+    for side in ("canary", "stable"):
+        line = f'modeldock_canary_feedback_rows{{model="iris",side="{side}"}} 150.0'
+        assert line in text
 
 
 def test_admin_page_shows_quality_and_takes_a_csv(

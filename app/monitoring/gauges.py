@@ -20,6 +20,7 @@ from app.registry import describe
 
 log = logging.getLogger(__name__)
 WINDOWS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+VERDICTS = {"better": 1.0, "no clear difference": 0.0, "worse": -1.0}
 
 
 class QualityGauges:
@@ -85,6 +86,11 @@ def compute() -> dict[tuple, float]:
                 else metrics.CANARY_MAE_DELTA
             )
             values[(key, (model.name,))] = math.nan if delta is None else delta
+            for side in ("canary", "stable"):
+                samples = compared[f"n_{side}"]
+                values[(metrics.CANARY_SAMPLES, (model.name, side))] = samples
+            verdict = VERDICTS.get(compared["verdict"], math.nan)
+            values[(metrics.CANARY_VERDICT, (model.name,))] = verdict
     return values
 
 

@@ -111,6 +111,22 @@ CANARY_MAE_DELTA = Gauge(
     ["model"],
     multiprocess_mode="mostrecent",
 )
+# For alert rules (deploy/prometheus/): the sample behind the two deltas, and the
+# verdict of the page (1 better, 0 no clear difference, -1 worse; NaN while either
+# side has too little feedback).
+CANARY_SAMPLES = Gauge(
+    "modeldock_canary_feedback_rows",
+    "Rows with feedback behind the canary deltas, per side (canary or stable).",
+    ["model", "side"],
+    multiprocess_mode="mostrecent",
+)
+CANARY_VERDICT = Gauge(
+    "modeldock_canary_verdict",
+    "Canary vs stable over the last 24 hours: 1 better, 0 no clear difference, "
+    "-1 worse (95 % interval of the difference); NaN: not enough feedback.",
+    ["model"],
+    multiprocess_mode="mostrecent",
+)
 
 
 def observe_request(
