@@ -4,9 +4,9 @@ Each module below attaches its routes to a blueprint of ``app.admin.blueprints``
 when it is imported; the factory registers the blueprints from here.
 """
 
-from app.admin import api, logs, rollouts, users, versions
+from app.admin import api, drift, logs, rollouts, users, versions
 from app.admin.blueprints import api_bp, pages_bp
 
-ROUTE_MODULES = (api, logs, rollouts, users, versions)  # imported for their routes
+ROUTE_MODULES = (api, logs, rollouts, users, versions, drift)  # imported for routes
 
 __all__ = ["api_bp", "pages_bp"]

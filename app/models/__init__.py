@@ -1,5 +1,6 @@
 """Database models, one module per entity family."""
 
+from app.models.drift import DriftCount, DriftReference, DriftStat, DriftWindow
 from app.models.jobs import PredictionJob
 from app.models.logs import AuditEvent, RequestLog, ShadowResult
 from app.models.registry import (
@@ -16,6 +17,10 @@ __all__ = [
     "Activation",
     "ApiKey",
     "AuditEvent",
+    "DriftCount",
+    "DriftReference",
+    "DriftStat",
+    "DriftWindow",
     "MLModel",
     "ModelAlias",
     "ModelArtifact",

@@ -7,6 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, limiter
+from app.monitoring import gauges as drift_gauges
 from app.observability import metrics
 from app.web.errors import APIError
 
@@ -49,4 +50,5 @@ def scrape():
             "Authorization",
         )
     body, content_type = metrics.exposition()
+    body += drift_gauges.exposition()  # read from the database, the same on any worker
     return body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"}

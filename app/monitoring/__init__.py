@@ -1,0 +1,1 @@
+"""Watching models in production: feedback, live quality, drift."""
