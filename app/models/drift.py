@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Double, ForeignKey, String
-from sqlalchemy.orm import Mapped, deferred, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
 from app.models._time import UTCDateTime, utcnow
@@ -30,7 +30,7 @@ class DriftReference(db.Model):
     features: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # Per feature, a sorted subsample of raw values for the KS test (payload path);
     # deferred, so that serving never loads it.
-    values: Mapped[list[list[float]]] = deferred(mapped_column(JSON))
+    values: Mapped[list[list[float]]] = mapped_column(JSON, deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     def __repr__(self) -> str:

@@ -174,7 +174,10 @@ class BinSpec:
     version_id: int
     names: tuple[str, ...]
     slots: int
-    inner: np.ndarray  # (features, slots - 2) inner edges, padded with +inf
+    # (features, slots - 1) inner edges, padded with +inf (at least one): a value
+    # lands in slot ``slots - 1 - (number of edges above it)``, NaN in the last.
+    inner: np.ndarray
+    inner_t: np.ndarray  # the same, one row per edge position (for big batches)
     categorical: np.ndarray  # indexes of categorical features
     categories: np.ndarray  # (len(categorical), slots - 1) values, padded with NaN
     offsets: np.ndarray  # feature j's cells start at offsets[j]
@@ -183,8 +186,8 @@ class BinSpec:
     @classmethod
     def build(cls, version_id: int, features: list[dict[str, Any]]) -> BinSpec:
         bins = [len(f["counts"]) - 1 for f in features]
-        slots = max(bins) + 1
-        inner = np.full((len(features), max(slots - 2, 1)), np.inf)
+        slots = max(bins) + 2  # the widest feature, one +inf pad, the last cell
+        inner = np.full((len(features), slots - 1), np.inf)
         categorical, categories = [], []
         for j, feature in enumerate(features):
             if feature["kind"] == "categorical":
@@ -202,6 +205,7 @@ class BinSpec:
             tuple(f["name"] for f in features),
             slots,
             inner,
+            np.ascontiguousarray(inner.T),
             np.asarray(categorical, dtype=np.intp),
             np.asarray(categories).reshape(len(categorical), slots - 1),
             np.arange(len(features), dtype=np.intp) * slots,
@@ -209,29 +213,28 @@ class BinSpec:
         )
 
     def cells(self, rows: np.ndarray) -> np.ndarray:
-        """The count cell of every value of ``rows`` (n × features) as (n × features).
+        """The count cell of every value of ``rows`` (n × features), as (n × features).
 
-        Small batches compare against every edge at once (one numpy call, no
-        per-feature loop); large ones use ``np.searchsorted`` per feature.
+        The same bins as ``np.searchsorted(edges, x, side="right")`` per feature,
+        computed for all features at once: a small batch compares against every
+        edge in one numpy call, a large one adds one comparison per edge position.
+        NaN is below no edge, so it lands in the last (missing) cell by itself.
         """
         n, d = rows.shape
-        if n * self.inner.size <= 4096:
-            slot = (rows[:, :, None] >= self.inner[None, :, :]).sum(axis=2)
+        if n * d <= 600:
+            above = (rows[:, :, None] < self.inner[None, :, :]).sum(axis=2)
         else:
-            slot = np.empty((n, d), dtype=np.intp)
-            for j in range(d):
-                slot[:, j] = np.searchsorted(self.inner[j], rows[:, j], side="right")
-        if len(self.categorical):
+            above = np.zeros((n, d), dtype=np.uint8)  # fewer than 256 bins
+            for edge in self.inner_t:
+                np.add(above, rows < edge, out=above, casting="unsafe")
+        slot = self.slots - 1 - above.astype(np.intp)
+        if len(self.categorical):  # a value the reference never had: last cell
             values = rows[:, self.categorical]
-            nearest = self.categories[
-                np.arange(len(self.categorical))[None, :], slot[:, self.categorical]
-            ]
+            picked = np.minimum(slot[:, self.categorical], self.slots - 2)
+            nearest = self.categories[np.arange(len(self.categorical))[None, :], picked]
             slot[:, self.categorical] = np.where(
-                nearest == values, slot[:, self.categorical], self.slots - 1
+                nearest == values, picked, self.slots - 1
             )
-        missing = np.isnan(rows)
-        if missing.any():
-            slot[missing] = self.slots - 1
         return slot + self.offsets
 
     def count(self, rows: np.ndarray) -> np.ndarray:
