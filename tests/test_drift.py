@@ -240,3 +240,73 @@ def test_the_sketch_runs_no_sql_on_the_prediction_path(app, client, keys, cancer
     assert statements == []
     with app.app_context():
         assert sketch().flush() > 0
+
+
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_the_model_page_reads_30_features_by_30_days_in_a_few_queries(
+    app, client, keys, cancer
+):
+    """Statistics are stored per window: the page's queries do not grow with the
+    number of features or days (timing: benchmarks/drift.py)."""
+    from datetime import timedelta
+
+    from app.models import DriftStat, DriftWindow
+    from app.models._time import utcnow
+    from app.monitoring.sketch import day_of
+
+    upload(
+        client,
+        keys.admin,
+        "cancer",
+        cancer.as_skops(),
+        reference=reference_csv(cancer.X),
+    )
+    sign_in(client, "root", "correct horse battery")
+
+    def page_statements(days: int) -> int:
+        with app.app_context():
+            for i in range(days):
+                start = day_of(utcnow()) - timedelta(days=i)
+                if db.session.get(DriftWindow, (1, "day", start)) is None:
+                    db.session.add(
+                        DriftWindow(
+                            version_id=1,
+                            kind="day",
+                            start=start,
+                            generation=1,
+                            computed=1,
+                            rows=500,
+                        )
+                    )
+                    for j in range(30):
+                        db.session.add(
+                            DriftStat(
+                                version_id=1,
+                                kind="day",
+                                start=start,
+                                feature=j,
+                                rows=500,
+                                psi=0.01 * j,
+                                pvalue=0.5,
+                                test="chi2",
+                            )
+                        )
+            db.session.commit()
+            engine = db.engine
+        statements: list[str] = []
+
+        def listener(*args):
+            statements.append(args[2])
+
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            page = client.get("/admin/models/cancer")
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert page.status_code == 200
+        assert page.text.count('<svg class="chart"') == 30
+        return len(statements)
+
+    few = page_statements(2)
+    many = page_statements(30)
+    assert many == few and many <= 25
