@@ -150,5 +150,7 @@ def worker_exit(server, worker):
     extensions = getattr(app, "extensions", {})
     if "modeldock.request_log" in extensions:
         extensions["modeldock.request_log"].close()
+    if "modeldock.drift_sketch" in extensions:
+        extensions["modeldock.drift_sketch"].close()
     if "modeldock" in extensions:  # stop this worker's inference processes
         extensions["modeldock"].close()

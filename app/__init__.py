@@ -66,6 +66,7 @@ def register_extensions(app: Flask) -> None:
         ratelimit,
     )
     from app.models import User
+    from app.monitoring import drift
     from app.observability import metrics, request_log
     from app.serving import prediction_cache, state
     from app.web import security_headers
@@ -84,6 +85,7 @@ def register_extensions(app: Flask) -> None:
     state.init_app(app)
     prediction_cache.init_app(app)
     request_log.init_app(app)
+    drift.init_app(app)
     metrics.init_app(app)
     permissions.init_app(app)  # must run before the limiter, which keys on its result
     ratelimit.init_app(app)  # before the limiter, so its hook runs after the limiter's

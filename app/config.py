@@ -307,6 +307,27 @@ SETTINGS: tuple[Setting, ...] = (
         "How long each worker reuses the live-quality figures it computed for "
         "`/metrics` before reading the database again.",
     ),
+    Setting(
+        "MODELDOCK_DRIFT_SOURCE",
+        "sketch",
+        str,
+        "Where live feature distributions come from: `sketch` (counts per "
+        "reference bin kept by each worker), `payloads` (logged inputs; needs "
+        "`MODELDOCK_LOG_PAYLOADS`) or `off`.",
+    ),
+    Setting(
+        "MODELDOCK_DRIFT_FLUSH_SECONDS",
+        10.0,
+        float,
+        "Each worker merges its drift counts into the database at most this often.",
+    ),
+    Setting(
+        "MODELDOCK_DRIFT_REFRESH_SECONDS",
+        60.0,
+        float,
+        "Drift statistics of windows still filling are recomputed at most this "
+        "often in the background (and whenever a report finds them stale).",
+    ),
 )
 
 
@@ -327,6 +348,7 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     for key, allowed in (
         ("MODELDOCK_REDIS_OUTAGE", ("degrade", "refuse")),
         ("MODELDOCK_LOG_FORMAT", ("json", "text")),
+        ("MODELDOCK_DRIFT_SOURCE", ("sketch", "payloads", "off")),
     ):
         if config[key] not in allowed:
             raise RuntimeError(f"{key} must be one of {allowed}, not {config[key]!r}")

@@ -27,6 +27,15 @@ def _json_field(name: str):
         ) from exc
 
 
+def _reference_csv() -> bytes | None:
+    """The drift reference: a CSV file in the multipart field 'reference'."""
+    upload = request.files.get("reference")
+    if upload is None or not upload.filename:
+        return None
+    with upload.stream:
+        return upload.read()
+
+
 def _reason() -> str:
     body = None
     if request.is_json and request.get_data().strip():
@@ -69,6 +78,8 @@ def upload_version(name: str):
         notes=request.form.get("notes", ""),
         metrics=metrics,
         sample_rows=_json_field("sample"),
+        reference=_reference_csv(),
+        reference_from_sample=request.form.get("reference") == "sample",
     )
     commit()
     return jsonify(

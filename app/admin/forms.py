@@ -45,6 +45,11 @@ class UploadForm(FlaskForm):
         validators=[Optional()],
         description='For example {"accuracy": 0.97}',
     )
+    reference = FileField(
+        "Reference sample for drift (CSV, optional)",
+        description="Training or validation rows, a first row naming the "
+        "features; ModelDock compares live inputs with them.",
+    )
     submit = SubmitField("Upload and validate")
 
 

@@ -16,6 +16,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from app.admin.blueprints import pages_bp as bp
+from app.admin.drift import panel as drift_panel
 from app.admin.forms import FeedbackUploadForm, UploadForm
 from app.extensions import db
 from app.models import Activation, MLModel
@@ -29,7 +30,7 @@ from app.serving.commit import commit
 from app.ui.confirm import confirm_action
 from app.web.errors import APIError
 
-UPLOAD_FIELDS = {"name", "file", "description", "notes", "metrics"}
+UPLOAD_FIELDS = {"name", "file", "description", "notes", "metrics", "reference"}
 
 
 @bp.get("/models")
@@ -72,6 +73,7 @@ def versions(name: str):
         shadow_hours=rollout_history.shadow_hours(name) if "shadow" in aliases else [],
         quality=quality.report(name, request.args.get("window", "hour")),
         feedback_form=FeedbackUploadForm(),
+        drift=drift_panel(name, request.args.get("drift", "day")),
     )
 
 
@@ -95,6 +97,8 @@ def upload():
     upload_file = form.file.data
     with upload_file.stream:
         data = upload_file.read()
+    reference = form.reference.data
+    reference_csv = reference.read() if reference and reference.filename else None
     try:
         version = rollout_versions.upload_version(
             form.name.data.strip(),
@@ -104,6 +108,7 @@ def upload():
             description=form.description.data or None,
             notes=form.notes.data or "",
             metrics=metrics,
+            reference=reference_csv,
         )
     except APIError as error:
         db.session.rollback()

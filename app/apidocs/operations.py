@@ -345,6 +345,24 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/v1/models/<name>/history", "GET"): admin(
         "Every alias change: from, to, weight, who, why, when", "History"
     ),
+    ("/api/v1/models/<name>/drift", "GET"): admin(
+        "Input drift per feature (PSI, p-value, verdict) over the last windows",
+        "Drift",
+        parameters=[
+            {
+                "name": "window",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["hour", "day"]},
+            },
+            {
+                "name": "version",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1},
+            },
+        ],
+    ),
     # --- TensorFlow Serving REST API (predict scope)
     ("/v1/models/<model:name>", "GET"): tf("Status of every version", "TFModelStatus"),
     ("/v1/models/<model:name>/versions/<int:number>", "GET"): TF_STATUS,

@@ -200,6 +200,45 @@ SCHEMAS: dict[str, dict] = {
             ),
         },
     ),
+    "Drift": obj(
+        ["model", "version", "window", "source", "reference", "windows"],
+        model=STRING,
+        version=nullable(INTEGER),
+        window={"type": "string", "enum": ["hour", "day"]},
+        source={"type": "string", "enum": ["sketch", "payloads", "off"]},
+        message=STRING,
+        reference=nullable(
+            obj(
+                ["rows", "source", "features"],
+                rows=INTEGER,
+                source=STRING,
+                features={"type": "array", "items": STRING},
+            )
+        ),
+        windows={
+            "type": "array",
+            "items": obj(
+                ["start", "rows", "features"],
+                start=TIMESTAMP,
+                rows=INTEGER,
+                features={
+                    "type": "array",
+                    "items": obj(
+                        ["feature", "rows", "psi", "pvalue", "test", "verdict"],
+                        feature=STRING,
+                        rows=INTEGER,
+                        psi=NUMBER,
+                        pvalue=nullable(NUMBER),
+                        test={"type": "string", "enum": ["chi2", "ks"]},
+                        verdict={
+                            "type": "string",
+                            "enum": ["drift", "watch", "stable", "too_few_rows"],
+                        },
+                    ),
+                },
+            ),
+        },
+    ),
     "History": obj(
         ["model", "history"],
         model=STRING,
@@ -242,6 +281,11 @@ SCHEMAS: dict[str, dict] = {
             sample={
                 "type": "string",
                 "description": "JSON rows the validator predicts.",
+            },
+            reference={
+                "type": "string",
+                "description": "Drift reference: a CSV file of training rows "
+                "(first row: feature names), or `sample` to use the sample.",
             },
         )
     },

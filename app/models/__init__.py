@@ -1,5 +1,6 @@
 """Database models, one module per entity family."""
 
+from app.models.drift import DriftCount, DriftReference, DriftStat, DriftWindow
 from app.models.feedback import Feedback
 from app.models.jobs import PredictionJob
 from app.models.logs import AuditEvent, RequestLog, ShadowResult
@@ -18,6 +19,10 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "Feedback",
+    "DriftCount",
+    "DriftReference",
+    "DriftStat",
+    "DriftWindow",
     "MLModel",
     "ModelAlias",
     "ModelArtifact",

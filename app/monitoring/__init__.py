@@ -1,1 +1,1 @@
-"""Watching models in production: feedback on predictions and live quality."""
+"""Watching models in production: feedback, live quality, drift."""

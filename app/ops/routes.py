@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.extensions import db, limiter
-from app.monitoring import gauges
+from app.monitoring import drift_gauges, gauges
 from app.observability import metrics
 from app.web.errors import APIError
 
@@ -51,4 +51,5 @@ def scrape():
         )
     gauges.refresh()  # live quality, from a short per-worker cache
     body, content_type = metrics.exposition()
+    body += drift_gauges.exposition()  # read from the database, the same on any worker
     return body, 200, {"Content-Type": content_type, "Cache-Control": "no-store"}

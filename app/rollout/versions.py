@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.models import ModelVersion
+from app.monitoring import drift
 from app.registry.service import (
     alias_version,
     get_model,
@@ -27,9 +28,12 @@ def upload_version(
     notes: str = "",
     metrics: dict[str, Any] | None = None,
     sample_rows: list | None = None,
+    reference: bytes | None = None,
+    reference_from_sample: bool = False,
 ) -> ModelVersion:
     """Validate and store ``data`` as the model's next version
-    (``registry.service.store_version``); the first version of a model becomes its
+    (``registry.service.store_version``) with its drift reference (a CSV of
+    training rows, or its stored sample); the first version of a model becomes its
     stable version."""
     version = store_version(
         name,
@@ -41,6 +45,7 @@ def upload_version(
         metrics=metrics,
         sample_rows=sample_rows,
     )
+    drift.attach_reference(version, reference, reference_from_sample)
     if alias_version(version.model) is None:
         set_alias(version.model, version, "stable", reason="first version")
     return version

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from flask import current_app, g
 
+from app.monitoring.sketch import sketch
 from app.observability import metrics
 from app.serving import canary
 from app.serving.prediction_cache import prediction_cache
@@ -103,6 +104,8 @@ def max_rows() -> int:
 def run(model: ModelInfo, version: VersionInfo, rows: np.ndarray) -> Prediction:
     """Predict validated ``rows`` with ``version`` (from the cache if seen before)."""
     g.log_rows = len(rows)
+    if version.drift is not None:  # counts per reference bin, flushed off the path
+        sketch().observe(version.drift, rows)
     cache = prediction_cache()
     # The runtime is part of the key: switching it must not answer from the other.
     key = cache.key(f"{version.sha256}:{version.runtime}", rows)

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.extensions import db
-from app.models import MLModel, ModelAlias, ModelVersion
+from app.models import DriftReference, MLModel, ModelAlias, ModelVersion
+from app.monitoring.reference import BinSpec
 from app.registry import changes
 from app.registry.runtime import effective_runtime
 
@@ -35,6 +36,8 @@ class VersionInfo:
     schema: dict[str, Any]
     runtime: str = "sklearn"  # "onnx" or "sklearn": what answers, decided per version
     onnx_sha256: str | None = None
+    # The reference bins of its inputs, for the drift sketch (None: no reference).
+    drift: BinSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,12 @@ def _rollback() -> None:
 
 
 def _load_snapshot(generation: int) -> Snapshot:
+    references = {
+        version_id: BinSpec.build(version_id, features)
+        for version_id, features in db.session.execute(
+            select(DriftReference.version_id, DriftReference.features)
+        )
+    }
     versions: dict[int, dict[int, VersionInfo]] = {}
     for v in db.session.scalars(select(ModelVersion)):
         versions.setdefault(v.model_id, {})[v.number] = VersionInfo(
@@ -195,6 +204,7 @@ def _load_snapshot(generation: int) -> Snapshot:
             v.input_schema,
             effective_runtime(v),
             v.onnx_sha256,
+            references.get(v.id),
         )
     number_by_id = {
         info.id: info.number for vs in versions.values() for info in vs.values()

@@ -1,0 +1,312 @@
+"""Feature drift: reference bins at upload, the live sketch and the payload path,
+PSI and two-sample tests per feature, the page, the API and the gauges."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sqlalchemy import event
+from werkzeug.datastructures import FileStorage
+
+from app.extensions import db
+from app.models import DriftReference
+from app.monitoring.sketch import sketch
+from app.observability.request_log import writer
+from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
+
+SHIFTED = 3  # the feature moved by +3 standard deviations
+DRIFT_CONFIG = {"MODELDOCK_DRIFT_FLUSH_SECONDS": 0.0, "MODELDOCK_LOG_PAYLOADS": True}
+
+
+@pytest.fixture(scope="module")
+def cancer() -> Trained:
+    X, y = load_breast_cancer(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return Trained(model.fit(X, y), X)
+
+
+def reference_csv(X: np.ndarray) -> FileStorage:
+    header = ",".join(f"x{j}" for j in range(X.shape[1]))
+    lines = [header, *(",".join(repr(float(v)) for v in row) for row in X)]
+    return FileStorage(
+        io.BytesIO("\n".join(lines).encode()), filename="train.csv", name="reference"
+    )
+
+
+def live_rows(X: np.ndarray, n: int = 600) -> np.ndarray:
+    """Rows drawn from the reference, with one feature shifted by 3 std."""
+    rows = X[np.random.default_rng(7).integers(0, len(X), n)].copy()
+    rows[:, SHIFTED] += 3 * X[:, SHIFTED].std()
+    return rows
+
+
+def send(client, key: str, rows: np.ndarray, batch: int = 20) -> None:
+    for start in range(0, len(rows), batch):
+        response = client.post(
+            "/api/v1/models/cancer/predict",
+            json={"instances": rows[start : start + batch].tolist()},
+            headers=auth(key),
+        )
+        assert response.status_code == 200, response.text
+
+
+def drifted_app(app, cancer):
+    """Upload with a reference, send shifted traffic, write sketch and logs."""
+    keys = make_keys(app)
+    client = app.test_client()
+    response = upload(
+        client,
+        keys.admin,
+        "cancer",
+        cancer.as_skops(),
+        reference=reference_csv(cancer.X),
+    )
+    assert response.status_code == 201, response.text
+    send(client, keys.predict, live_rows(cancer.X))
+    sketch_of = app.extensions["modeldock.drift_sketch"]
+    with app.app_context():
+        sketch_of.flush()
+        writer().flush()
+    return client, keys
+
+
+def by_feature(body: dict) -> dict[str, dict]:
+    return {f["feature"]: f for f in body["windows"][0]["features"]}
+
+
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_upload_with_a_reference_csv_records_bins(app, client, keys, cancer):
+    response = upload(
+        client,
+        keys.admin,
+        "cancer",
+        cancer.as_skops(),
+        reference=reference_csv(cancer.X),
+    )
+    assert response.status_code == 201, response.text
+    with app.app_context():
+        reference = db.session.get(DriftReference, 1)
+        assert reference.rows == len(cancer.X) and reference.source == "csv"
+        first = reference.features[0]
+        assert first["kind"] == "numeric" and len(first["edges"]) == 9
+        assert sum(first["counts"]) == len(cancer.X)
+        counts = np.asarray(first["counts"][:-1])  # deciles: about a tenth each
+        assert counts.min() >= 0.08 * len(cancer.X)
+        assert len(reference.values[0]) == len(cancer.X)
+
+
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_a_bad_reference_csv_is_refused_with_its_field(client, keys, cancer):
+    bad = FileStorage(io.BytesIO(b"x0,x1\n1,2\n"), filename="r.csv", name="reference")
+    response = upload(client, keys.admin, "cancer", cancer.as_skops(), reference=bad)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["field"] == "reference" and "x2" in error["message"]
+
+
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_a_shifted_feature_is_flagged_and_the_others_are_not(app, cancer):
+    client, keys = drifted_app(app, cancer)
+    for window in ("hour", "day"):
+        response = client.get(
+            f"/api/v1/models/cancer/drift?window={window}", headers=auth(keys.admin)
+        )
+        assert response.status_code == 200, response.text
+        body = response.get_json()
+        assert body["reference"]["rows"] == len(cancer.X)
+        assert body["windows"][0]["rows"] == 600
+        features = by_feature(body)
+        shifted = features[f"x{SHIFTED}"]
+        assert shifted["psi"] > 0.2 and shifted["pvalue"] < 0.01
+        assert shifted["verdict"] == "drift" and shifted["test"] == "chi2"
+        others = [f for name, f in features.items() if name != f"x{SHIFTED}"]
+        assert len(others) == 29
+        assert all(f["psi"] < 0.1 and f["verdict"] != "drift" for f in others)
+        assert sum(f["pvalue"] < 0.01 for f in others) <= 1
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgresql"])
+def test_the_sketch_and_the_payload_logs_agree(backend_name, tmp_path, cancer):
+    """Same traffic, two deployments: one counts in the sketch, one reads logs."""
+    results = {}
+    for source in ("sketch", "payloads"):
+        with running_app(
+            backend_name, tmp_path, **DRIFT_CONFIG, MODELDOCK_DRIFT_SOURCE=source
+        ) as app:
+            client, keys = drifted_app(app, cancer)
+            response = client.get(
+                "/api/v1/models/cancer/drift?window=day", headers=auth(keys.admin)
+            )
+            assert response.status_code == 200, response.text
+            results[source] = by_feature(response.get_json())
+    sketched, logged = results["sketch"], results["payloads"]
+    assert sketched.keys() == logged.keys()
+    for name in sketched:
+        assert sketched[name]["rows"] == logged[name]["rows"] == 600
+        assert sketched[name]["psi"] == pytest.approx(logged[name]["psi"], abs=1e-12)
+        assert logged[name]["test"] == "ks"
+        assert (sketched[name]["verdict"] == "drift") == (
+            logged[name]["verdict"] == "drift"
+        ), name
+    assert logged[f"x{SHIFTED}"]["pvalue"] < 1e-10
+
+
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_a_model_without_reference_says_so(app, client, keys, iris):
+    assert upload(client, keys.admin, "iris", iris.as_skops()).status_code == 201
+    response = client.post(
+        "/api/v1/models/iris/predict",
+        json={"instances": iris.X[:3].tolist()},
+        headers=auth(keys.predict),
+    )
+    assert response.status_code == 200
+    response = client.get("/api/v1/models/iris/drift", headers=auth(keys.admin))
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["reference"] is None and body["windows"] == []
+    assert "no reference sample" in body["message"]
+    sign_in(client, "root", "correct horse battery")
+    page = client.get("/admin/models/iris")
+    assert page.status_code == 200
+    assert "no reference sample" in page.text
+
+
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_bad_drift_arguments_are_json_errors(app, client, keys, iris):
+    upload(client, keys.admin, "iris", iris.as_skops())
+    for query, field in (("window=week", "window"), ("version=x", "version")):
+        response = client.get(
+            f"/api/v1/models/iris/drift?{query}", headers=auth(keys.admin)
+        )
+        assert response.status_code == 400
+        assert response.get_json()["error"]["field"] == field
+    response = client.get("/api/v1/models/nope/drift", headers=auth(keys.admin))
+    assert response.status_code == 404
+    response = client.get("/api/v1/models/iris/drift", headers=auth(keys.predict))
+    assert response.status_code == 403
+
+
+@pytest.mark.config(**DRIFT_CONFIG, MODELDOCK_METRICS_ALLOW=["127.0.0.1/32"])
+def test_the_page_and_the_gauges_show_the_drifted_feature(app, cancer):
+    client, keys = drifted_app(app, cancer)
+    sign_in(client, "root", "correct horse battery")
+    page = client.get("/admin/models/cancer")
+    assert page.status_code == 200
+    assert 'id="drift-table"' in page.text
+    row = page.text.split(f'id="drift-x{SHIFTED}"')[1].split("</tr>")[0]
+    assert "badge-drift" in row
+    assert page.text.count('<svg class="chart"') >= 30
+    metrics = client.get("/metrics").text
+    psi = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("modeldock_feature_drift_psi{")
+        and f'feature="x{SHIFTED}"' in line
+    ]
+    assert len(psi) == 2  # the hour and the day window
+    assert all('model="cancer"' in line and 'version="1"' in line for line in psi)
+    assert all(float(line.rsplit(" ", 1)[1]) > 0.2 for line in psi)
+    assert "modeldock_feature_drift_pvalue{" in metrics
+
+
+@pytest.mark.config(**DRIFT_CONFIG, MODELDOCK_ROUTING_REFRESH_SECONDS=3600)
+def test_the_sketch_runs_no_sql_on_the_prediction_path(app, client, keys, cancer):
+    upload(
+        client,
+        keys.admin,
+        "cancer",
+        cancer.as_skops(),
+        reference=reference_csv(cancer.X),
+    )
+    send(client, keys.predict, cancer.X[:20])  # warm up
+    statements: list[str] = []
+
+    def listener(*args):
+        statements.append(args[2])
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        send(client, keys.predict, cancer.X[:100])
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
+    assert statements == []
+    with app.app_context():
+        assert sketch().flush() > 0
+
+
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_the_model_page_reads_30_features_by_30_days_in_a_few_queries(
+    app, client, keys, cancer
+):
+    """Statistics are stored per window: the page's queries do not grow with the
+    number of features or days (timing: benchmarks/drift.py)."""
+    from datetime import timedelta
+
+    from app.models import DriftStat, DriftWindow
+    from app.models._time import utcnow
+    from app.monitoring.sketch import day_of
+
+    upload(
+        client,
+        keys.admin,
+        "cancer",
+        cancer.as_skops(),
+        reference=reference_csv(cancer.X),
+    )
+    sign_in(client, "root", "correct horse battery")
+
+    def page_statements(days: int) -> int:
+        with app.app_context():
+            for i in range(days):
+                start = day_of(utcnow()) - timedelta(days=i)
+                if db.session.get(DriftWindow, (1, "day", start)) is None:
+                    db.session.add(
+                        DriftWindow(
+                            version_id=1,
+                            kind="day",
+                            start=start,
+                            generation=1,
+                            computed=1,
+                            rows=500,
+                        )
+                    )
+                    for j in range(30):
+                        db.session.add(
+                            DriftStat(
+                                version_id=1,
+                                kind="day",
+                                start=start,
+                                feature=j,
+                                rows=500,
+                                psi=0.01 * j,
+                                pvalue=0.5,
+                                test="chi2",
+                            )
+                        )
+            db.session.commit()
+            engine = db.engine
+        statements: list[str] = []
+
+        def listener(*args):
+            statements.append(args[2])
+
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            page = client.get("/admin/models/cancer")
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert page.status_code == 200
+        assert page.text.count('<svg class="chart"') == 30
+        return len(statements)
+
+    few = page_statements(2)
+    many = page_statements(30)
+    assert many == few and many <= 25
