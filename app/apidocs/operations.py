@@ -113,6 +113,19 @@ NATIVE_PREDICT = native(
     "(`inputs`). Classifiers also answer `classes` and `probabilities`.",
 )
 
+NATIVE_EXPLAIN = native(
+    "Explain the active (or a pinned) version's answer, feature by feature",
+    "NativeExplanation",
+    *PREDICT_ERRORS,
+    request=body("NativePredictRequest"),
+    description="The same body as predict. Per row and per output, `base_value` "
+    "plus the sum of `contributions` (one per entry of `features`) equals "
+    "`output`; `explained_output` says which output of the model that is. Linear "
+    "models and pipelines ending in one, decision trees, random forests, extra "
+    "trees and gradient boosting; other models answer 422 `not_explainable`. "
+    "See docs/explain.md.",
+)
+
 
 def tf_post(
     verb: str, answer: str, schema: str, request: str, description: str
@@ -261,6 +274,8 @@ OPERATIONS: dict[tuple[str, str], dict] = {
             }
         ],
     ),
+    ("/api/v1/models/<name>/explain", "POST"): NATIVE_EXPLAIN,
+    ("/api/v1/models/<name>/versions/<int:number>/explain", "POST"): NATIVE_EXPLAIN,
     # --- admin JSON API (admin scope)
     ("/api/v1/models/<name>/versions", "POST"): admin(
         "Upload a version",

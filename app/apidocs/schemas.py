@@ -550,6 +550,41 @@ SCHEMAS: dict[str, dict] = {
         },
         canary=nullable(OBJECT),
     ),
+    "NativeExplanation": obj(
+        [
+            "model",
+            "version",
+            "explained_output",
+            "method",
+            "outputs",
+            "features",
+            "per_input_feature",
+            "explanations",
+            "request_id",
+        ],
+        model=STRING,
+        version=INTEGER,
+        explained_output={
+            "enum": ["probability", "log_odds", "decision_function", "prediction"]
+        },
+        method={"enum": ["linear", "saabas"]},
+        outputs={"type": "array", "items": LABEL},
+        features={"type": "array", "items": STRING},
+        per_input_feature=BOOLEAN,
+        explanations={
+            "type": "array",
+            "items": obj(
+                ["base_value", "output", "contributions"],
+                base_value={"type": "array", "items": NUMBER},
+                output={"type": "array", "items": NUMBER},
+                contributions={
+                    "type": "array",
+                    "items": {"type": "array", "items": NUMBER},
+                },
+            ),
+        },
+        request_id=STRING,
+    ),
 }
 
 PATH_PARAMETERS = {

@@ -25,7 +25,7 @@ from app.pages import csv_jobs as jobs
 from app.pages.blueprint import bp
 from app.pages.forms import CSVForm, feature_form
 from app.registry import describe
-from app.serving import predict
+from app.serving import explain, predict
 from app.serving.commit import commit
 from app.ui import charts, csvio
 from app.web.errors import APIError
@@ -96,6 +96,17 @@ def predict_page(name: str):
 @login_required
 def predict_form(name: str):
     """Predict the one row typed into the form; errors are shown next to the field."""
+    return _form_result(name)
+
+
+@bp.post("/models/<name>/explain")
+@login_required
+def explain_form(name: str):
+    """The result's "why?" link: the same row, predicted and explained."""
+    return _form_result(name, with_explanation=True)
+
+
+def _form_result(name: str, with_explanation: bool = False):
     after_this_request(record_response("web"))
     model, version = predict.resolve(name, alias="stable")
     form = feature_form(version.schema["feature_names"])
@@ -129,16 +140,50 @@ def predict_form(name: str):
             "Class probabilities",
             lambda v: f"{v:.3f}",
         )
+    label = result.labels.tolist()[0]
+    explanation = None
+    if with_explanation:
+        try:
+            explained = explain.run(model, version, matrix).result
+            explanation = _explanation_view(explained, matrix[0].tolist(), label)
+        except APIError as error:
+            g.log_error_code = error.code
+            explanation = {"error": error.message}
     return _page(
         name,
         form=form,
         result={
-            "label": result.labels.tolist()[0],
+            "label": label,
             "probabilities": probabilities,
             "chart": chart,
             "version": version.number,
+            "explanation": explanation,
         },
     )
+
+
+def _explanation_view(explained, row: list[float], label) -> dict:
+    """The contributions to show: for the predicted class where there is one."""
+    k = 0
+    if label in explained.outputs:
+        k = explained.outputs.index(label)
+    contributions = explained.contributions[0, k].tolist()
+    shown = explained.outputs[k]
+    output = f"{explained.explained.replace('_', ' ')}"
+    if shown != "prediction":
+        output += f" of class {shown}"
+    values = row if explained.mapped else [None] * len(contributions)
+    return {
+        "output": output,
+        "method": explained.method,
+        "mapped": explained.mapped,
+        "base": float(explained.base[0, k]),
+        "total": float(explained.output[0, k]),
+        "rows": list(zip(explained.features, values, contributions, strict=True)),
+        "chart": charts.signed_bars(
+            explained.features, contributions, f"Contributions to the {output}"
+        ),
+    }
 
 
 @bp.post("/models/<name>/csv")

@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from app.registry.artifacts import artifact_bytes, onnx_bytes
 from app.registry.runtime import batching
 from app.serving.batching import MicroBatcher
-from app.serving.runtimes.base import Runtime
+from app.serving.runtimes.base import NotExplainable, Runtime
 from app.serving.runtimes.cache import Isolation, ModelCache
 from app.serving.shadow import ShadowRunner
 from app.serving.snapshot import ModelInfo, Routing, Snapshot, VersionInfo
@@ -93,6 +93,15 @@ class ServingState:
             )
         return self.models.get(
             sha256, schema, file_format, lambda: artifact_bytes(version_id)
+        )
+
+    def load_estimator(self, version: VersionInfo) -> Runtime:
+        """The version's own artifact in inference processes, whatever serves it
+        (explanations need the estimator; a converted graph does not carry it)."""
+        if version.file_format == "onnx":
+            raise NotExplainable("ONNX graph (uploaded as .onnx)")
+        return self.load(
+            version.sha256, version.schema, version.file_format, version.id
         )
 
     def is_loaded(self, version: VersionInfo) -> bool:

@@ -162,3 +162,30 @@ def line_chart(
         )
         body.append(_text(lx + 16, ly, name, cls="legend"))
     return _svg(width, height, title, body)
+
+
+def signed_bars(
+    labels: Sequence[object], values: Sequence[float], title: str
+) -> Markup:
+    """Horizontal bars from a zero line: positive to the right, negative to the left
+    (contributions that push an output up or down)."""
+    bar, left, width, top = 18, 170, 640, 8
+    half = (width - left - 60) / 2
+    zero = left + 30 + half
+    peak = max([abs(v) for v in values] or [0]) or 1
+    height = top + bar * max(1, len(labels)) + 4
+    body = [
+        f'<line x1="{zero:.1f}" y1="{top}" x2="{zero:.1f}" y2="{height - 2}" '
+        'stroke="#6b7a89"/>'
+    ]
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        y = top + i * bar
+        length = max(half * abs(value) / peak, 1)
+        x = zero if value >= 0 else zero - length
+        colour = PALETTE[0] if value >= 0 else PALETTE[3]
+        body.append(_text(left - 8, y + bar - 5, label, "end", "label"))
+        body.append(
+            f'<rect x="{x:.1f}" y="{y}" width="{length:.1f}" height="{bar - 3}" '
+            f'fill="{colour}"><title>{escape(f"{label}: {value:+.4g}")}</title></rect>'
+        )
+    return _svg(width, height, title, body)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from flask import g
 
+from app.serving.explain import Explanation
 from app.serving.inputs import matrix_from_columns, matrix_from_rows
 from app.serving.predict import Prediction
 from app.web.errors import APIError
@@ -46,3 +47,27 @@ def response_body(prediction: Prediction, lists: bool = True) -> dict[str, Any]:
             )
     body["request_id"] = g.get("request_id")
     return body
+
+
+def explain_body(explanation: Explanation) -> dict[str, Any]:
+    """The native answer to ``/explain``: per row, base + Σ contributions = output."""
+    result = explanation.result
+    return {
+        "model": explanation.model.name,
+        "version": explanation.version.number,
+        "explained_output": result.explained,
+        "method": result.method,
+        "outputs": result.outputs,
+        "features": result.features,
+        "per_input_feature": result.mapped,
+        "explanations": [
+            {"base_value": base, "output": output, "contributions": contributions}
+            for base, output, contributions in zip(
+                result.base.tolist(),
+                result.output.tolist(),
+                result.contributions.tolist(),
+                strict=True,
+            )
+        ],
+        "request_id": g.get("request_id"),
+    }

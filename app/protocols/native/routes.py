@@ -8,10 +8,10 @@ from app.auth.permissions import require_scope
 from app.extensions import db
 from app.models import MLModel
 from app.observability.request_log import record_response
-from app.protocols.native.codec import native_matrix, response_body
+from app.protocols.native.codec import explain_body, native_matrix, response_body
 from app.registry import describe
 from app.registry.service import get_model, get_version
-from app.serving import predict
+from app.serving import explain, predict
 from app.serving.inputs import matrix_from_rows, parse_json
 from app.web.errors import APIError
 from app.web.finite_json import json_response
@@ -92,3 +92,13 @@ def predict_tutorial():
     matrix = matrix_from_rows(rows, version.schema, "features", predict.max_rows())
     result = predict.run(model, version, matrix)
     return json_response({"prediction": result.labels})
+
+
+@bp.post("/api/v1/models/<name>/explain")
+@bp.post("/api/v1/models/<name>/versions/<int:number>/explain")
+@require_scope("predict")
+def explain_native(name: str, number: int | None = None):
+    """Per-feature contributions for each row (docs/explain.md)."""
+    model, version = predict.resolve(name, number)
+    rows = native_matrix(_body(), version.schema, predict.max_rows())
+    return json_response(explain_body(explain.run(model, version, rows)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,47 @@ class PredictionFailed(APIError):
         )
 
 
+class NotExplainable(APIError):
+    """No exact additive explanation for this kind of model (422)."""
+
+    def __init__(self, estimator: str):
+        super().__init__(
+            422,
+            "not_explainable",
+            f"explanations cover linear models and decision tree ensembles; "
+            f"this model is a {estimator}",
+            "model",
+        )
+
+
+@dataclass
+class Explained:
+    """Per-feature contributions for each row: base + Σ contributions = output.
+
+    ``base`` and ``output`` are (rows, outputs); ``contributions`` is (rows,
+    outputs, features). ``outputs`` names each output (a class, or "prediction");
+    ``explained`` says which output of the model they are (``explainer``).
+    """
+
+    base: np.ndarray
+    output: np.ndarray
+    contributions: np.ndarray
+    features: list[str]
+    outputs: list
+    explained: str
+    method: str
+    mapped: bool
+
+    def consistent(self, rows: int) -> bool:
+        """True when the shapes agree with each other and with ``rows``."""
+        shape = (rows, len(self.outputs))
+        return (
+            self.base.shape == shape
+            and self.output.shape == shape
+            and self.contributions.shape == (*shape, len(self.features))
+        )
+
+
 class Runtime(ABC):
     """A loaded model version, ready to answer."""
 
@@ -77,6 +119,10 @@ class Runtime(ABC):
     def predict(self, rows: np.ndarray, deadline: float | None = None):
         """Return (labels, probabilities or None); raise PredictionTimeout past
         ``deadline`` (``time.monotonic()``), PredictionFailed or RuntimeFailed."""
+
+    def explain(self, rows: np.ndarray, deadline: float | None = None) -> Explained:
+        """Per-feature contributions; only isolated runtimes hold the estimator."""
+        raise NotExplainable(f"model served by {self.kind}")
 
     def describe(self) -> dict[str, Any]:
         """What answers for this version, for the API and the admin page."""

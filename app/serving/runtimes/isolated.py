@@ -26,6 +26,8 @@ import orjson
 from app.registry.errors import ModelFileError
 from app.serving.runtimes import wire
 from app.serving.runtimes.base import (
+    Explained,
+    NotExplainable,
     PredictionFailed,
     PredictionTimeout,
     Runtime,
@@ -99,10 +101,10 @@ class InferenceProcess:
             )
         self.confinement = header.get("confinement", [])
 
-    def predict(self, rows: np.ndarray, deadline: float):
-        """Send rows, wait for the answer until ``deadline``."""
+    def _exchange(self, op: str, rows: np.ndarray, deadline: float):
+        """Send rows for ``op``, wait for the answer until ``deadline``."""
         try:
-            wire.write(self.proc.stdin.fileno(), wire.encode({"op": "predict"}, [rows]))
+            wire.write(self.proc.stdin.fileno(), wire.encode({"op": op}, [rows]))
             header, arrays = wire.read(self.proc.stdout.fileno(), deadline)
         except wire.Deadline:
             log.warning(
@@ -118,16 +120,24 @@ class InferenceProcess:
                 "inference process for %s failed (exit status %s)", self.label, status
             )
             raise RuntimeFailed() from None
+        if header.get("error") == "not_explainable":
+            raise NotExplainable(str(header.get("estimator", "model")))
         if not header.get("ok"):
             log.warning(
-                "model %s could not predict %d rows: %s",
+                "model %s could not %s %d rows: %s",
                 self.label,
+                op,
                 len(rows),
                 header.get("detail"),
             )
             if header.get("error") == "out_of_memory":
                 self.kill()  # a process that ran out of memory starts afresh
             raise PredictionFailed()
+        return header, arrays
+
+    def predict(self, rows: np.ndarray, deadline: float):
+        """Labels and probabilities (or None) for ``rows``."""
+        header, arrays = self._exchange("predict", rows, deadline)
         if "labels_json" in header:
             labels = np.asarray(orjson.loads(header["labels_json"]))
         else:
@@ -139,6 +149,28 @@ class InferenceProcess:
             self.kill()
             raise RuntimeFailed()
         return labels, probabilities
+
+    def explain(self, rows: np.ndarray, deadline: float) -> Explained:
+        """Per-feature contributions for ``rows`` (``explainer``, in the process)."""
+        header, arrays = self._exchange("explain", rows, deadline)
+        try:
+            base, output, contributions = arrays
+            explained = Explained(
+                base=base,
+                output=output,
+                contributions=contributions,
+                features=[str(f) for f in header["features"]],
+                outputs=list(header["outputs"]),
+                explained=str(header["explained"]),
+                method=str(header["method"]),
+                mapped=bool(header["mapped"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            explained = None
+        if explained is None or not explained.consistent(len(rows)):
+            self.kill()
+            raise RuntimeFailed()
+        return explained
 
     def kill(self) -> int | None:
         """Stop the process (SIGKILL) and reap it; return its exit status."""
@@ -191,6 +223,13 @@ class IsolatedRuntime(Runtime):
             self._idle.put(process)
 
     def predict(self, rows: np.ndarray, deadline: float | None = None):
+        return self._call(InferenceProcess.predict, rows, deadline)
+
+    def explain(self, rows: np.ndarray, deadline: float | None = None) -> Explained:
+        return self._call(InferenceProcess.explain, rows, deadline)
+
+    def _call(self, method, rows: np.ndarray, deadline: float | None):
+        """``method`` on an idle process, restarting it if it fails."""
         if deadline is None:
             deadline = time.monotonic() + LOAD_TIMEOUT_SECONDS
         try:
@@ -202,7 +241,7 @@ class IsolatedRuntime(Runtime):
             if not process.alive:
                 process.start(max(deadline, time.monotonic() + LOAD_TIMEOUT_SECONDS))
             rows = np.ascontiguousarray(rows, dtype=np.float64)
-            return process.predict(rows, deadline)
+            return method(process, rows, deadline)
         except ModelFileError:
             failed = True
             raise RuntimeFailed() from None

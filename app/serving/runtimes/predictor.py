@@ -13,6 +13,7 @@ import numpy as np
 
 from app.registry.loading import load_bytes
 from app.registry.schema import predict_rows
+from app.serving.runtimes import explainer
 
 # Classifiers whose predict() is, in scikit-learn's own code, the class with the
 # highest predict_proba(): for them one predict_proba call gives both answers.
@@ -50,6 +51,7 @@ class Predictor:
         trusted_modules: tuple[str, ...] = (),
     ):
         self.schema = schema
+        self.file_format = file_format
         self.model = load_bytes(data, file_format, trusted_modules)
         self._argmax_classes = (
             _final(self.model).classes_
@@ -65,3 +67,9 @@ class Predictor:
                 probabilities.argmax(axis=1)
             ), probabilities
         return predict_rows(self.model, self.schema, rows)
+
+    def explain(self, rows: np.ndarray) -> explainer.Explanation:
+        """Per-feature contributions for validated rows (``explainer``)."""
+        if self.file_format == "onnx":
+            raise explainer.NotExplainable("ONNX graph")
+        return explainer.explain(self.model, rows, self.schema["feature_names"])

@@ -3,8 +3,8 @@ worker.
 
 It confines itself before reading a byte of the model (``confine``), then answers
 frames on its stdin/stdout (``wire``): first ``load`` (the model's bytes), then any
-number of ``predict``. Whatever model code prints goes to stderr, never into the
-protocol. It exits when its parent goes away.
+number of ``predict`` or ``explain`` (``explainer``). Whatever model code prints
+goes to stderr, never into the protocol. It exits when its parent goes away.
 """
 
 from __future__ import annotations
@@ -57,17 +57,20 @@ def main() -> int:
     )
     while True:
         try:
-            _, (rows,) = wire.read(proto_in)
+            request, (rows,) = wire.read(proto_in)
         except wire.Closed:
             return 0
         try:
-            labels, probabilities = predictor.predict(rows)
-            head, arrays = wire.labels_out(labels)
-            if probabilities is not None:
-                arrays.append(np_float(probabilities))
-            frame = wire.encode(
-                {"ok": True, **head, "proba": probabilities is not None}, arrays
-            )
+            if request.get("op") == "explain":
+                frame = _explain(predictor, rows)
+            else:
+                labels, probabilities = predictor.predict(rows)
+                head, arrays = wire.labels_out(labels)
+                if probabilities is not None:
+                    arrays.append(np_float(probabilities))
+                frame = wire.encode(
+                    {"ok": True, **head, "proba": probabilities is not None}, arrays
+                )
         except MemoryError:
             log.error("inference process %d: out of memory", os.getpid())
             frame = wire.encode(
@@ -78,6 +81,22 @@ def main() -> int:
                 {"ok": False, "error": "prediction_failed", "detail": _detail(exc)}
             )
         wire.write(proto_out, frame)
+
+
+def _explain(predictor, rows) -> bytes:
+    """Contributions per feature (``explainer``), or a refusal naming the model."""
+    from app.serving.runtimes import explainer, wire
+
+    try:
+        result = predictor.explain(rows)
+    except explainer.NotExplainable as refusal:
+        return wire.encode(
+            {"ok": False, "error": "not_explainable", "estimator": refusal.estimator}
+        )
+    return wire.encode(
+        {"ok": True, **result.header()},
+        [result.base, result.output, result.contributions],
+    )
 
 
 def np_float(values):
