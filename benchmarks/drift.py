@@ -91,8 +91,8 @@ def build(url: str, source: str):
 def sketch_alone() -> dict[str, float]:
     import numpy as np
 
-    from app.monitoring.reference import BinSpec, describe_rows
-    from app.monitoring.sketch import Sketch
+    from app.observability.reference import BinSpec, describe_rows
+    from app.observability.sketch import Sketch
 
     X, _, _ = data()
     spec = BinSpec.build(1, describe_rows(X, [f"x{j}" for j in range(30)]))
@@ -142,7 +142,7 @@ def page() -> dict[str, float]:
     from app.extensions import db
     from app.models import DriftStat, DriftWindow
     from app.models._time import utcnow
-    from app.monitoring.sketch import day_of
+    from app.observability.sketch import day_of
 
     folder = tempfile.mkdtemp(prefix="md-drift-")
     app, key, X = build(f"sqlite:///{folder}/page.db", "sketch")

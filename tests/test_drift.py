@@ -16,8 +16,8 @@ from werkzeug.datastructures import FileStorage
 
 from app.extensions import db
 from app.models import DriftReference
-from app.monitoring.sketch import sketch
 from app.observability.request_log import writer
+from app.observability.sketch import sketch
 from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
 
 SHIFTED = 3  # the feature moved by +3 standard deviations
@@ -252,7 +252,7 @@ def test_the_model_page_reads_30_features_by_30_days_in_a_few_queries(
 
     from app.models import DriftStat, DriftWindow
     from app.models._time import utcnow
-    from app.monitoring.sketch import day_of
+    from app.observability.sketch import day_of
 
     upload(
         client,

@@ -26,7 +26,8 @@ class DriftReference(db.Model):
     rows: Mapped[int]
     # One entry per feature, in the model's order: name, kind (numeric or
     # categorical), inner quantile edges or category values, and reference counts
-    # per bin with a last bin for missing/unseen values (app/monitoring/reference.py).
+    # per bin with a last bin for missing/unseen values
+    # (app/observability/reference.py).
     features: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     # Per feature, a sorted subsample of raw values for the KS test (payload path);
     # deferred, so that serving never loads it.

@@ -31,9 +31,10 @@ from app.models import (
     ModelVersion,
 )
 from app.models._time import utcnow
-from app.monitoring import payloads, sketch, stats
-from app.monitoring.reference import BinSpec, describe_rows, rows_from_csv
-from app.monitoring.sketch import day_of, window_end
+from app.monitoring import payloads, stats
+from app.observability import sketch
+from app.observability.reference import BinSpec, describe_rows, rows_from_csv
+from app.observability.sketch import day_of, window_end
 from app.web.errors import APIError
 
 KINDS = ("hour", "day")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from flask import current_app, g
 
-from app.monitoring.sketch import sketch
 from app.observability import metrics
+from app.observability.sketch import sketch
 from app.serving import canary
 from app.serving.prediction_cache import prediction_cache
 from app.serving.runtimes.base import Runtime

@@ -17,7 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from app.extensions import db
 from app.models import DriftReference, MLModel, ModelAlias, ModelVersion
-from app.monitoring.reference import BinSpec
+from app.observability.reference import BinSpec
 from app.registry import changes
 from app.registry.runtime import effective_runtime
 

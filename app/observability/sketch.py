@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.extensions import db
 from app.models import DriftCount, DriftWindow
-from app.monitoring.reference import BinSpec
+from app.observability.reference import BinSpec
 
 log = logging.getLogger(__name__)
 HOUR = 3600
