@@ -292,6 +292,35 @@ SETTINGS: tuple[Setting, ...] = (
         _list,
         'Feature or body field names replaced by `"[redacted]"` in stored payloads.',
     ),
+    Setting(
+        "MODELDOCK_CELERY_BROKER_URL",
+        "",
+        str,
+        "Broker of the Celery workers that run batch jobs (CSV uploads, `POST "
+        "/api/v1/models/<name>/jobs`), e.g. `amqp://guest:guest@127.0.0.1:5672//` "
+        "or `redis://127.0.0.1:6379/1`. Empty: jobs run in a thread of the web "
+        "worker that received them.",
+    ),
+    Setting(
+        "MODELDOCK_CELERY_QUEUE",
+        "modeldock-batch",
+        str,
+        "Broker queue of the batch chunks (workers started with "
+        "`celery -A app.batch.celery worker` consume it).",
+    ),
+    Setting(
+        "MODELDOCK_BATCH_CHUNK_ROWS",
+        5000,
+        int,
+        "Rows per chunk of a batch job: the unit a worker predicts, stores and, "
+        "if it dies, redoes.",
+    ),
+    Setting(
+        "MODELDOCK_BATCH_MAX_ROWS",
+        1_000_000,
+        int,
+        "Most rows in one job of the batch API (JSON or CSV); more gets 413.",
+    ),
 )
 
 

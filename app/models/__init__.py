@@ -1,6 +1,6 @@
 """Database models, one module per entity family."""
 
-from app.models.jobs import PredictionJob
+from app.models.batch import BatchChunk, BatchJob
 from app.models.logs import AuditEvent, RequestLog, ShadowResult
 from app.models.registry import (
     Activation,
@@ -16,11 +16,12 @@ __all__ = [
     "Activation",
     "ApiKey",
     "AuditEvent",
+    "BatchChunk",
+    "BatchJob",
     "MLModel",
     "ModelAlias",
     "ModelArtifact",
     "ModelVersion",
-    "PredictionJob",
     "RegistryState",
     "RequestLog",
     "ShadowResult",
