@@ -222,7 +222,8 @@ SETTINGS: tuple[Setting, ...] = (
         "MODELDOCK_CSV_RESULT_HOURS",
         24,
         int,
-        "How long CSV prediction results are kept for viewing and download.",
+        "How long batch job results (CSV uploads, the batch API) are kept for "
+        "viewing and download.",
     ),
     Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
     Setting(

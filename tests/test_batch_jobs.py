@@ -270,3 +270,28 @@ def test_an_unreachable_broker_fails_the_submission_clearly(app, keys, iris):
         job = db.session.scalars(select(BatchJob)).one()
         assert job.runner == "celery"
         assert storage.progress(job).status == "failed"
+
+
+def test_string_classes_as_the_demo_model_has(app, keys, iris):
+    """Labels that are text (an object array in numpy) are stored and read back."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    model = LogisticRegression(max_iter=500).fit(
+        data.data, data.target_names[data.target]
+    )
+    client = app.test_client()
+    named = type(iris)(model, data.data)
+    assert upload(client, keys.admin, "flowers", named.as_skops()).status_code == 201
+    with submit(
+        client, keys.predict, {"instances": data.data.tolist()}, "flowers"
+    ) as r:
+        assert r.status_code == 202, r.text
+    state = wait_done(client, keys.predict, r.headers["Location"])
+    assert state["status"] == "done", state
+    lines = results(client, keys.predict, state["id"], "jsonl").splitlines()
+    assert [orjson.loads(line)["prediction"] for line in lines] == model.predict(
+        data.data
+    ).tolist()
+    assert list(orjson.loads(lines[0])["probabilities"]) == list(data.target_names)

@@ -91,9 +91,10 @@ def _predict(job: BatchJob, chunk: BatchChunk) -> dict:
     )
     matrix = csvio.to_matrix(parsed, 0, len(parsed), version.schema)
     result = predict.run(model, version, matrix)
-    return {
-        "labels": result.labels,
-        "probabilities": result.probabilities if job.classes is not None else None,
+    probabilities = result.probabilities if job.classes is not None else None
+    return {  # lists: labels may be strings (an object array orjson cannot write)
+        "labels": result.labels.tolist(),
+        "probabilities": None if probabilities is None else probabilities.tolist(),
     }
 
 
