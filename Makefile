@@ -72,7 +72,9 @@ chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 
-# PostgreSQL and Redis are local services on this machine; start them if they are down.
+# PostgreSQL, Redis and RabbitMQ are local services on this machine; start them if
+# they are down.
+RABBIT_UP = python3 -c "import socket; socket.create_connection(('127.0.0.1', 5672), 2).close()" 2>/dev/null
 # As root, also let a killed worker's queued connections move to the other workers
 # (gunicorn.conf.py's reuse_port; docs/production.md), as production is told to.
 services:
@@ -80,6 +82,8 @@ services:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL or Redis did not start" >&2; exit 1
+	@# RabbitMQ, the broker of the Celery batch workers (tests/test_celery_jobs.py).
+	@$(RABBIT_UP) || { rabbitmq-server -detached && for i in $$(seq 1 60); do $(RABBIT_UP) && exit 0; sleep 1; done; echo "RabbitMQ did not start" >&2; exit 1; }
 
 # nginx, for the end-to-end test of the production stack (tests/test_production_stack.py),
 # and Prometheus with promtool, for the alert rules in deploy/prometheus/

@@ -55,6 +55,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 def register_extensions(app: Flask) -> None:
     from app.auth import permissions, sessions
+    from app.batch import runner as batch_runner
     from app.extensions import (
         cache,
         cors,
@@ -90,6 +91,7 @@ def register_extensions(app: Flask) -> None:
     permissions.init_app(app)  # must run before the limiter, which keys on its result
     ratelimit.init_app(app)  # before the limiter, so its hook runs after the limiter's
     limiter.init_app(app)
+    batch_runner.init_app(app)  # the broker's client, when batch jobs use Celery
 
     @login_manager.user_loader
     def load_user(user_id: str):

@@ -222,7 +222,8 @@ SETTINGS: tuple[Setting, ...] = (
         "MODELDOCK_CSV_RESULT_HOURS",
         24,
         int,
-        "How long CSV prediction results are kept for viewing and download.",
+        "How long batch job results (CSV uploads, the batch API) are kept for "
+        "viewing and download.",
     ),
     Setting("LOG_LEVEL", "INFO", str, "Python logging level."),
     Setting(
@@ -327,6 +328,35 @@ SETTINGS: tuple[Setting, ...] = (
         float,
         "Drift statistics of windows still filling are recomputed at most this "
         "often in the background (and whenever a report finds them stale).",
+    ),
+    Setting(
+        "MODELDOCK_CELERY_BROKER_URL",
+        "",
+        str,
+        "Broker of the Celery workers that run batch jobs (CSV uploads, `POST "
+        "/api/v1/models/<name>/jobs`), e.g. `amqp://guest:guest@127.0.0.1:5672//` "
+        "or `redis://127.0.0.1:6379/1`. Empty: jobs run in a thread of the web "
+        "worker that received them.",
+    ),
+    Setting(
+        "MODELDOCK_CELERY_QUEUE",
+        "modeldock-batch",
+        str,
+        "Broker queue of the batch chunks (workers started with "
+        "`celery -A app.batch.celery worker` consume it).",
+    ),
+    Setting(
+        "MODELDOCK_BATCH_CHUNK_ROWS",
+        5000,
+        int,
+        "Rows per chunk of a batch job: the unit a worker predicts, stores and, "
+        "if it dies, redoes.",
+    ),
+    Setting(
+        "MODELDOCK_BATCH_MAX_ROWS",
+        1_000_000,
+        int,
+        "Most rows in one job of the batch API (JSON or CSV); more gets 413.",
     ),
 )
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from app.extensions import db
-from app.models import ApiKey, PredictionJob
+from app.models import ApiKey, BatchChunk, BatchJob
 from app.models._time import utcnow
 from tests.conftest import BACKENDS, auth, build_app, make_keys, running_app, sign_in
 
@@ -161,13 +161,13 @@ def test_missing_columns_are_named_and_nothing_runs(site):
     app, _ = site
     client, token = client_for(app)
     with app.app_context():
-        before = db.session.query(PredictionJob).count()
+        before = db.session.query(BatchJob).count()
     with upload_csv(client, token, "iris", "x0,x2,id\n1,2,3\n") as page:
         assert page.status_code == 400
         assert "missing column(s): x1, x3" in page.text
         assert 'id="file-error"' in page.text
     with app.app_context():
-        assert db.session.query(PredictionJob).count() == before
+        assert db.session.query(BatchJob).count() == before
 
 
 def test_row_cap_is_configurable(site):
@@ -241,16 +241,23 @@ def test_jobs_are_private_and_a_dead_worker_is_reported(site):
     with app.app_context():
         for job_id, owner in (("a" * 32, keys.user_id), ("b" * 32, keys.admin_user_id)):
             db.session.add(
-                PredictionJob(
+                BatchJob(
                     id=job_id,
                     user_id=owner,
                     model_name="iris",
                     version=1,
                     filename="x.csv",
-                    status="running",
+                    input_columns=["x0", "x1", "x2", "x3"],
                     total_rows=10,
-                    done_rows=5,
+                    chunk_rows=5,
+                    total_chunks=2,
                     updated_at=utcnow() - timedelta(minutes=10),
+                )
+            )
+            db.session.flush()
+            db.session.add(
+                BatchChunk(
+                    job_id=job_id, chunk_index=0, rows=5, status="done", input=b""
                 )
             )
         db.session.commit()

@@ -276,6 +276,57 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ),
     ("/api/v1/models/<name>/explain", "POST"): NATIVE_EXPLAIN,
     ("/api/v1/models/<name>/versions/<int:number>/explain", "POST"): NATIVE_EXPLAIN,
+    # --- batch jobs (predict scope; app/batch)
+    ("/api/v1/models/<name>/jobs", "POST"): op(
+        "native",
+        "Submit a batch job: rows as JSON, or a CSV file",
+        {
+            "202": reply(
+                "Accepted: the job's status; poll its Location.",
+                "BatchJob",
+                Location="The job's status URL",
+            ),
+            **errors("Native", *AUTH, 404, 409, 413, 415, 503),
+        },
+        request={
+            "required": True,
+            "content": {
+                JSON: {"schema": ref("BatchJobRequest")},
+                "multipart/form-data": {"schema": ref("BatchJobUpload")},
+                "text/csv": {"schema": {"type": "string"}},
+            },
+        },
+        description="The model's stable version answers every row. Chunks of "
+        "`MODELDOCK_BATCH_CHUNK_ROWS` rows run on the Celery workers when a broker is "
+        "configured, else in the web worker. At most `MODELDOCK_BATCH_MAX_ROWS` rows.",
+    ),
+    ("/api/v1/jobs/<job_id>", "GET"): native(
+        "A batch job's status and progress", "BatchJob", 404
+    ),
+    ("/api/v1/jobs/<job_id>/results", "GET"): op(
+        "native",
+        "A finished batch job's predictions (streamed)",
+        {
+            "200": {
+                "description": "CSV: the input columns, `prediction`, then "
+                "`probability_<class>`; JSON lines: `row`, `prediction`, "
+                "`probabilities` by class.",
+                "content": {
+                    "text/csv": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {"schema": {"type": "string"}},
+                },
+            },
+            **errors("Native", *AUTH, 404, 409),
+        },
+        parameters=[
+            {
+                "name": "format",
+                "in": "query",
+                "required": False,
+                "schema": {"enum": ["csv", "jsonl"], "default": "csv"},
+            }
+        ],
+    ),
     # --- admin JSON API (admin scope)
     ("/api/v1/models/<name>/versions", "POST"): admin(
         "Upload a version",

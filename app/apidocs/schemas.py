@@ -585,6 +585,69 @@ SCHEMAS: dict[str, dict] = {
         },
         request_id=STRING,
     ),
+    "BatchJobRequest": {
+        "type": "object",
+        "description": "Rows as in a prediction (`instances` or `inputs`); or send "
+        "a CSV file instead, as `multipart/form-data` (field `file`) or a `text/csv` "
+        "body, with a header naming every feature.",
+        "properties": {
+            "instances": {"type": "array", "items": ROW, "minItems": 1},
+            "inputs": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "additionalProperties": {"type": "array", "items": NUMBER},
+                        "minProperties": 1,
+                    },
+                    {"type": "array", "items": ROW, "minItems": 1},
+                ]
+            },
+        },
+        "oneOf": [{"required": ["instances"]}, {"required": ["inputs"]}],
+        "example": {"instances": [[5.1, 3.5, 1.4, 0.2], [6.2, 3.4, 5.4, 2.3]]},
+    },
+    "BatchJobUpload": obj(["file"], file={"type": "string", "format": "binary"}),
+    "BatchJob": obj(
+        [
+            "id",
+            "model",
+            "version",
+            "status",
+            "runner",
+            "percent",
+            "rows",
+            "chunks",
+            "error",
+            "created_at",
+            "finished_at",
+            "links",
+        ],
+        id=STRING,
+        model=STRING,
+        version=INTEGER,
+        status={"enum": ["queued", "running", "done", "failed"]},
+        runner={"enum": ["in-process", "celery"]},
+        percent=INTEGER,
+        rows=obj(["total", "done"], total=INTEGER, done=INTEGER),
+        chunks=obj(
+            ["total", "done", "running", "failed", "redone", "rows"],
+            total=INTEGER,
+            done=INTEGER,
+            running=INTEGER,
+            failed=INTEGER,
+            redone=INTEGER,
+            rows=INTEGER,
+        ),
+        error=nullable(obj(["code", "message"], code=STRING, message=STRING)),
+        created_at=TIMESTAMP,
+        finished_at=nullable(TIMESTAMP),
+        links=obj(
+            ["self", "results_csv", "results_jsonl"],
+            self=STRING,
+            results_csv=STRING,
+            results_jsonl=STRING,
+        ),
+    ),
 }
 
 PATH_PARAMETERS = {
@@ -592,4 +655,5 @@ PATH_PARAMETERS = {
     "number": {"type": "integer", "minimum": 1, "example": 1},
     "label": {"type": "string", "pattern": f"^{LABEL_PATTERN}$", "example": "stable"},
     "filename": {"type": "string", "example": "css/app.css"},
+    "job_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
 }

@@ -1,8 +1,8 @@
 """Database models, one module per entity family."""
 
+from app.models.batch import BatchChunk, BatchJob
 from app.models.drift import DriftCount, DriftReference, DriftStat, DriftWindow
 from app.models.feedback import Feedback
-from app.models.jobs import PredictionJob
 from app.models.logs import AuditEvent, RequestLog, ShadowResult
 from app.models.registry import (
     Activation,
@@ -23,11 +23,12 @@ __all__ = [
     "DriftReference",
     "DriftStat",
     "DriftWindow",
+    "BatchChunk",
+    "BatchJob",
     "MLModel",
     "ModelAlias",
     "ModelArtifact",
     "ModelVersion",
-    "PredictionJob",
     "RegistryState",
     "RequestLog",
     "ShadowResult",

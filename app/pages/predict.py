@@ -13,15 +13,16 @@ from flask import (
     redirect,
     render_template,
     request,
+    stream_with_context,
     url_for,
 )
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
+from app.batch import jobs, storage
 from app.extensions import db
 from app.models import MLModel
 from app.observability.request_log import record_response
-from app.pages import csv_jobs as jobs
 from app.pages.blueprint import bp
 from app.pages.forms import CSVForm, feature_form
 from app.registry import describe
@@ -204,45 +205,44 @@ def predict_csv(name: str):
     except APIError as error:
         form.file.errors = [error.message]
         return _page(name, csv_form=form, status=error.status, csv_error=error.message)
-    job = jobs.create(
+    job = jobs.from_csv(
         current_user.id,
         model.name,
-        version.number,
+        version,
+        parsed,
         upload.filename or "upload.csv",
-        len(parsed),
+        "web-csv",
     )
     commit()
-    thread = jobs.launch(
-        current_app._get_current_object(),
-        job.id,
-        parsed,
-        current_user.id,
-        request.remote_addr,
-    )
-    # Small files finish while we wait; larger ones get the progress page.
-    thread.join(current_app.config["MODELDOCK_CSV_WAIT_SECONDS"])
+    thread = jobs.start(job, current_user.id, request.remote_addr)
+    if thread is not None:  # in-process: small files finish while we wait
+        thread.join(current_app.config["MODELDOCK_CSV_WAIT_SECONDS"])
     return redirect(url_for("pages.job", job_id=job.id))
 
 
 def _own_job(job_id: str):
-    """The signed-in user's job; one whose worker died is marked failed (committed)."""
-    record = jobs.get_for(job_id, current_user.id)
+    """The signed-in user's job and its progress; a job whose worker died is marked
+    failed (committed)."""
+    record, progress = jobs.own_job(job_id, current_user.id)
     if db.session.is_modified(record):
         commit()
-    return record
+    return record, progress
 
 
 @bp.get("/jobs/<job_id>")
 @login_required
 def job(job_id: str):
     """Progress while the job runs (the page refreshes itself), results when done."""
-    record = _own_job(job_id)
-    if record.status != "done":
-        return render_template("pages/job_progress.html", job=record)
+    record, progress = _own_job(job_id)
+    if progress.status != "done":
+        return render_template("pages/job_progress.html", job=record, progress=progress)
     page = Page([], page_number(), RESULT_ROWS_PER_PAGE, record.total_rows)
     page.number = min(page.number, page.pages)
-    page.items = jobs.read_rows(record, page.offset, page.per_page)
-    data = record.summary["chart"]
+    page.items = storage.read_rows(record, page.offset, page.per_page)
+    summary = storage.summary(record)
+    if db.session.is_modified(record):
+        commit()
+    data = summary["chart"]
     if data["kind"] == "counts":
         chart = charts.bar_chart(
             data["labels"], {"rows": data["values"]}, "Rows per predicted class"
@@ -254,8 +254,9 @@ def job(job_id: str):
     return render_template(
         "pages/job_result.html",
         job=record,
+        progress=progress,
         page=page,
-        columns=record.summary["columns"],
+        columns=summary["columns"],
         chart=chart,
         data=data,
     )
@@ -264,12 +265,12 @@ def job(job_id: str):
 @bp.get("/jobs/<job_id>/download")
 @login_required
 def job_download(job_id: str):
-    record = _own_job(job_id)
-    if record.status != "done":
+    record, progress = _own_job(job_id)
+    if progress.status != "done":
         abort(409, "The job has not finished.")
     filename = f"{record.model_name}-v{record.version}-predictions.csv"
     return Response(
-        jobs.export(record),
+        stream_with_context(storage.export_csv(record)),
         mimetype="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',

@@ -71,3 +71,32 @@ def explain_body(explanation: Explanation) -> dict[str, Any]:
         ],
         "request_id": g.get("request_id"),
     }
+
+
+def job_body(job: Any, progress: Any, links: dict[str, str]) -> dict[str, Any]:
+    """A batch job's state (``app.batch.storage.Progress``) as the API answers it."""
+    return {
+        "id": job.id,
+        "model": job.model_name,
+        "version": job.version,
+        "status": progress.status,
+        "runner": job.runner,
+        "percent": progress.percent,
+        "rows": {"total": progress.total_rows, "done": progress.done_rows},
+        "chunks": {
+            "total": progress.total_chunks,
+            "done": progress.done_chunks,
+            "running": progress.running_chunks,
+            "failed": progress.failed_chunks,
+            "redone": progress.redone_chunks,
+            "rows": job.chunk_rows,
+        },
+        "error": (
+            {"code": progress.error_code, "message": progress.error}
+            if progress.status == "failed"
+            else None
+        ),
+        "created_at": job.created_at,
+        "finished_at": progress.finished_at,
+        "links": links,
+    }
