@@ -1,7 +1,7 @@
 """A real ModelDock for the client's tests: gunicorn on 127.0.0.1 (one worker, so
-rate limits count in one place), SQLite, an iris classifier and a diabetes
-regressor, and API keys with tiny rate limits. Its access log records each
-request's method, path, status and Idempotency-Key."""
+rate limits count in one place), SQLite, the demo model of `make run` (iris species)
+and a diabetes regressor, and API keys with tiny rate limits. Its access log records
+each request's method, path, status and Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -166,14 +166,13 @@ class LiveServer:
 
 def _prepare(database_url: str) -> dict[str, str]:
     """Create the tables, a user, the keys and the two models; return the keys."""
-    from sklearn.datasets import load_diabetes, load_iris
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
     from skops.io import dumps
 
     from app import create_app
     from app.auth.credentials import create_api_key, create_user
+    from app.cli.demo import train_demo_model
     from app.extensions import db
     from app.rollout import versions
 
@@ -187,8 +186,6 @@ def _prepare(database_url: str) -> dict[str, str]:
             "MODELDOCK_VALIDATION_MEMORY_MB": 1024,
         }
     )
-    X, y = load_iris(return_X_y=True)
-    iris = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
     X, y = load_diabetes(return_X_y=True)
     diabetes = Ridge(alpha=0.5).fit(X, y)
     try:
@@ -199,7 +196,7 @@ def _prepare(database_url: str) -> dict[str, str]:
                 name: create_api_key(user, name, ["predict"], rate_limit=limit)[1]
                 for name, limit in KEY_LIMITS.items()
             }
-            versions.upload_version("iris", "iris.skops", dumps(iris))
+            versions.upload_version("demo", "demo.skops", train_demo_model())
             versions.upload_version("diabetes", "diabetes.skops", dumps(diabetes))
             db.session.commit()
             db.session.remove()

@@ -7,13 +7,19 @@ access log, which also shows each request's Idempotency-Key."""
 
 from __future__ import annotations
 
+import ast
 import builtins
 import logging
+import os
+import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,9 +36,12 @@ from modeldock_client import (
     UnexpectedResponseError,
 )
 
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 ROW = [5.1, 3.5, 1.4, 0.2]
+FEATURES = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+SPECIES = ["setosa", "versicolor", "virginica"]
 
 
 def new_hits(server, before: int, settle: float = 0.3):
@@ -56,24 +65,27 @@ def is_uuid4(text: str) -> bool:
 def test_predict_probabilities_and_models(md):
     with Client(md.url, md.keys["predict"]) as client:
         models = client.list_models()
-        assert [m.name for m in models] == ["diabetes", "iris"]
-        assert models[1].task == "classification" and models[1].active_version == 1
+        assert [m.name for m in models] == ["demo", "diabetes"]
+        assert models[0].task == "classification" and models[0].active_version == 1
 
         before = len(md.hits())
-        answer = client.predict("iris", [ROW, [6.2, 3.4, 5.4, 2.3]])
-        assert answer.model == "iris" and answer.version == 1
-        assert answer.predictions == [0, 2] and answer.classes == [0, 1, 2]
+        answer = client.predict("demo", [ROW, [6.2, 3.4, 5.4, 2.3]])
+        assert answer.model == "demo" and answer.version == 1
+        assert answer.predictions == ["setosa", "virginica"]
+        assert answer.classes == SPECIES
         assert answer.attempts == 1 and answer.request_id
         (hit,) = new_hits(md, before)
         assert (hit.method, hit.status) == ("POST", 200)
         assert is_uuid4(hit.idempotency_key)  # sent on every POST
 
-        columns = {f"x{i}": [value] for i, value in enumerate(ROW)}
-        assert client.predict("iris", columns, version=1).predictions == [0]
-        assert client.predict("iris", np.array([ROW])).predictions == [0]
+        columns = {name: [value] for name, value in zip(FEATURES, ROW, strict=True)}
+        assert client.predict("demo", columns, version=1).predictions == ["setosa"]
+        named = [dict(zip(FEATURES, ROW, strict=True))]
+        assert client.predict("demo", named).predictions == ["setosa"]
+        assert client.predict("demo", np.array([ROW])).predictions == ["setosa"]
 
-        proba = client.predict_proba("iris", [ROW])
-        assert proba.classes == [0, 1, 2]
+        proba = client.predict_proba("demo", [ROW])
+        assert proba.classes == SPECIES
         assert sum(proba.probabilities[0]) == pytest.approx(1.0)
         assert client.predict("diabetes", [[0.0] * 10]).classes is None
         with pytest.raises(UnexpectedResponseError) as refused:
@@ -84,18 +96,18 @@ def test_predict_probabilities_and_models(md):
 def test_explain_is_called_or_refused_clearly(md):
     with Client(md.url, md.keys["predict"]) as client:
         try:
-            explained = client.explain("iris", [ROW])
+            explained = client.explain("demo", [ROW])
         except ExplainUnavailableError as error:  # a server without the route
             assert error.status == 404 and error.attempts == 1
             assert "no explain route" in str(error)
         else:
-            assert explained.model == "iris" and explained.body
+            assert explained.model == "demo" and explained.body
 
 
 CASES = {
-    "wrong_feature_count": ("predict", "iris", [[1]], BadRequestError, "instances[0]"),
+    "wrong_feature_count": ("predict", "demo", [[1]], BadRequestError, "instances[0]"),
     "model_not_found": ("predict", "nope", [ROW], NotFoundError, "model"),
-    "invalid_api_key": ("md_x", "iris", [ROW], AuthenticationError, "Authorization"),
+    "invalid_api_key": ("md_x", "demo", [ROW], AuthenticationError, "Authorization"),
 }
 
 
@@ -122,7 +134,7 @@ def test_a_timeout_is_not_retried(md):
     try:
         started = time.monotonic()
         with pytest.raises(RequestTimeoutError) as raised:
-            client.predict("iris", [ROW])
+            client.predict("demo", [ROW])
         elapsed = time.monotonic() - started
     finally:
         md.resume()
@@ -132,7 +144,7 @@ def test_a_timeout_is_not_retried(md):
     assert 0.45 < elapsed < 1.5
     # The frozen server answers the one request it had once it runs again: one line.
     assert len(new_hits(md, before, settle=0.5)) == 1
-    assert client.predict("iris", [ROW], timeout=5).predictions == [0]
+    assert client.predict("demo", [ROW], timeout=5).predictions == ["setosa"]
     client.close()
 
 
@@ -151,11 +163,11 @@ def test_nothing_listening_is_retried_then_reported():
 def test_rate_limited_call_gives_up_after_its_retries(md):
     key = md.keys["starved"]  # 1 per hour
     with Client(md.url, key, retries=2, backoff=0.05, retry_after_max=0.3) as client:
-        assert client.predict("iris", [ROW]).attempts == 1
+        assert client.predict("demo", [ROW]).attempts == 1
         before = len(md.hits())
         started = time.monotonic()
         with pytest.raises(RateLimitedError) as raised:
-            client.predict("iris", [ROW])
+            client.predict("demo", [ROW])
         elapsed = time.monotonic() - started
     error = raised.value
     assert (error.status, error.code, error.attempts) == (429, "rate_limited", 3)
@@ -181,7 +193,7 @@ def test_429_storm_every_call_gets_through(md):
     def work(n: int) -> None:
         for _ in range(n):
             try:
-                results.append(client.predict("iris", [ROW]))
+                results.append(client.predict("demo", [ROW]))
             except Exception as exc:  # noqa: BLE001 (reported below)
                 failures.append(exc)
 
@@ -226,13 +238,13 @@ def test_server_killed_and_restarted_while_a_call_waits(md, caplog):
         backoff_max=1.0,
         retry_after_max=5,
     )
-    assert client.predict("iris", [ROW]).attempts == 1
+    assert client.predict("demo", [ROW]).attempts == 1
     before = len(md.hits())
     outcome = {}
 
     def call() -> None:
         try:
-            outcome["answer"] = client.predict("iris", [ROW])
+            outcome["answer"] = client.predict("demo", [ROW])
         except Exception as exc:  # noqa: BLE001 (asserted below)
             outcome["error"] = exc
 
@@ -248,9 +260,30 @@ def test_server_killed_and_restarted_while_a_call_waits(md, caplog):
 
     assert "error" not in outcome, outcome.get("error")
     answer = outcome["answer"]
-    assert answer.predictions == [0]
+    assert answer.predictions == ["setosa"]
     retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
     assert any("NewConnectionError" in message for message in retries), retries
     hits = [h for h in md.hits() if h.idempotency_key == refused.idempotency_key]
     assert [h.status for h in hits] == [429, 200]  # the old server, then the new
     assert answer.attempts == len(retries) + 1 > len(hits)
+
+
+def test_the_documented_example_runs_as_written(md):
+    """docs/client.md's example, with this server's URL, prints what the page says
+    (the model list aside: this server has a second model)."""
+    page = (ROOT / "docs" / "client.md").read_text()
+    code = re.search(r"```python\n(.*?)```", page, re.S).group(1)
+    shown = re.search(r"```text\n(.*?)```", page, re.S).group(1).splitlines()
+    assert "http://127.0.0.1:5000" in code
+    run = subprocess.run(
+        [sys.executable, "-c", code.replace("http://127.0.0.1:5000", md.url)],
+        env={**os.environ, "MODELDOCK_KEY": md.keys["predict"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    printed = run.stdout.splitlines()
+    assert ast.literal_eval(printed[0]) == ["demo", "diabetes"]
+    assert ast.literal_eval(shown[0]) == ["demo"]
+    assert printed[1:] == shown[1:]

@@ -51,7 +51,7 @@ class SafeRetry(Retry):
         retry.retry_after_cap = self.retry_after_cap
         return retry
 
-    def increment(  # type: ignore[override]
+    def increment(
         self,
         method: str | None = None,
         url: str | None = None,

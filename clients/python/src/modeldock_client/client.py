@@ -20,7 +20,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from modeldock_client._retry import attempt_log, policy
+from modeldock_client._retry import Failure, attempt_log, policy
 from modeldock_client._version import __version__
 from modeldock_client.errors import (
     ConnectionFailedError,
@@ -230,7 +230,7 @@ class Client:
             # records it can tell a retry from a second submission.
             headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
         seconds = self.timeout if timeout is None else timeout
-        failures: list = []
+        failures: list[Failure] = []
         token = attempt_log.set(failures)
         try:
             response = self._pool.request(
