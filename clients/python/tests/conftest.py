@@ -52,6 +52,7 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.access_log = tmp / "access.log"
         self.error_log = tmp / "error.log"
+        self.output = tmp / "server.out"  # the app's own JSON logs
         metrics = tmp / "metrics"
         metrics.mkdir()
         self.env = {
@@ -90,9 +91,15 @@ class LiveServer:
         ]
         # A session of its own, so that kill() reaches the worker and any
         # inference process too, and nothing else.
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, env=self.env, start_new_session=True
-        )
+        with open(self.output, "ab") as output:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -142,7 +149,8 @@ class LiveServer:
             self.process.wait()
 
     def errors(self) -> str:
-        return self.error_log.read_text()[-3000:] if self.error_log.exists() else ""
+        logs = [p for p in (self.error_log, self.output) if p.exists()]
+        return "\n".join(p.read_text()[-3000:] for p in logs)
 
     def hits(self) -> list[Hit]:
         """Every request logged so far, in order."""

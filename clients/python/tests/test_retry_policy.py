@@ -105,3 +105,21 @@ def test_server_error_shape_becomes_the_error():
     assert "Bad Gateway" in page.message
     plain = error_from_response(404, {"error": "Not Found"}, attempts=1)
     assert plain.message == "Not Found" and isinstance(plain, ModelDockError)
+
+
+def test_retry_after_is_a_floor_with_the_backoff_on_top(monkeypatch):
+    slept = []
+    monkeypatch.setattr("modeldock_client._retry.time.sleep", slept.append)
+
+    class Answer:
+        headers = {"Retry-After": "0"}
+
+    policy_ = after(4, backoff=1.0, backoff_max=5.0)
+    for _ in range(200):
+        assert policy_.sleep_for_retry(Answer())  # type: ignore[arg-type]
+    # "Retry-After: 0" refused four times: still a spread-out wait up to 5 s.
+    assert all(0 <= s <= 5 for s in slept) and max(slept) > 4
+    Answer.headers = {"Retry-After": "2"}
+    slept.clear()
+    policy_.sleep_for_retry(Answer())  # type: ignore[arg-type]
+    assert 2 <= slept[0] <= 7

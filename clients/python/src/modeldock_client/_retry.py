@@ -1,6 +1,6 @@
 """When to send a call again and how long to wait: urllib3's ``Retry`` with three
-changes (full jitter, a capped and jittered ``Retry-After``, read timeouts never
-retried) and a per-call record of the attempts."""
+changes (full jitter, ``Retry-After`` capped and followed by the jittered backoff,
+read timeouts never retried) and a per-call record of the attempts."""
 
 from __future__ import annotations
 
@@ -95,13 +95,14 @@ class SafeRetry(Retry):
         return min(seconds, self.retry_after_cap)
 
     def sleep_for_retry(self, response: BaseHTTPResponse) -> bool:
-        """Wait as long as the server asked (capped), plus a little jitter so that
-        the clients it refused together do not all come back in the same
-        instant."""
+        """Wait at least as long as the server asked (capped), plus the backoff's
+        random wait: the clients it refused together do not all come back in the
+        same instant, and a "Retry-After: 0" refused again and again still backs
+        off instead of spending every retry at once."""
         seconds = self.get_retry_after(response)
         if seconds is None or seconds < 0:
             return False
-        time.sleep(seconds + random.uniform(0, min(self.backoff_factor, 1.0)))
+        time.sleep(seconds + self.get_backoff_time())
         return True
 
 
