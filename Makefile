@@ -35,6 +35,7 @@ lint: install-test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(VENV)/bin/deptry .
+	cd clients/python && $(abspath $(VENV))/bin/deptry .
 
 ## docs: serve the documentation pages on 127.0.0.1:8001
 docs: install-test
@@ -66,6 +67,7 @@ install: $(VENV)/bin/python
 
 install-test: $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e ./clients/python
 
 # The browser tests drive Debian's Chromium (Playwright's own download cannot work here).
 chromium:
