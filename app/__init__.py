@@ -54,7 +54,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app.auth import permissions, sessions
+    from app.auth import permissions, sessions, sso
     from app.extensions import (
         cache,
         cors,
@@ -78,6 +78,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
+    sso.init_app(app)  # the OpenID provider for browsers, when configured
     csrf.init_app(app)
     cache.init_app(app)
     cors.init_app(app, resources=cors_resources(app.config["MODELDOCK_CORS_ORIGINS"]))
@@ -99,6 +100,7 @@ def register_blueprints(app: Flask) -> None:
     from app import admin, pages
     from app.apidocs.routes import bp as apidocs_bp
     from app.auth.sign_in import bp as auth_bp
+    from app.auth.sso import bp as sso_bp
     from app.extensions import csrf, limiter
     from app.extensions.ratelimit import api_rate_limit
     from app.ops.routes import bp as ops_bp
@@ -129,6 +131,7 @@ def register_blueprints(app: Flask) -> None:
         tfserving_bp,
         openinference_bp,
         apidocs_bp,
+        sso_bp,
     ):
         app.register_blueprint(blueprint)
     name_converters(app.url_map)
