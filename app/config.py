@@ -331,8 +331,7 @@ SETTINGS: tuple[Setting, ...] = (
         "MODELDOCK_OIDC_USERNAME_CLAIM",
         "preferred_username",
         str,
-        "Claim that names a user created at first sign-in (then `email`, "
-        "then `sub`).",
+        "Claim that names a user created at first sign-in (then `email`, then `sub`).",
     ),
     Setting(
         "MODELDOCK_OIDC_ROLE_CLAIM",

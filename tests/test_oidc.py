@@ -356,6 +356,24 @@ def test_the_sign_in_page_offers_both(client):
     assert 'name="password"' in page
 
 
+@pytest.mark.config(**SSO)
+def test_sign_in_failures_are_readable_pages(client):
+    # Port 9 on this machine refuses: the provider is down.
+    response = client.get("/auth/sso/login")
+    assert response.status_code == 503
+    assert "cannot be reached" in response.get_data(as_text=True)
+    # A callback that this browser did not start (no state in its session).
+    response = client.get("/auth/sso/callback?code=x&state=forged")
+    assert response.status_code == 401
+    assert "Single sign-on failed" in response.get_data(as_text=True)
+
+
+def test_without_a_provider_there_is_no_sso_route(client):
+    assert client.get("/auth/sso/login").status_code == 404
+    page = client.get("/auth/login").get_data(as_text=True)
+    assert "Sign in with" not in page
+
+
 def test_local_login_off_needs_a_provider():
     with pytest.raises(RuntimeError, match="MODELDOCK_LOCAL_LOGIN"):
         create_app({"SECRET_KEY": "x", "MODELDOCK_LOCAL_LOGIN": False})

@@ -5,6 +5,7 @@ flask-login session as after a local sign-in."""
 
 from __future__ import annotations
 
+import requests
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import (
@@ -29,6 +30,7 @@ from app.web.errors import APIError
 
 bp = Blueprint("sso", __name__, url_prefix="/auth/sso")
 CLIENT = "oidc"
+UNREACHABLE = "The identity provider cannot be reached just now. Try again in a moment."
 
 
 def init_app(app: Flask) -> None:
@@ -65,8 +67,12 @@ def _client():
 @bp.get("/login")
 def start():
     """Send the browser to the provider; it comes back to ``callback``."""
+    client = _client()
     session["sso_next"] = safe_next(request.args.get("next"))
-    return _client().authorize_redirect(url_for("sso.callback", _external=True))
+    try:
+        return client.authorize_redirect(url_for("sso.callback", _external=True))
+    except requests.RequestException:
+        return _refused(UNREACHABLE, 503)
 
 
 @bp.get("/callback")
@@ -80,6 +86,8 @@ def callback():
             _claims(client, token),
             current_app.config,
         )
+    except requests.RequestException:
+        return _refused(UNREACHABLE, 503)
     except OAuthError as error:
         return _refused(f"Single sign-on failed: {error.description or error}", 401)
     except APIError as error:
