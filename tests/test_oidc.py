@@ -429,3 +429,22 @@ def test_unknown_key_ids_refetch_at_most_once_per_floor():
             verifier.principal(token(forged))
         assert refused.value.code == "invalid_token"
     assert verifier.fetches == 2
+
+
+def test_a_verified_token_is_kept_only_until_it_expires():
+    key = RSAKey.generate_key(2048, parameters={"kid": "a"}, private=True)
+    issuer = "https://idp.test"
+
+    def fetch(url):
+        if url.endswith("openid-configuration"):
+            return {"issuer": issuer, "jwks_uri": issuer + "/jwks"}
+        return KeySet([key]).as_dict(private=False)
+
+    verifier = TokenVerifier(issuer, "api", leeway=0, fetch=fetch)
+    claims = {"iss": issuer, "aud": "api", "sub": "c", "exp": int(time.time()) + 1}
+    token = jwt.encode({"alg": "RS256", "kid": "a"}, claims, key)
+    assert verifier.principal(token) is verifier.principal(token)  # kept
+    time.sleep(1.1 + claims["exp"] - time.time())
+    with pytest.raises(APIError) as refused:
+        verifier.principal(token)
+    assert refused.value.code == "token_expired"

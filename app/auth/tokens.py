@@ -14,6 +14,7 @@ turn into a stream of requests to the provider.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -41,6 +42,7 @@ ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES
 # that a key the provider withdrew stops being trusted.
 KEYS_MAX_AGE_SECONDS = 3600
 HTTP_TIMEOUT_SECONDS = 5
+VERIFIED_CACHE_SIZE = 10_000
 
 
 def looks_like_jwt(value: str) -> bool:
@@ -81,10 +83,29 @@ class TokenVerifier:
         self._keys: KeySet | None = None
         self._kids: frozenset[str] = frozenset()
         self._fetched_at = float("-inf")
+        self._verified: dict[bytes, Principal] = {}
         self.fetches = 0  # how often the keys were fetched (for tests and metrics)
 
     def principal(self, token: str) -> Principal:
-        """The principal a valid token stands for; else an APIError 401 (or 503)."""
+        """The principal a valid token stands for; else an APIError 401 (or 503).
+
+        A script sends the same token until it expires: verified tokens are kept
+        (by their sha256) until then, since a signature check costs more than the
+        prediction it guards (about 0.8 ms against 0.3)."""
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if (
+            known is not None
+            and known.expires_at.timestamp() + self.leeway > time.time()
+        ):
+            return known
+        principal = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[digest] = principal
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         header, unverified = self._peek(token)
         if header.get("alg") not in ALGORITHMS:
             raise _refused(
