@@ -10,7 +10,7 @@ FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
 # it), build dependencies included.
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 
-.PHONY: run test lint docs bench install install-test lock services chromium system-packages
+.PHONY: run test lint docs bench install install-test lock services chromium system-packages oidc-provider
 
 ## run: install, migrate the database, register the demo model, serve on 127.0.0.1:5000
 run: install
@@ -24,7 +24,7 @@ run: install
 ## test: install the test dependencies, make sure PostgreSQL and Redis run, check the
 ## layers, style and dependencies (lint), build the documentation (warnings are errors:
 ## a broken link fails), run every test
-test: install-test services chromium system-packages lint
+test: install-test services chromium system-packages oidc-provider lint
 	$(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(PY) -m pytest
 
@@ -73,6 +73,11 @@ install-test: $(VENV)/bin/python
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
+# The real OpenID provider tests/test_oidc.py starts (panva's oidc-provider, under
+# the machine's Node.js), at the versions package-lock.json pins.
+oidc-provider:
+	cd tests/oidc && npm ci --no-audit --no-fund
 
 # PostgreSQL, Redis and RabbitMQ are local services on this machine; start them if
 # they are down.

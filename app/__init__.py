@@ -54,7 +54,7 @@ def load_config(app: Flask, overrides: dict[str, Any] | None) -> None:
 
 
 def register_extensions(app: Flask) -> None:
-    from app.auth import permissions, sessions
+    from app.auth import permissions, sessions, sso
     from app.batch import runner as batch_runner
     from app.extensions import (
         cache,
@@ -80,6 +80,7 @@ def register_extensions(app: Flask) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.session_protection = "strong"
+    sso.init_app(app)  # the OpenID provider for browsers, when configured
     csrf.init_app(app)
     cache.init_app(app)
     cors.init_app(app, resources=cors_resources(app.config["MODELDOCK_CORS_ORIGINS"]))
@@ -103,6 +104,7 @@ def register_blueprints(app: Flask) -> None:
     from app import admin, pages
     from app.apidocs.routes import bp as apidocs_bp
     from app.auth.sign_in import bp as auth_bp
+    from app.auth.sso import bp as sso_bp
     from app.extensions import csrf, limiter
     from app.extensions.ratelimit import api_rate_limit
     from app.ops.routes import bp as ops_bp
@@ -135,6 +137,7 @@ def register_blueprints(app: Flask) -> None:
         openinference_bp,
         apidocs_bp,
         feedback_bp,
+        sso_bp,
     ):
         app.register_blueprint(blueprint)
     name_converters(app.url_map)

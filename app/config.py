@@ -358,6 +358,102 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         "Most rows in one job of the batch API (JSON or CSV); more gets 413.",
     ),
+    # Single sign-on (docs/sso.md): OpenID Connect for browsers, JWT access tokens
+    # for scripts.
+    Setting(
+        "MODELDOCK_OIDC_ISSUER",
+        None,
+        str,
+        "Issuer URL of an OpenID provider (its discovery document is "
+        "`<issuer>/.well-known/openid-configuration`). Unset: no single sign-on.",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_CLIENT_ID",
+        None,
+        str,
+        "Client id of ModelDock at the provider, for the browser sign-in "
+        "(authorization code with PKCE). Unset: no sign-in button.",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_CLIENT_SECRET",
+        None,
+        str,
+        "Client secret for the browser sign-in (unset for a public client).",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_PROVIDER_NAME",
+        "single sign-on",
+        str,
+        "Shown on the sign-in button: “Sign in with <name>”.",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_SCOPES",
+        "openid profile email",
+        str,
+        "Scopes the browser sign-in asks for (space-separated; add the one "
+        "that releases the role claim, e.g. `groups`).",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_USERNAME_CLAIM",
+        "preferred_username",
+        str,
+        "Claim that names a user created at first sign-in (then `email`, then `sub`).",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_ROLE_CLAIM",
+        "groups",
+        str,
+        "Claim (a list or a string; dots reach into objects, e.g. "
+        "`realm_access.roles`) whose values give the role at each sign-in.",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_ADMIN_VALUES",
+        [],
+        _list,
+        "Values of the role claim that make a user `admin` (comma-separated).",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_USER_VALUES",
+        [],
+        _list,
+        "Values of the role claim that make a user `user` (comma-separated). "
+        "Empty: every account of the provider may sign in as `user`; else "
+        "accounts with none of these or the admin values are refused.",
+    ),
+    Setting(
+        "MODELDOCK_LOCAL_LOGIN",
+        True,
+        _bool,
+        "`off`: the username/password form is hidden and local passwords are "
+        "refused (single sign-on only); the `flask users` commands still work.",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_AUDIENCE",
+        None,
+        str,
+        "Audience (`aud`) that access tokens must carry to be accepted as "
+        "`Authorization: Bearer <jwt>`. Unset: tokens are refused.",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_SCOPE_PREFIX",
+        "modeldock:",
+        str,
+        "Prefix of ModelDock's scopes in a token's `scope` claim: "
+        "`modeldock:predict` grants `predict`.",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_LEEWAY_SECONDS",
+        30,
+        int,
+        "Clock skew allowed when checking a token's `exp`, `nbf` and `iat`.",
+    ),
+    Setting(
+        "MODELDOCK_OIDC_JWKS_REFETCH_SECONDS",
+        60.0,
+        float,
+        "Least time between two fetches of the provider's signing keys when a "
+        "token names an unknown key (rotation); keys are also refetched hourly.",
+    ),
 )
 
 
@@ -382,6 +478,13 @@ def finalize(config: dict[str, Any], instance_path: str) -> dict[str, Any]:
     ):
         if config[key] not in allowed:
             raise RuntimeError(f"{key} must be one of {allowed}, not {config[key]!r}")
+    if not config["MODELDOCK_LOCAL_LOGIN"] and not (
+        config.get("MODELDOCK_OIDC_ISSUER") and config.get("MODELDOCK_OIDC_CLIENT_ID")
+    ):
+        raise RuntimeError(
+            "MODELDOCK_LOCAL_LOGIN=off needs single sign-on: set "
+            "MODELDOCK_OIDC_ISSUER and MODELDOCK_OIDC_CLIENT_ID"
+        )
     if not config.get("SECRET_KEY"):
         if production:
             raise RuntimeError("SECRET_KEY must be set when MODELDOCK_ENV=production")

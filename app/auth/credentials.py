@@ -48,18 +48,37 @@ class LoginBackoff(APIError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is making a request: a signed-in user or the owner of an API key."""
+    """Who is making a request: a signed-in user, the owner of an API key, or the
+    client an identity provider's access token was issued to (``token_subject``, its
+    ``sub``; no ModelDock user stands behind it)."""
 
-    user_id: int
+    user_id: int | None
     username: str
     role: str
     scopes: frozenset[str]
     api_key_id: int | None = None
     expires_at: datetime | None = None
     rate_limit: str | None = None
+    token_subject: str | None = None
+
+    @property
+    def is_script(self) -> bool:
+        """True for the scoped credentials of scripts: an API key or a token."""
+        return self.api_key_id is not None or self.token_subject is not None
+
+    @property
+    def client_key(self) -> str | None:
+        """Names the credential for rate limits and sticky routing, else None."""
+        if self.api_key_id is not None:
+            return f"key:{self.api_key_id}"
+        if self.token_subject is not None:
+            return f"token:{self.token_subject}"
+        return None
 
     @property
     def label(self) -> str:
+        if self.token_subject is not None:
+            return f"{self.token_subject} (token)"
         if self.api_key_id is None:
             return self.username
         return f"{self.username} (key #{self.api_key_id})"

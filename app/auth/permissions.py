@@ -11,6 +11,7 @@ from flask import Flask, abort, current_app, g, request
 from flask_login import current_user
 
 from app.auth.credentials import Principal, hash_key, lookup_api_key
+from app.auth.tokens import TokenVerifier, looks_like_jwt
 from app.models._time import utcnow
 from app.serving.state import serving_state
 from app.web.errors import APIError
@@ -72,15 +73,7 @@ def identify_request() -> None:
             )
     key = _presented_key()
     if key and request.endpoint not in OWN_TOKEN_ENDPOINTS:
-        principal = current_app.extensions["modeldock.keys"].lookup(key)
-        if principal is None:
-            raise APIError(
-                401,
-                "invalid_api_key",
-                "the API key is unknown, expired or revoked",
-                "Authorization",
-            )
-        g.principal = principal
+        g.principal = _script_principal(key)
     elif current_user.is_authenticated:
         g.principal = Principal(
             user_id=current_user.id,
@@ -90,6 +83,43 @@ def identify_request() -> None:
         )
 
 
+def _script_principal(credential: str) -> Principal:
+    """The principal of an API key or of an identity provider's access token (a JWT:
+    two dots); an APIError 401 when it is neither valid key nor valid token."""
+    if looks_like_jwt(credential):
+        verifier: TokenVerifier | None = current_app.extensions["modeldock.tokens"]
+        if verifier is None:
+            raise APIError(
+                401,
+                "tokens_not_accepted",
+                "this server accepts API keys only (no MODELDOCK_OIDC_AUDIENCE)",
+                "Authorization",
+            )
+        return verifier.principal(credential)
+    principal = current_app.extensions["modeldock.keys"].lookup(credential)
+    if principal is None:
+        raise APIError(
+            401,
+            "invalid_api_key",
+            "the API key is unknown, expired or revoked",
+            "Authorization",
+        )
+    return principal
+
+
+def token_verifier(config) -> TokenVerifier | None:
+    """The access-token verifier the settings ask for, else None (keys only)."""
+    if not (config["MODELDOCK_OIDC_ISSUER"] and config["MODELDOCK_OIDC_AUDIENCE"]):
+        return None
+    return TokenVerifier(
+        config["MODELDOCK_OIDC_ISSUER"],
+        config["MODELDOCK_OIDC_AUDIENCE"],
+        scope_prefix=config["MODELDOCK_OIDC_SCOPE_PREFIX"],
+        leeway=config["MODELDOCK_OIDC_LEEWAY_SECONDS"],
+        refetch_seconds=config["MODELDOCK_OIDC_JWKS_REFETCH_SECONDS"],
+    )
+
+
 def require_scope(scope: str):
     """Decorator for API views: an API key with ``scope`` (predict may be anonymous)."""
 
@@ -97,7 +127,7 @@ def require_scope(scope: str):
         @wraps(view)
         def wrapped(*args, **kwargs):
             principal: Principal | None = g.principal
-            if principal is None or principal.api_key_id is None:
+            if principal is None or not principal.is_script:
                 if (
                     scope == "predict"
                     and current_app.config["MODELDOCK_ALLOW_ANONYMOUS_PREDICT"]
@@ -107,14 +137,15 @@ def require_scope(scope: str):
                     401,
                     "unauthorized",
                     "send an API key: 'Authorization: Bearer <key>' or "
-                    "'X-API-Key: <key>'",
+                    "'X-API-Key: <key>' (or an access token: 'Bearer <jwt>')",
                     "Authorization",
                 )
             if scope not in principal.scopes:
                 raise APIError(
                     403,
                     "insufficient_scope",
-                    f"this API key lacks the '{scope}' scope",
+                    f"this {'token' if principal.token_subject else 'API key'} "
+                    f"lacks the '{scope}' scope",
                     "Authorization",
                 )
             return view(*args, **kwargs)
@@ -137,6 +168,7 @@ def require_admin_user() -> None:
 def init_app(app: Flask) -> None:
     """Install request identification (before the rate limiter, which keys on it)."""
     app.extensions["modeldock.keys"] = KeyCache()
+    app.extensions["modeldock.tokens"] = token_verifier(app.config)
     app.before_request(identify_request)
 
     @app.after_request

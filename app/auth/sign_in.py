@@ -1,7 +1,7 @@
-"""Sign in and out. Failed attempts (only those) are rate limited per address, and
-counted per account in the database (app/auth/credentials.py: sign_in), which makes
-the account wait after several in a row, except for browsers that signed in to it
-before."""
+"""Sign in with a local password, and out (single sign-on: app/auth/sso.py). Failed
+attempts (only those) are rate limited per address, and counted per account in the
+database (app/auth/credentials.py: sign_in), which makes the account wait after
+several in a row, except for browsers that signed in to it before."""
 
 from urllib.parse import urlsplit
 
@@ -36,7 +36,7 @@ def _login_limit() -> str:
     return current_app.config["MODELDOCK_RATELIMIT_LOGIN"]
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     """Only same-site relative paths are followed after login."""
     if (
         target
@@ -46,6 +46,16 @@ def _safe_next(target: str | None) -> str:
     ):
         return target
     return url_for("pages.index")
+
+
+def login_page_context() -> dict:
+    """What the sign-in page shows: the local form, a single sign-on button."""
+    config = current_app.config
+    sso = current_app.extensions.get("modeldock.sso") is not None
+    return {
+        "local_login": config["MODELDOCK_LOCAL_LOGIN"],
+        "sso_name": config["MODELDOCK_OIDC_PROVIDER_NAME"] if sso else None,
+    }
 
 
 def _devices() -> URLSafeTimedSerializer:
@@ -71,25 +81,31 @@ def _trusted_user_id() -> int | None:
 )
 def login():
     form = LoginForm()
+    context = login_page_context()
+    if request.method == "POST" and not context["local_login"]:
+        flash("Local sign-in is switched off: use single sign-on.", "error")
+        return render_template("auth/login.html", form=form, **context), 403
     if form.validate_on_submit():
         try:
             user = sign_in(form.username.data, form.password.data, _trusted_user_id())
         except LoginBackoff as error:
             flash(error.message, "error")
             return (
-                render_template("auth/login.html", form=form),
+                render_template("auth/login.html", form=form, **context),
                 429,
                 {"Retry-After": str(error.retry_after)},
             )
         except APIError as error:
             commit()  # the failure counts, in every worker
             flash(error.message, "error")
-            return render_template("auth/login.html", form=form), error.status
+            return render_template(
+                "auth/login.html", form=form, **context
+            ), error.status
         session.clear()  # a fresh session at login (no fixation)
         login_user(user)
         commit()
         flash(f"Signed in as {user.username}.", "success")
-        response = redirect(_safe_next(request.args.get("next")))
+        response = redirect(safe_next(request.args.get("next")))
         response.set_cookie(
             DEVICE_COOKIE,
             _devices().dumps(user.id),
@@ -100,7 +116,7 @@ def login():
             secure=current_app.config["SESSION_COOKIE_SECURE"],
         )
         return response
-    return render_template("auth/login.html", form=form)
+    return render_template("auth/login.html", form=form, **context)
 
 
 @bp.post("/logout")

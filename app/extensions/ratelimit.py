@@ -1,4 +1,5 @@
-"""Who a rate limit counts against: the API key when there is one, else the address."""
+"""Who a rate limit counts against: the API key or token when there is one, else the
+address."""
 
 from flask import Flask, current_app, g, request
 
@@ -9,8 +10,9 @@ def rate_limit_key() -> str:
     # flask-limiter reads only once per process).
     prefix = current_app.config["MODELDOCK_REDIS_PREFIX"]
     principal = getattr(g, "principal", None)
-    if principal is not None and principal.api_key_id is not None:
-        return f"{prefix}key:{principal.api_key_id}"
+    client = principal.client_key if principal is not None else None
+    if client is not None:  # an API key, or a token's subject
+        return prefix + client
     return f"{prefix}ip:{request.remote_addr or 'unknown'}"
 
 

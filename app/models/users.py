@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -20,6 +20,7 @@ class User(UserMixin, db.Model):
     """A person who signs in to the web UI and owns API keys."""
 
     __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(80), unique=True)
@@ -35,6 +36,10 @@ class User(UserMixin, db.Model):
     failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
     # Until then, sign-ins from browsers not trusted for this account are refused.
     login_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Users of single sign-on: the provider's issuer and its `sub` for them (both
+    # None for local users). Their password hash is unusable (app/auth/federation.py).
+    oidc_issuer: Mapped[str | None] = mapped_column(String(255))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255))
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="user")
 

@@ -16,12 +16,13 @@ CLIENT_ID_HEADER = "X-Client-Id"
 
 
 def client_identity() -> str:
-    """Who a request comes from, for sticky routing: API key, client id, or address."""
+    """Who a request comes from, for sticky routing: API key or token, client id,
+    or address."""
     if not has_request_context():
         return "cli"
     principal = g.get("principal")
-    if principal is not None and principal.api_key_id is not None:
-        return f"key:{principal.api_key_id}"
+    if principal is not None and principal.client_key is not None:
+        return principal.client_key
     client_id = request.headers.get(CLIENT_ID_HEADER, "")[:128]
     if client_id:
         return f"client:{client_id}"
