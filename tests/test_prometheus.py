@@ -282,10 +282,18 @@ def test_prometheus_scrapes_modeldock_and_evaluates_the_rules(tmp_path, iris):
         rules = eventually(evaluated, "every rule evaluated once")
         assert {r["name"] for r in rules if r["type"] == "alerting"} == expected
         assert [r for r in rules if r["health"] != "ok"] == []
-        rate = eventually(
-            lambda: prometheus.query('modeldock:requests:rate5m{model="iris"} > 0'),
-            "the request rate recorded",
-        )
+
+        def moving_rate():
+            # A rate needs a counter that moved between two scrapes; the first five
+            # requests may all predate the series' first sample: one more per try.
+            call(
+                base + "/api/v1/models/iris/predict",
+                {"instances": X[:1].tolist()},
+                {"Authorization": f"Bearer {keys.predict}"},
+            )
+            return prometheus.query('modeldock:requests:rate5m{model="iris"} > 0')
+
+        rate = eventually(moving_rate, "the request rate recorded")
         assert len(rate) == 1
         errors = 'modeldock:request_errors:ratio_rate5m{model="iris"}'
         assert list(prometheus.query(errors).values()) == [0.0]
