@@ -1,7 +1,7 @@
 """The native JSON API (``/api/v1/models/...``) and the tutorial route (``POST
 /predict``): parse the request, call the serving or registry service, answer JSON."""
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from sqlalchemy import select
 
 from app.auth.permissions import require_scope
@@ -13,6 +13,7 @@ from app.registry import describe
 from app.registry.service import get_model, get_version
 from app.serving import predict
 from app.serving.inputs import matrix_from_rows, parse_json
+from app.serving.lookups import default_model_name
 from app.web.errors import APIError
 from app.web.finite_json import json_response
 
@@ -87,7 +88,7 @@ def predict_tutorial():
             "features must be a list of numbers or rows",
             "features",
         )
-    model, version = predict.resolve(current_app.config["MODELDOCK_DEFAULT_MODEL"])
+    model, version = predict.resolve(default_model_name())
     rows = features if features and isinstance(features[0], list) else [features]
     matrix = matrix_from_rows(rows, version.schema, "features", predict.max_rows())
     result = predict.run(model, version, matrix)
