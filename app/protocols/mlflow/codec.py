@@ -211,14 +211,15 @@ def parse_csv(raw: bytes, max_rows: int) -> tuple[list[str], Any]:
 
 
 def logged_body(body: Any, name: str, matrix: np.ndarray, schema: dict) -> Any:
-    """What the request log may keep: a table in the model's feature order (so
-    redaction by feature name finds its columns), other bodies as they came."""
+    """What the request log may keep: a table as records by feature name (so
+    redaction by name finds its values whatever the column order), other bodies as
+    they came."""
     if name in ("csv", "dataframe_split"):
+        names = schema["feature_names"]
         return {
-            "dataframe_split": {
-                "columns": schema["feature_names"],
-                "data": matrix.tolist(),
-            }
+            "dataframe_records": [
+                dict(zip(names, row, strict=True)) for row in matrix.tolist()
+            ]
         }
     return body
 
