@@ -349,6 +349,16 @@ def test_the_only_model_is_the_default(app, keys, iris):
     assert tutorial.get_json()["prediction"] == [0]
 
 
+@pytest.mark.config(RATELIMIT_ENABLED=True, MODELDOCK_RATELIMIT_DEFAULT="2 per minute")
+def test_rate_limit_in_mlflow_shape_with_retry_after(client, keys):
+    for _ in range(2):  # no model yet: 404s count too
+        assert invoke(client, keys.predict, {"inputs": [[1]]}).status_code == 404
+    limited = invoke(client, keys.predict, {"inputs": [[1]]})
+    assert rest_error(limited, 429).error_code == "REQUEST_LIMIT_EXCEEDED"
+    assert limited.get_json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) > 0
+
+
 def test_ping_and_version(served):
     _, client, keys = served
     for path in ("/mlflow/iris/ping", "/mlflow/diabetes/ping"):
