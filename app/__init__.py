@@ -109,6 +109,7 @@ def register_blueprints(app: Flask) -> None:
     from app.extensions.ratelimit import api_rate_limit
     from app.ops.routes import bp as ops_bp
     from app.protocols.common import LabelConverter, ModelNameConverter
+    from app.protocols.mlflow.routes import bp as mlflow_bp
     from app.protocols.native.feedback import bp as feedback_bp
     from app.protocols.native.routes import bp as native_bp
     from app.protocols.openinference.routes import bp as openinference_bp
@@ -118,7 +119,14 @@ def register_blueprints(app: Flask) -> None:
     # Blueprints for scripts with API keys (in headers only, never cookies, so CSRF
     # tokens do not apply), rate limited per key. Which paths are the API, for
     # errors, CORS, sessions, OpenAPI and nginx, is app/web/paths.py.
-    keyed = (native_bp, admin.api_bp, tfserving_bp, openinference_bp, feedback_bp)
+    keyed = (
+        native_bp,
+        admin.api_bp,
+        tfserving_bp,
+        openinference_bp,
+        feedback_bp,
+        mlflow_bp,
+    )
     for blueprint in keyed:
         csrf.exempt(blueprint)
         limiter.limit(api_rate_limit)(blueprint)
@@ -135,6 +143,7 @@ def register_blueprints(app: Flask) -> None:
         ops_bp,
         tfserving_bp,
         openinference_bp,
+        mlflow_bp,
         apidocs_bp,
         feedback_bp,
         sso_bp,

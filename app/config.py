@@ -86,9 +86,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "MODELDOCK_DEFAULT_MODEL",
-        "demo",
+        "",
         str,
-        "Model used by the tutorial-compatible `POST /predict`.",
+        "Model of the routes that name none: the tutorial-compatible `POST /predict` "
+        "and MLflow's `POST /invocations`; empty: the only model served (with "
+        "several, those routes answer 404 until this is set).",
     ),
     Setting(
         "MODELDOCK_TRUSTED_MODULES",

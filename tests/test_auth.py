@@ -62,8 +62,8 @@ PREDICT_SCOPE = {
     "/api/v1/models/<name>/predict",
     "/api/v1/models/<name>/versions/<int:number>/predict",
 }
-# TensorFlow Serving and Open Inference routes: all predict scope.
-PROTOCOLS = ("/v1/", "/v2")
+# TensorFlow Serving, Open Inference and MLflow routes: all predict scope.
+PROTOCOLS = ("/v1/", "/v2", "/mlflow/", "/invocations", "/ping", "/version")
 
 
 def test_predict_only_key_reaches_nothing_beyond_prediction(app, client, keys):

@@ -1,5 +1,6 @@
-"""The protocols page's TensorFlow Serving curl session and tritonclient script, run
-as written against a served demo setup (what `make run` serves), on a free port."""
+"""The protocols page's TensorFlow Serving and MLflow curl sessions and tritonclient
+script, run as written against a served demo setup (what `make run` serves), on a
+free port."""
 
 from __future__ import annotations
 
@@ -45,9 +46,10 @@ def test_readme_shows_the_example_script_verbatim():
     assert section_blocks("python") == [SCRIPT.read_text()]
 
 
-def test_readme_curl_session_answers_as_shown(demo_server):
-    address, key = demo_server
-    lines = section_blocks("sh")[0].strip().splitlines()
+def run_curl_session(block: str, address: str, key: str) -> int:
+    """Run each curl line of ``block``; compare its answer with the ``# <JSON>`` line
+    under it (else: no error). Return how many answers were compared."""
+    lines = block.strip().splitlines()
     checked = 0
     for i, line in enumerate(lines):
         if not line.startswith("curl "):
@@ -62,12 +64,25 @@ def test_readme_curl_session_answers_as_shown(demo_server):
         )
         assert output.returncode == 0, (line, output.stderr)
         answer = json.loads(output.stdout)
-        if i + 1 < len(lines) and lines[i + 1].startswith("# {"):
+        if i + 1 < len(lines) and lines[i + 1].startswith("# "):
             assert documented(answer, json.loads(lines[i + 1][2:])), (line, answer)
             checked += 1
         else:
             assert "error" not in answer, line
-    assert checked >= 4
+    return checked
+
+
+def test_readme_curl_session_answers_as_shown(demo_server):
+    address, key = demo_server
+    assert run_curl_session(section_blocks("sh")[0], address, key) >= 4
+
+
+def test_mlflow_curl_session_answers_as_shown(demo_server):
+    """The MLflow section: every body format, an error in MLflow's shape, /ping —
+    ``/invocations`` answering with the demo setup's only model."""
+    address, key = demo_server
+    (block,) = [b for b in section_blocks("sh") if "/invocations" in b]
+    assert run_curl_session(block, address, key) == 6
 
 
 def test_tritonclient_script_runs_against_the_server(demo_server):

@@ -17,5 +17,13 @@ def test_page_blueprints_and_api_paths_divide_the_url_map_alike(app):
 
 
 def test_nginx_and_cors_follow_the_declaration():
-    assert nginx_location_pattern() == "^/(api/|v1/|v2|predict|metrics|healthz|readyz)"
-    assert set(cors_resources(["https://a.example"])) == {"/api/.*", "/v1/.*", "/v2.*"}
+    assert nginx_location_pattern() == (
+        "^/(api/|v1/|v2|predict|metrics|healthz|readyz|mlflow/|invocations|ping|version)"
+    )
+    assert set(cors_resources(["https://a.example"])) == {
+        "/api/.*",
+        "/v1/.*",
+        "/v2.*",
+        "/mlflow/.*",
+        "/invocations.*",
+    }

@@ -28,17 +28,20 @@ STATUS_TEXT = {
 }
 
 DESCRIPTION = """\
-ModelDock serves scikit-learn models over three protocols:
+ModelDock serves scikit-learn models over four protocols:
 
 * the **native JSON API** (`/api/v1/...`, `/predict`),
 * the **TensorFlow Serving REST API** (`/v1/models/...`; labels are ModelDock aliases,
-  `stable` being the active version), and
+  `stable` being the active version),
 * the **Open Inference Protocol / KServe v2** (`/v2/...`, usable with NVIDIA's
-  `tritonclient`).
+  `tritonclient`), and
+* **MLflow's scoring protocol** (`/mlflow/<name>/invocations`, and `/invocations` for
+  the default model, as `mlflow models serve` answers).
 
 Send an API key in `Authorization: Bearer <key>` or `X-API-Key: <key>`, never in the
 URL. Native errors are `{"error": {"code", "message", "field"}}`; TensorFlow Serving
-and v2 errors are `{"error": "<message>"}`, with the same HTTP status.
+and v2 errors are `{"error": "<message>"}`; MLflow's are `{"error_code", "message"}`
+(plus ModelDock's `error.code`); all with the same HTTP status.
 """
 
 
@@ -85,10 +88,15 @@ def page_operations(app: Flask) -> dict[tuple[str, str], dict]:
 
 
 def _responses() -> dict:
-    """Reusable error responses: ``Native<status>`` and ``Plain<status>``."""
+    """Reusable error responses: ``Native<status>``, ``Plain<status>`` and
+    ``MLflow<status>``."""
     out = {}
     for status, text in STATUS_TEXT.items():
-        for family, schema in (("Native", "Error"), ("Plain", "PlainError")):
+        for family, schema in (
+            ("Native", "Error"),
+            ("Plain", "PlainError"),
+            ("MLflow", "MLflowError"),
+        ):
             response = {
                 "description": text,
                 "content": {"application/json": {"schema": ref(schema)}},
@@ -127,6 +135,7 @@ def build_document(app: Flask) -> dict:
             {"name": "admin", "description": "Registry changes (admin scope)"},
             {"name": "tfserving", "description": "TensorFlow Serving REST API"},
             {"name": "v2", "description": "Open Inference Protocol (KServe v2)"},
+            {"name": "mlflow", "description": "MLflow scoring protocol"},
             {"name": "ops", "description": "Health checks"},
             {"name": "docs", "description": "This documentation"},
             {"name": "browser", "description": "Pages for people (session sign-in)"},

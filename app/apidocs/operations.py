@@ -223,6 +223,40 @@ V2_READY = op(
         **errors("Plain", 401, 403, 404, 429),
     },
 )
+MLFLOW_INVOCATIONS = op(
+    "mlflow",
+    "Predict (MLflow `/invocations`)",
+    {
+        "200": reply("One prediction per row.", "MLflowPrediction"),
+        **errors("MLflow", *AUTH, 404, 409, 413, 415, 422, 503),
+    },
+    request={
+        "required": True,
+        "content": {
+            JSON: {"schema": ref("MLflowRequest")},
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "sepal_length,sepal_width,petal_length,petal_width\n"
+                "5.1,3.5,1.4,0.2\n",
+            },
+        },
+    },
+    description="The body of `mlflow models serve`: JSON (`Content-Type: "
+    "application/json`) or CSV with a header row (`text/csv`). Columns are matched "
+    "to the model's feature names in any order; an unknown or missing one is "
+    "`INVALID_PARAMETER_VALUE`. `/invocations` predicts with the default model "
+    "(`MODELDOCK_DEFAULT_MODEL`, else the only model served).",
+)
+MLFLOW_PING = op(
+    "mlflow",
+    "Health (MLflow `/ping`): the model has a stable version",
+    {
+        "200": reply(
+            "A line break, as MLflow answers", {"type": "string"}, "text/plain"
+        ),
+        **errors("MLflow", *AUTH, 404),
+    },
+)
 
 OPERATIONS: dict[tuple[str, str], dict] = {
     # --- native JSON API (predict scope)
@@ -474,6 +508,19 @@ OPERATIONS: dict[tuple[str, str], dict] = {
     ("/v2/models/<name>/versions/<int:number>/ready", "GET"): V2_READY,
     ("/v2/models/<name>/infer", "POST"): V2_INFER,
     ("/v2/models/<name>/versions/<int:number>/infer", "POST"): V2_INFER,
+    # --- MLflow scoring protocol (predict scope)
+    ("/mlflow/<name>/invocations", "POST"): MLFLOW_INVOCATIONS,
+    ("/invocations", "POST"): MLFLOW_INVOCATIONS,
+    ("/mlflow/<name>/ping", "GET"): MLFLOW_PING,
+    ("/ping", "GET"): MLFLOW_PING,
+    ("/version", "GET"): op(
+        "mlflow",
+        "ModelDock's version (MLflow answers its own)",
+        {
+            "200": reply("The version, as text", {"type": "string"}, "text/plain"),
+            **errors("MLflow", *AUTH),
+        },
+    ),
     # --- operations and documentation (public)
     ("/healthz", "GET"): op(
         "ops", "Liveness", {"200": reply("OK", "Health")}, security=PUBLIC

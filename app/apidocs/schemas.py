@@ -648,6 +648,53 @@ SCHEMAS: dict[str, dict] = {
             results_jsonl=STRING,
         ),
     ),
+    # --- MLflow scoring protocol
+    "MLflowError": {
+        **obj(
+            ["error_code", "message"],
+            error_code=STRING,
+            message=STRING,
+            error=obj(["code"], code=STRING, field=STRING),
+        ),
+        "description": "MLflow's error shape (`error_code` from "
+        "mlflow.protos.databricks_pb2, e.g. `BAD_REQUEST`, `INVALID_PARAMETER_VALUE`), "
+        "with ModelDock's own `error.code` and `error.field`.",
+    },
+    "MLflowRequest": {
+        "type": "object",
+        "description": "Exactly one of `dataframe_split` (pandas' split orient; "
+        "`index` is ignored), `dataframe_records` (records orient), `instances` "
+        "(rows) or `inputs` (rows, or lists by column name); optional `params` "
+        "(accepted, unused). Columns are matched to the model's feature names.",
+        "properties": {
+            "dataframe_split": obj(
+                ["data"],
+                columns={"type": "array", "items": {"type": ["string", "integer"]}},
+                data={"type": "array", "minItems": 1},
+                index={},
+            ),
+            "dataframe_records": {"type": "array", "items": OBJECT, "minItems": 1},
+            "instances": {"type": "array", "minItems": 1},
+            "inputs": {"type": ["array", "object"]},
+            "params": OBJECT,
+        },
+        "oneOf": [
+            {"required": [name]}
+            for name in ("dataframe_split", "dataframe_records", "instances", "inputs")
+        ],
+        "example": {
+            "dataframe_split": {
+                "columns": [
+                    "sepal_length",
+                    "sepal_width",
+                    "petal_length",
+                    "petal_width",
+                ],
+                "data": [[5.1, 3.5, 1.4, 0.2]],
+            }
+        },
+    },
+    "MLflowPrediction": obj(["predictions"], predictions=ANY_ARRAY),
 }
 
 PATH_PARAMETERS = {

@@ -1,7 +1,8 @@
-"""What the standard protocols (TensorFlow Serving REST, Open Inference) share.
+"""What the standard protocols (TensorFlow Serving REST, Open Inference, MLflow) share.
 
-Both answer errors in their own shape, ``{"error": "<message>"}``, with the status
-ModelDock would give; ``plain_errors`` installs that on a protocol blueprint. Both
+Each answers errors in its own shape with the status ModelDock would give:
+``protocol_errors`` installs one on a protocol blueprint (``plain_errors``: TF
+Serving's and Open Inference's ``{"error": "<message>"}``). TF Serving and v2 both
 see a model as one input tensor of features and a ``predict`` output whose
 datatype follows the classes; TF Serving's ``name:verb`` URLs need converters that
 keep ``:`` out of names and labels.
@@ -10,16 +11,17 @@ keep ``:`` out of names and labels.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, g
+from flask import Blueprint, Response, g
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
 from app.extensions import db
 from app.registry.service import LABEL_PATTERN, NAME_PATTERN
-from app.web.errors import APIError, plain_error
+from app.web.errors import HTTP_CODES, APIError, plain_error
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +50,26 @@ def describe(error: APIError) -> str:
 
 def plain_errors(bp: Blueprint) -> None:
     """Answer every error on ``bp``'s routes (services' too) in the plain shape."""
+    protocol_errors(bp, plain_error)
+
+
+def protocol_errors(bp: Blueprint, answer: Callable[..., Response]) -> None:
+    """Answer every error on ``bp``'s routes (services' too) with ``answer(message,
+    status, headers, code=..., field=...)``: a protocol's own error body."""
 
     @bp.errorhandler(APIError)
     def api_error(error: APIError):
         g.log_error_code = error.code
-        return plain_error(describe(error), error.status)
+        return answer(describe(error), error.status, code=error.code, field=error.field)
 
     @bp.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        return plain_error(
-            error.description or error.name, error.code or 500, error.get_headers()
+        status = error.code or 500
+        return answer(
+            error.description or error.name,
+            status,
+            error.get_headers(),
+            code=getattr(error, "api_code", None) or HTTP_CODES.get(status),
         )
 
     @bp.errorhandler(OperationalError)
@@ -65,14 +77,19 @@ def plain_errors(bp: Blueprint) -> None:
         db.session.rollback()
         log.warning("database unavailable: %s", error.orig)
         g.log_error_code = "database_unavailable"
-        return plain_error("the database is unavailable", 503, [("Retry-After", "5")])
+        return answer(
+            "the database is unavailable",
+            503,
+            [("Retry-After", "5")],
+            code="database_unavailable",
+        )
 
     @bp.errorhandler(Exception)
     def unexpected(error: Exception):
         db.session.rollback()
         log.exception("unhandled error on a protocol route")
         g.log_error_code = "internal_error"
-        return plain_error("Internal error; it has been logged.", 500)
+        return answer("Internal error; it has been logged.", 500, code="internal_error")
 
 
 # --- tensor conventions of TF Serving and Open Inference

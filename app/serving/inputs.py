@@ -204,3 +204,61 @@ def check_finite(matrix: np.ndarray, schema: dict, field: str) -> None:
             f"value {matrix[i, j]} is not allowed for this model",
             f"{field}[{i}][{j}]",
         )
+
+
+def matrix_from_table(
+    columns: Any, data: Any, schema: dict, field: str, max_rows: int
+) -> np.ndarray:
+    """Validate a table (a header of column names, rows of values: a pandas
+    ``split`` frame, a CSV file) and return the matrix in the model's feature order.
+
+    Columns are matched to the model's feature names in any order; an unknown or
+    missing one is an error. A model fitted without feature names takes as many
+    columns as it has features, in the order given (their names are not its own).
+    """
+    if not isinstance(columns, list) or not all(
+        isinstance(c, (str, int)) and not isinstance(c, bool) for c in columns
+    ):
+        raise APIError(
+            400,
+            "invalid_columns",
+            "columns must be a list of names",
+            f"{field}.columns",
+        )
+    columns = [str(c) for c in columns]  # pandas numbers unnamed columns 0, 1, …
+    names = schema["feature_names"]
+    if len(set(columns)) != len(columns):
+        twice = next(c for i, c in enumerate(columns) if c in columns[:i])
+        raise APIError(
+            400,
+            "duplicate_column",
+            f"column {quote(twice)} appears twice",
+            f"{field}.columns",
+        )
+    if set(columns) == set(names):
+        order = [columns.index(name) for name in names]
+    elif not schema.get("named_features", True) and len(columns) == len(names):
+        order = list(range(len(names)))  # positional, as the model was fitted
+    else:
+        unknown = [c for c in columns if c not in names]
+        if unknown:
+            raise APIError(
+                400,
+                "unknown_feature",
+                f"unknown column(s) {quote(unknown)}; expected {names}",
+                f"{field}.columns",
+            )
+        missing = [n for n in names if n not in columns]
+        raise APIError(
+            400, "missing_feature", f"missing column(s) {missing}", f"{field}.columns"
+        )
+    if not isinstance(data, (list, np.ndarray)):
+        raise APIError(
+            400, "invalid_rows", "data must be a list of rows", f"{field}.data"
+        )
+    _check_batch(len(data), f"{field}.data", max_rows)
+    matrix = _to_matrix(data, f"{field}.data", len(columns))
+    check_finite(matrix, schema, f"{field}.data")
+    if order != list(range(len(order))):
+        matrix = np.ascontiguousarray(matrix[:, order])
+    return matrix

@@ -10,7 +10,7 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from app.extensions import db
-from app.web.paths import API_PREFIXES, is_plain_error_path
+from app.web.paths import API_PREFIXES, error_shape
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,13 @@ def wants_json() -> bool:
     )
 
 
-def unmatched_protocol_path() -> bool:
-    """True for a URL under a protocol prefix that matched no route (the protocols'
-    blueprints answer their matched routes' errors in the plain shape themselves)."""
-    return request.url_rule is None and is_plain_error_path(request.path)
+def unmatched_protocol_answer():
+    """For a URL under a protocol prefix that matched no route, the protocol's error
+    answer (``plain_error`` or ``mlflow_error``), else None (the protocols'
+    blueprints answer their matched routes' errors in their own shape themselves)."""
+    if request.url_rule is not None:
+        return None
+    return PROTOCOL_ERRORS.get(error_shape(request.path))
 
 
 # Stable codes for the HTTP errors Flask and its extensions raise themselves.
@@ -96,8 +99,9 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(APIError)
     def handle_api_error(error: APIError):
         g.log_error_code = error.code
-        if unmatched_protocol_path():
-            return plain_error(error.message, error.status)
+        answer = unmatched_protocol_answer()
+        if answer is not None:
+            return answer(error.message, error.status, code=error.code)
         if wants_json():
             return jsonify(error.to_dict()), error.status
         return render_error(error.status, error.message)
@@ -113,14 +117,12 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
         status = error.code or 500
-        if unmatched_protocol_path():
-            return plain_error(
-                error.description or error.name, status, error.get_headers()
-            )
+        code = getattr(error, "api_code", None) or HTTP_CODES.get(status, "http_error")
+        answer = unmatched_protocol_answer()
+        if answer is not None:
+            message = error.description or error.name
+            return answer(message, status, error.get_headers(), code=code)
         if wants_json():
-            code = getattr(error, "api_code", None) or HTTP_CODES.get(
-                status, "http_error"
-            )
             api_error = APIError(
                 status,
                 code,
@@ -151,15 +153,70 @@ def register_errorhandlers(app: Flask) -> None:
         return render_error(500, message)
 
 
-def plain_error(message: str, status: int, headers=None):
-    """The protocols' error body, ``{"error": message}``, keeping headers such as
-    Retry-After."""
-    response = jsonify({"error": message})
+def _with_headers(response, status: int, headers):
     response.status_code = status
     for name, value in headers or ():
         if name.lower() not in {"content-type", "content-length"}:
             response.headers[name] = value
     return response
+
+
+def plain_error(
+    message: str,
+    status: int,
+    headers=None,
+    code: str | None = None,
+    field: str | None = None,
+):
+    """The protocols' error body, ``{"error": message}``, keeping headers such as
+    Retry-After (ModelDock's own ``code`` and ``field`` have no place in it)."""
+    return _with_headers(jsonify({"error": message}), status, headers)
+
+
+# MLflow's error codes (mlflow.protos.databricks_pb2) for ModelDock's statuses, as
+# mlflow.exceptions maps them the other way; 404 for a URL is ENDPOINT_NOT_FOUND.
+MLFLOW_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_CONFLICT",
+    429: "REQUEST_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    501: "NOT_IMPLEMENTED",
+    503: "TEMPORARILY_UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def mlflow_error(
+    message: str,
+    status: int,
+    headers=None,
+    code: str | None = None,
+    field: str | None = None,
+    error_code: str | None = None,
+):
+    """MLflow's error body, ``{"error_code": "BAD_REQUEST", "message": ...}`` (what
+    ``MlflowException.serialize_as_json`` writes and MLflow's client reads), plus
+    ModelDock's own ``error.code`` and ``error.field`` beside them."""
+    code = code or HTTP_CODES.get(status, "http_error")
+    if error_code is None:
+        if code == "not_found":  # no such URL, rather than no such model
+            error_code = "ENDPOINT_NOT_FOUND"
+        else:
+            error_code = MLFLOW_CODES.get(
+                status, "INTERNAL_ERROR" if status >= 500 else "BAD_REQUEST"
+            )
+    body = {"error_code": error_code, "message": message}
+    own = {"code": code}
+    if field is not None:
+        own["field"] = field
+    body["error"] = own
+    return _with_headers(jsonify(body), status, headers)
+
+
+PROTOCOL_ERRORS = {"plain": plain_error, "mlflow": mlflow_error}
 
 
 def render_error(status: int, message: str):

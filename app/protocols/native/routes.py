@@ -29,6 +29,7 @@ from app.registry.service import get_model, get_version
 from app.serving import explain, predict
 from app.serving.commit import commit
 from app.serving.inputs import matrix_from_rows, parse_json
+from app.serving.lookups import default_model_name
 from app.ui import csvio
 from app.web.errors import APIError
 from app.web.finite_json import json_response
@@ -104,7 +105,7 @@ def predict_tutorial():
             "features must be a list of numbers or rows",
             "features",
         )
-    model, version = predict.resolve(current_app.config["MODELDOCK_DEFAULT_MODEL"])
+    model, version = predict.resolve(default_model_name())
     rows = features if features and isinstance(features[0], list) else [features]
     matrix = matrix_from_rows(rows, version.schema, "features", predict.max_rows())
     result = predict.run(model, version, matrix)

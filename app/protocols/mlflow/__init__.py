@@ -1,0 +1,1 @@
+"""MLflow scoring protocol: routes and request/response shapes."""
