@@ -64,13 +64,22 @@ def bodies(frame) -> list[tuple[str, str, str]]:
     shuffled = rows[["petal_width", "sepal_length", "petal_length", "sepal_width"]]
     return [
         ("dataframe_split (dump_input_data)", JSON, dump_input_data(shuffled)),
-        ("dataframe_split (to_json)", JSON,
-         json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))})),
-        ("dataframe_records", JSON,
-         json.dumps({"dataframe_records": shuffled.to_dict(orient="records")})),
+        (
+            "dataframe_split (to_json)",
+            JSON,
+            json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split"))}),
+        ),
+        (
+            "dataframe_records",
+            JSON,
+            json.dumps({"dataframe_records": shuffled.to_dict(orient="records")}),
+        ),
         ("instances", JSON, json.dumps({"instances": rows.values.tolist()})),
-        ("inputs (dump_input_data, params)", JSON,
-         dump_input_data(rows.to_numpy(), params={})),
+        (
+            "inputs (dump_input_data, params)",
+            JSON,
+            dump_input_data(rows.to_numpy(), params={}),
+        ),
         ("inputs by column", JSON, json.dumps({"inputs": rows.to_dict("list")})),
         ("csv (to_csv, index)", CSV, shuffled.to_csv()),
         ("csv (index=False)", CSV, rows.to_csv(index=False)),
@@ -84,8 +93,9 @@ def bodies(frame) -> list[tuple[str, str, str]]:
 def post(port: int, path: str, body: str, content_type: str, headers: dict):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        connection.request("POST", path, body.encode(),
-                           {"Content-Type": content_type, **headers})
+        connection.request(
+            "POST", path, body.encode(), {"Content-Type": content_type, **headers}
+        )
         response = connection.getresponse()
         return response.status, response.read().decode()
     finally:
@@ -107,13 +117,33 @@ class MlflowServer(servers.Server):
 def start_mlflow(model_dir: Path, folder: Path) -> servers.Server:
     port = servers.free_port()
     log_path = folder / "mlflow.log"
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-           "MLFLOW_TRACKING_URI": f"file://{folder / 'mlruns'}"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+        "MLFLOW_TRACKING_URI": f"file://{folder / 'mlruns'}",
+    }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(BIN / "mlflow"), "models", "serve", "-m", str(model_dir),
-             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "2"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                str(BIN / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                str(model_dir),
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "2",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return MlflowServer("mlflow", port, process, log_path)
 
 
@@ -147,8 +177,13 @@ def compare(mlflow_port: int, modeldock_port: int, key: str, frame) -> list[str]
     problems = []
     for what, content_type, body in bodies(frame):
         a = post(mlflow_port, "/invocations", body, content_type, {})
-        b = post(modeldock_port, "/mlflow/iris/invocations", body, content_type,
-                 {"Authorization": f"Bearer {key}"})
+        b = post(
+            modeldock_port,
+            "/mlflow/iris/invocations",
+            body,
+            content_type,
+            {"Authorization": f"Bearer {key}"},
+        )
         if a[0] == 200:
             same = b[0] == 200 and json.loads(a[1]) == json.loads(b[1])
             shown = f"{b[0]} {b[1]}"
@@ -192,9 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             registry = Registry(url)
             key = registry.setup()
             registry.upload("iris", as_joblib(model), frame.values[::15].tolist())
-            env = {"MODELDOCK_ENV": "production", "SECRET_KEY": secrets.token_hex(32),
-                   "DATABASE_URL": url, "LOG_LEVEL": "WARNING",
-                   "MODELDOCK_PREDICTION_CACHE_SECONDS": "0"}
+            env = {
+                "MODELDOCK_ENV": "production",
+                "SECRET_KEY": secrets.token_hex(32),
+                "DATABASE_URL": url,
+                "LOG_LEVEL": "WARNING",
+                "MODELDOCK_PREDICTION_CACHE_SECONDS": "0",
+            }
             modeldock = servers.start("modeldock", "wsgi:app", env, folder)
             running.append(modeldock)
             auth = {"Authorization": f"Bearer {key}"}
@@ -210,10 +249,17 @@ def main(argv: list[str] | None = None) -> int:
                     ("mlflow models serve", mlflow_server.port, "/invocations", {}),
                     ("modeldock", modeldock.port, "/mlflow/iris/invocations", auth),
                 ):
-                    run = wrk.run(f"http://127.0.0.1:{port}{path}", body, headers,
-                                  connections, args.seconds)
-                    cells.append(f"{name} {run.rps:7.0f} req/s (p50 {run.p50_ms:.1f} "
-                                 f"ms, p99 {run.p99_ms:.1f} ms, non-2xx {run.non_2xx})")
+                    run = wrk.run(
+                        f"http://127.0.0.1:{port}{path}",
+                        body,
+                        headers,
+                        connections,
+                        args.seconds,
+                    )
+                    cells.append(
+                        f"{name} {run.rps:7.0f} req/s (p50 {run.p50_ms:.1f} "
+                        f"ms, p99 {run.p99_ms:.1f} ms, non-2xx {run.non_2xx})"
+                    )
                 print(f"  {connections:2} connections: " + "; ".join(cells))
             for server in running:
                 server.stop()
