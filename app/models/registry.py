@@ -40,7 +40,7 @@ class MLModel(db.Model):
     # NULL inherits MODELDOCK_MICROBATCH_MAX_ROWS / _MAX_WAIT_MS; 0 or 1 rows is off.
     batch_max_rows: Mapped[int | None]
     batch_max_wait_ms: Mapped[float | None] = mapped_column(Double)
-    # Deadline of one prediction of this model, in seconds (app/runtimes/);
+    # Deadline of one prediction of this model, in seconds (app/serving/runtimes/);
     # NULL inherits MODELDOCK_PREDICT_TIMEOUT_SECONDS.
     predict_timeout_seconds: Mapped[float | None] = mapped_column(Double)
 

@@ -32,7 +32,7 @@ class User(UserMixin, db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Failed sign-ins since the last successful one, counted in the database so that
-    # every worker sees the same count (app/accounts.py: sign_in).
+    # every worker sees the same count (app/auth/credentials.py: sign_in).
     failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
     # Until then, sign-ins from browsers not trusted for this account are refused.
     login_locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
