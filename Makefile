@@ -62,11 +62,17 @@ services:
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log
 	@for i in $$(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && exit 0; sleep 1; done; echo "PostgreSQL or Redis did not start" >&2; exit 1
 
-# nginx, for the end-to-end test of the production stack (tests/test_production_stack.py).
-# Installed only when missing; a policy-rc.d keeps the package from starting the
-# system nginx on port 80 (the test runs its own on 127.0.0.1).
+# nginx, for the end-to-end test of the production stack (tests/test_production_stack.py);
+# iproute2 for the scale-out test's network namespaces (tests/test_scaleout.py); systemd
+# for `systemd-analyze verify` of deploy/systemd (tests/test_deploy.py). Each installed
+# only when missing; a policy-rc.d keeps the packages from starting services (the
+# system nginx on port 80: the tests run their own on 127.0.0.1).
 system-packages:
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	@missing=; \
+	  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing="$$missing nginx"; \
+	  { command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ]; } || missing="$$missing iproute2"; \
+	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	[ -z "$$missing" ] || { \
 	  policy=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; policy=1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; status=$$?; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; status=$$?; \
 	  [ -z "$$policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
