@@ -25,7 +25,8 @@ NOT_IN_TABLE = {"FLASK_APP", "MODELDOCK_CELERY_BROKER_URL"}
 
 def manifests() -> dict[str, list[dict]]:
     return {path.name: [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-            for path in sorted(KUBE.glob("*.yaml")) if path.name != "kustomization.yaml"}
+            for path in sorted(KUBE.glob("*.yaml"))
+            if path.name != "kustomization.yaml"}
 
 
 def resources() -> list[dict]:

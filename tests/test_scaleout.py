@@ -83,9 +83,11 @@ ROUNDS = 3              # turns of each
 EVENTS_MIN_SECONDS = 24.0
 LOAD_CAP_SECONDS = 300.0  # the load threads stop by themselves after this at most
 # nginx's access log: which hosts each request went to ("a, b" when retried).
-LOG_FORMAT = ("log_format scaleout escape=json '{\"msec\":$msec,\"id\":\"$http_x_request_id\","
-              "\"status\":$status,\"upstream\":\"$upstream_addr\","
-              "\"upstream_status\":\"$upstream_status\",\"request_time\":$request_time}';")
+LOG_FORMAT = ("log_format scaleout escape=json '{\"msec\":$msec,"
+              "\"id\":\"$http_x_request_id\",\"status\":$status,"
+              "\"upstream\":\"$upstream_addr\","
+              "\"upstream_status\":\"$upstream_status\","
+              "\"request_time\":$request_time}';")
 
 
 class _TLS(http.client.HTTPSConnection):
