@@ -92,17 +92,19 @@ services:
 	@# RabbitMQ, the broker of the Celery batch workers (tests/test_celery_jobs.py).
 	@$(RABBIT_UP) || { rabbitmq-server -detached && for i in $$(seq 1 60); do $(RABBIT_UP) && exit 0; sleep 1; done; echo "RabbitMQ did not start" >&2; exit 1; }
 
-# nginx, for the end-to-end test of the production stack (tests/test_production_stack.py),
-# and Prometheus with promtool, for the alert rules in deploy/prometheus/
-# (tests/test_prometheus.py). Installed only when missing; a policy-rc.d keeps the
-# packages from starting the system nginx on port 80 or the system Prometheus on
-# 9090 (the tests run their own on 127.0.0.1).
+# nginx, for the end-to-end test of the production stack (tests/test_production_stack.py);
+# iproute2 for the scale-out test's network namespaces (tests/test_scaleout.py); systemd
+# for `systemd-analyze verify` of deploy/systemd (tests/test_deploy.py); Prometheus with
+# promtool for the alert rules in deploy/prometheus/ (tests/test_prometheus.py). Each
+# installed only when missing; a policy-rc.d keeps the packages from starting services
+# (the system nginx on port 80, Prometheus on 9090: the tests run their own on 127.0.0.1).
 system-packages:
-	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { \
+	@missing=; \
+	  { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; } || missing="$$missing nginx"; \
+	  { command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ]; } || missing="$$missing iproute2"; \
+	  command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	  command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	[ -z "$$missing" ] || { \
 	  policy=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; policy=1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; status=$$?; \
-	  [ -z "$$policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }
-	@command -v promtool >/dev/null 2>&1 || { \
-	  policy=; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; policy=1; }; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; status=$$?; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; status=$$?; \
 	  [ -z "$$policy" ] || rm -f /usr/sbin/policy-rc.d; exit $$status; }

@@ -4,6 +4,12 @@
         --cert /etc/ssl/modeldock/fullchain.pem --key /etc/ssl/modeldock/privkey.pem \
         --out /etc/nginx/sites-available/modeldock
 
+Repeat ``--upstream`` for several gunicorn hosts: each becomes a ``server`` line of
+one ``upstream`` with passive health checks (``--max-fails`` failures within
+``--fail-timeout`` take a host out for that long), and a request that finds its host
+gone is passed to the next one (predictions even when they were already sent: they
+change no state; docs/scaling.md).
+
 ``--standalone DIR`` instead writes DIR/modeldock.conf and DIR/nginx.conf (with its
 own pid, logs and temp folders) for running nginx without touching /etc/nginx:
 ``nginx -p DIR -c DIR/nginx.conf``. The body-size cap is read from the app's
@@ -25,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 NAME = re.compile(r"^[A-Za-z0-9.*_-]+$")
 VALUE = re.compile(r"^[^\s;{}'\"]+$")  # nothing that could end an nginx directive
+DURATION = re.compile(r"^[0-9]+(ms|s|m)?$")
 HSTS = "max-age=63072000"  # two years: only nginx, the TLS endpoint, sends it
 
 
@@ -70,14 +77,24 @@ def site_values(args: argparse.Namespace) -> dict[str, str]:
     for name in args.server_name:
         if not NAME.match(name):
             raise SystemExit(f"invalid server name {name!r}")
-    for value in (args.cert, args.key, args.upstream, args.static, args.listen):
+    upstreams = args.upstream or ["127.0.0.1:8000"]
+    for value in (args.cert, args.key, *upstreams, args.static, args.listen):
         if not VALUE.match(str(value)):
             raise SystemExit(f"invalid value {value!r}")
+    if args.max_fails < 0 or not DURATION.match(args.fail_timeout):
+        raise SystemExit(
+            "--max-fails is a count (0: never mark a host down) and "
+            "--fail-timeout a duration such as 10s"
+        )
     return {
         "SERVER_NAMES": " ".join(args.server_name),
         "CERT": str(Path(args.cert).resolve()),
         "KEY": str(Path(args.key).resolve()),
-        "UPSTREAM": args.upstream,
+        "UPSTREAM_SERVERS": "\n".join(
+            f"    server {address} max_fails={args.max_fails} "
+            f"fail_timeout={args.fail_timeout};"
+            for address in upstreams
+        ),
         "STATIC_ROOT": str(Path(args.static).resolve()),
         "LISTEN": args.listen,
         "API_PATHS": api_paths(),
@@ -98,7 +115,8 @@ def upstream_keepalive(connections: int) -> dict[str, str]:
     0, the default: a connection per request. nginx does not retry a POST that it
     sent on a reused connection which gunicorn closed meanwhile (a HUP reload, a
     worker restart), so keep-alive to the upstream turns every reload into a few
-    502s; benchmarks/targets.py measures what it would buy.
+    502s (predictions excepted: the site retries those, as they change no state);
+    benchmarks/targets.py measures what it would buy.
     """
     if connections <= 0:
         return {
@@ -109,8 +127,8 @@ def upstream_keepalive(connections: int) -> dict[str, str]:
     return {
         "UPSTREAM_KEEPALIVE": f"    keepalive {connections};\n"
         "    keepalive_timeout 4s;  # below gunicorn's 5 s",
-        "UPSTREAM_HTTP11": "        proxy_http_version 1.1;\n"
-        '        proxy_set_header Connection "";',
+        "UPSTREAM_HTTP11": "    proxy_http_version 1.1;\n"
+        '    proxy_set_header Connection "";',
     }
 
 
@@ -126,8 +144,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key", required=True, help="private key (PEM)")
     parser.add_argument(
         "--upstream",
-        default="127.0.0.1:8000",
-        help="gunicorn's address, or unix:/path/to.sock",
+        action="append",
+        default=None,
+        help="gunicorn's address, or unix:/path/to.sock (repeat for "
+        "several hosts; default 127.0.0.1:8000)",
+    )
+    parser.add_argument(
+        "--max-fails",
+        type=int,
+        default=1,
+        help="failed attempts within --fail-timeout that take a host "
+        "out of the upstream (default 1)",
+    )
+    parser.add_argument(
+        "--fail-timeout",
+        default="10s",
+        help="how long a failed host stays out (default 10s)",
     )
     parser.add_argument("--static", default=str(ROOT / "static"))
     parser.add_argument("--listen", default="*", help="address to listen on")

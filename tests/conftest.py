@@ -239,3 +239,16 @@ def concrete_rule(rule: str) -> str:
     return re.sub(
         r"<(?:(\w+):)?(\w+)>", lambda m: "1" if m.group(1) == "int" else "demo", rule
     )
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Show the tables tests attach as a ``terminal_report`` user property (the
+    scale-out numbers of tests/test_scaleout.py), passed or failed, without -s."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "terminal_report":
+                    terminalreporter.write_sep("-", report.nodeid)
+                    terminalreporter.write_line(value)
