@@ -4,6 +4,7 @@ predict page's "why?" link."""
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
@@ -30,7 +31,9 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from app.serving.runtimes import explainer
 from app.serving.runtimes.isolated import IsolatedRuntime
 from app.serving.runtimes.predictor import Predictor
+from tests import hostile_state as hostile
 from tests.conftest import auth, sign_in, upload
+from tests.test_isolation import IRIS_SCHEMA, SECRET, register_unchecked
 
 X, Y = load_iris(return_X_y=True)
 XD, YD = load_diabetes(return_X_y=True)
@@ -217,6 +220,27 @@ def test_route_explains_in_the_isolated_process(client, keys, iris, no_model_cod
         assert np.abs(total - want).max() <= 1e-6
         np.testing.assert_allclose(row["output"], want, atol=1e-9)
     assert body["request_id"]
+
+
+def test_a_hostile_models_explanation_is_contained_like_its_prediction(
+    app, client, keys, tmp_path, caplog
+):
+    """test_isolation's pattern: this pipeline's transform opens a file. Outside an
+    inference process, explaining it reads the secret; through the API it cannot."""
+    secret = tmp_path / "secret_key"
+    secret.write_text(SECRET)
+    data, row = hostile.file_reading_stack(str(secret))
+    control = Predictor(data, "joblib", {**IRIS_SCHEMA}).explain(np.array([row]))
+    assert control.base[0, 0] + control.contributions[0, 0].sum() == len(SECRET)
+    with app.app_context():
+        register_unchecked("evil", data, "joblib", task="regression")
+    with caplog.at_level(logging.WARNING):
+        response = explain(client, keys.predict, "evil", {"instances": [row]})
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "prediction_failed"
+    assert SECRET not in response.get_data(as_text=True)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "PermissionError" in logged and SECRET not in logged
 
 
 def test_route_takes_named_rows_and_a_pinned_version(client, keys, iris, diabetes):
