@@ -14,21 +14,24 @@ FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^:]*):\d+\)$")
 PARTS = (
     (
         "background threads (routing refresh, request-log writer)",
-        ("/app/serving/routing.py:_watch", "/app/request_log.py:_run"),
+        ("/app/serving/snapshot.py:_watch", "/app/observability/request_log.py:_run"),
     ),
     (
         "rate limiter (flask-limiter, limits, redis client)",
-        ("/flask_limiter/", "/limits/", "/redis/", "/app/ratelimit.py"),
+        ("/flask_limiter/", "/limits/", "/redis/", "/app/extensions/ratelimit.py"),
     ),
     ("onnxruntime", ("/onnxruntime/",)),
     ("scikit-learn", ("/sklearn/", "/joblib/", "/scipy/")),
-    ("request log (queue put)", ("/app/request_log.py",)),
-    ("auth: API key lookup, request id", ("/app/permissions.py", "/app/accounts.py")),
+    ("request log (queue put)", ("/app/observability/request_log.py",)),
+    (
+        "auth: API key lookup, request id",
+        ("/app/auth/permissions.py", "/app/auth/credentials.py"),
+    ),
     ("input parsing and validation (orjson, numpy)", ("/app/serving/inputs.py",)),
-    ("response encoding (orjson)", ("/app/serving/output.py",)),
+    ("response encoding (orjson)", ("/app/web/finite_json.py",)),
     (
         "routing, prediction, view",
-        ("/app/predict/", "/app/serving/", "/app/rollout.py", "/app/registry/"),
+        ("/app/protocols/", "/app/serving/", "/app/rollout/", "/app/registry/"),
     ),
     (
         "other Flask extensions (CORS, CSRF, login, SQLAlchemy teardown)",
