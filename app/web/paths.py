@@ -45,7 +45,7 @@ PLAIN_ERROR_PREFIXES = tuple(path.prefix for path in API_PATHS if path.plain_err
 
 # Blueprints whose routes are pages for people (session sign-in, forms with CSRF
 # tokens), all outside the prefixes above; OpenAPI documents them from the URL map.
-PAGE_BLUEPRINTS = frozenset({"pages", "admin_pages", "auth", "static"})
+PAGE_BLUEPRINTS = frozenset({"pages", "admin_pages", "auth", "sso", "static"})
 
 
 def is_api_path(path: str) -> bool:
