@@ -20,7 +20,7 @@ KUBERNETES_VERSION = "1.31.0"  # schemas shipped inside kubernetes-validate
 HOST = "modeldock.example.com"
 # Variables the manifests may set that are not ModelDock settings of the table:
 # Flask's own, and the one the Celery batch work (issue 14) adds to the table.
-NOT_IN_TABLE = {"FLASK_APP", "MODELDOCK_CELERY_BROKER_URL"}
+NOT_IN_TABLE = {"FLASK_APP"}
 
 
 def manifests() -> dict[str, list[dict]]:

@@ -776,6 +776,7 @@ def test_three_hosts_behind_nginx_under_load_with_failures(
                     first_try(e) == third.upstream for e in retried
                 ),
                 "in_flight_on_killed_host_retried": len(in_flight_killed),
+                "in_flight_on_killed_host_failed": len(excused),
                 "answers_by_version": {
                     v: sum(o.version == v for o in outcomes) for v in (1, 2)
                 },
@@ -812,8 +813,14 @@ def test_three_hosts_behind_nginx_under_load_with_failures(
             for o in failed[:10]
         )
 
-        assert connection_errors == [] and wrong == [], f"{table}\n{examples}"
-        assert len(failed) == len(excused), f"{table}\n{examples}"
+        # A request in flight on the killed host is retried by nginx when the host
+        # died before answering; once its answer had begun (nginx has passed the
+        # headers on), nginx can only cut it. Nothing else may fail.
+        assert wrong == [], f"{table}\n{examples}"
+        excused_ids = {o.request_id for o in excused}
+        assert [o for o in failed if o.request_id not in excused_ids] == [], (
+            f"{table}\n{examples}"
+        )
         assert len(excused) <= CONNECTIONS, table  # at most one in flight each
         assert numbers["failed_one_host"] == numbers["failed_three_hosts"] == 0, table
         assert sorted(switch) == [1, 2, 3], f"not every host switched:\n{table}"
@@ -874,7 +881,8 @@ def _table(n: dict) -> str:
             f"(first try on the killed host "
             f"{e['retried_first_on_killed_host']}, of which in flight at the kill "
             f"{e['in_flight_on_killed_host_retried']}; on the drained host "
-            f"{e['retried_first_on_drained_host']})",
+            f"{e['retried_first_on_drained_host']}); in flight on the killed host and "
+            f"failed (answer already begun): {e['in_flight_on_killed_host_failed']}",
             f"  version 2 activated through host 1 "
             f"({n['activation_request_seconds']} s); "
             f"served by every host after: {switch}",
