@@ -676,7 +676,7 @@ SCHEMAS: dict[str, dict] = {
             "dataframe_records": {"type": "array", "items": OBJECT, "minItems": 1},
             "instances": {"type": "array", "minItems": 1},
             "inputs": {"type": ["array", "object"]},
-            "params": OBJECT,
+            "params": nullable(OBJECT),
         },
         "oneOf": [
             {"required": [name]}
