@@ -35,6 +35,7 @@ from app.monitoring import payloads, stats
 from app.observability import sketch
 from app.observability.reference import BinSpec, describe_rows, rows_from_csv
 from app.observability.sketch import day_of, window_end
+from app.registry.service import alias_version, get_version
 from app.web.errors import APIError
 
 KINDS = ("hour", "day")
@@ -194,22 +195,10 @@ def report(name: str, kind: str, number: int | None = None) -> dict[str, Any]:
 
 
 def _version(model: MLModel, number: int | None) -> ModelVersion | None:
+    """The version asked for (404 if it does not exist), else the stable one."""
     if number is not None:
-        version = db.session.scalar(
-            select(ModelVersion).where(
-                ModelVersion.model_id == model.id, ModelVersion.number == number
-            )
-        )
-        if version is None:
-            raise APIError(
-                404,
-                "version_not_found",
-                f"model '{model.name}' has no version {number}",
-                "version",
-            )
-        return version
-    stable = next((a for a in model.aliases if a.alias == "stable"), None)
-    return None if stable is None else stable.version
+        return get_version(model, number)
+    return alias_version(model, "stable")
 
 
 def _windows(
