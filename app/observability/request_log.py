@@ -19,11 +19,8 @@ stop or a HUP writes the queue before the worker exits. A worker killed with
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import queue
-import threading
 import time
 from collections import defaultdict, deque
 from datetime import datetime, timedelta
@@ -37,6 +34,7 @@ from app.extensions import db
 from app.models import ApiKey, RequestLog
 from app.models._time import utcnow
 from app.observability import metrics
+from app.observability.background import BackgroundFlush
 from app.observability.privacy import stored_payload, truncate_ip
 from app.web.finite_json import json_text
 
@@ -67,51 +65,32 @@ class DatabaseAway(Exception):
         self.done = done  # rows of the failing chunk already written or set aside
 
 
-class RequestLogWriter:
+class RequestLogWriter(BackgroundFlush):
     """Queues log rows; a daemon thread inserts them and counts key use, in batches."""
 
+    thread_name = "request-log"
+
     def __init__(self, app: Flask, flush_seconds: float):
+        super().__init__(flush_seconds)
         self.app = app
-        self.flush_seconds = flush_seconds
         self.queue: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
-        self._pid: int | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.refused: deque[dict[str, Any]] = deque(maxlen=KEEP_REFUSED)
 
     def submit(self, row: dict[str, Any]) -> None:
         """Queue one row; start the writer thread in this process on first use."""
         self.queue.put(row)
-        if self._pid != os.getpid() and self.flush_seconds > 0:
-            self._start()
+        self.started()
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()  # after a fork the parent's thread is gone
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._run, name="request-log", daemon=True
+    def describe_failure(self, error: BaseException, at_shutdown: bool) -> str:
+        if at_shutdown:
+            return (
+                f"request log: {self.queue.qsize()} rows could not be written at "
+                f"shutdown: {error}"
             )
-            self._thread.start()
-            atexit.register(self.close)
-
-    def _run(self) -> None:
-        failing = False
-        while not self._stop.wait(self.flush_seconds):
-            try:
-                self.flush()
-                failing = False
-            except Exception as error:  # keep logging alive if the database blips
-                if not failing:
-                    log.warning(
-                        "request log flush failed (%d rows queued); will retry: %s",
-                        self.queue.qsize(),
-                        error,
-                    )
-                failing = True
+        return (
+            f"request log flush failed ({self.queue.qsize()} rows queued); "
+            f"will retry: {error}"
+        )
 
     def depth(self) -> int:
         return self.queue.qsize()
@@ -185,27 +164,12 @@ class RequestLogWriter:
         for row in keep:
             self.queue.put(row)
 
-    def close(self) -> None:
+    def close(self) -> int | None:
         """Stop the thread and write what is left (graceful shutdown of a worker)."""
-        self._stop.set()
-        thread = self._thread
-        if (
-            thread is not None
-            and thread.is_alive()
-            and thread is not threading.current_thread()
-        ):
-            thread.join(timeout=10)
-        try:
-            written = self.flush()
-        except Exception as error:
-            log.warning(
-                "request log: %d rows could not be written at shutdown: %s",
-                self.queue.qsize(),
-                error,
-            )
-            return
+        written = super().close()
         if written:
             log.info("request log: wrote %d rows at shutdown", written)
+        return written
 
 
 COLUMNS = (

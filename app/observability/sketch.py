@@ -12,9 +12,7 @@ counts since its last flush, like its request logs.
 
 from __future__ import annotations
 
-import atexit
 import logging
-import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -25,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.extensions import db
 from app.models import DriftCount, DriftWindow
+from app.observability.background import BackgroundFlush
 from app.observability.reference import BinSpec
 
 log = logging.getLogger(__name__)
@@ -51,17 +50,17 @@ def hour_start(hour: int) -> datetime:
     return datetime.fromtimestamp(hour * HOUR, UTC)
 
 
-class Sketch:
+class Sketch(BackgroundFlush):
     """This worker's counts since its last flush: (version id, hour) → counts."""
 
+    thread_name = "drift-sketch"
+
     def __init__(self, app: Flask, source: str, flush_seconds: float):
+        super().__init__(flush_seconds)
         self.app = app
         self.enabled = source == "sketch"
-        self.flush_seconds = flush_seconds
         self.counts: dict[tuple[int, int], tuple[BinSpec, np.ndarray]] = {}
         self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._stop = threading.Event()
         self.after_flush = lambda: None  # the background refresh of statistics
 
     def observe(self, spec: BinSpec, rows: np.ndarray, now: float | None = None):
@@ -76,33 +75,15 @@ class Sketch:
                 self.counts[key] = (spec, cells)
             else:
                 entry[1][:] += cells
-        if self._pid != os.getpid() and self.flush_seconds > 0:
-            self._start()
+        self.started()
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                return
-            self._pid = os.getpid()  # after a fork the parent's thread is gone
-            self._stop.clear()
-            threading.Thread(target=self._run, name="drift-sketch", daemon=True).start()
-            atexit.register(self.close)
-
-    def _run(self) -> None:
-        failing = False
-        while not self._stop.wait(self.flush_seconds):
+    def tick(self) -> None:
+        self.flush()
+        with self.app.app_context():
             try:
-                self.flush()
-                with self.app.app_context():
-                    try:
-                        self.after_flush()
-                    finally:
-                        db.session.remove()
-                failing = False
-            except Exception as error:  # keep counting if the database blips
-                if not failing:
-                    log.warning("drift sketch flush failed; will retry: %s", error)
-                failing = True
+                self.after_flush()
+            finally:
+                db.session.remove()
 
     def flush(self) -> int:
         """Merge the counts into the database; return how many cells were written.
@@ -173,14 +154,6 @@ class Sketch:
                     self.counts[key] = (spec, vector)
                 else:
                     entry[1][:] += vector
-
-    def close(self) -> None:
-        """Stop the thread and write what is left (graceful stop of a worker)."""
-        self._stop.set()
-        try:
-            self.flush()
-        except Exception as error:
-            log.warning("drift sketch: counts lost at shutdown: %s", error)
 
 
 def sketch() -> Sketch:
