@@ -85,12 +85,15 @@ class Server:
     def __init__(self, url: str, keys, app):
         self.url, self.keys, self.app = url, keys, app
 
-    def api(self, path: str, key: str, body: dict | None = None):
+    def api(
+        self, path: str, key: str, body: dict | None = None, method: str | None = None
+    ):
         """Call the JSON API with an API key (not the browser session)."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             self.url + path,
             data=data,
+            method=method,
             headers={
                 "Authorization": f"Bearer {key}",
                 "Content-Type": "application/json",
@@ -125,6 +128,9 @@ def server(tmp_path_factory, iris):
             "MODELDOCK_VALIDATION_MEMORY_MB": "1024",
             "MODELDOCK_CSV_WAIT_SECONDS": "0",  # always show the progress page
             "MODELDOCK_RATELIMIT_LOGIN": "100 per minute",
+            # Drift counts merged and their statistics recomputed within a second.
+            "MODELDOCK_DRIFT_FLUSH_SECONDS": "0.3",
+            "MODELDOCK_DRIFT_REFRESH_SECONDS": "0.3",
         }
         log = tmp / "gunicorn.log"
         with open(log, "wb") as out:
@@ -555,3 +561,189 @@ def test_form_post_without_csrf_token_is_refused(alice, server):
     sync_api.expect(page.locator("main")).to_contain_text("The form was refused")
     page.goto("/account")
     sync_api.expect(page.locator("#keys")).not_to_contain_text("forged")
+
+
+WATCHED = "iris-watch"
+SHIFTED = "x1"  # sepal width, as if its sensor read 3 standard deviations high
+
+
+def upload_with_reference(server, data: bytes, reference: np.ndarray) -> dict:
+    """POST a version and its drift reference (a CSV of training rows) as admin."""
+    from werkzeug.datastructures import FileStorage
+    from werkzeug.test import encode_multipart
+
+    lines = [
+        ",".join(FEATURES),
+        *(",".join(map(str, row.tolist())) for row in reference),
+    ]
+    boundary, body = encode_multipart(
+        {
+            "file": FileStorage(io.BytesIO(data), filename="m.skops", name="file"),
+            "reference": FileStorage(
+                io.BytesIO("\n".join(lines).encode()),
+                filename="train.csv",
+                name="reference",
+            ),
+        }
+    )
+    request = urllib.request.Request(
+        f"{server.url}/api/v1/models/{WATCHED}/versions",
+        data=body,
+        headers={
+            "Authorization": f"Bearer {server.keys.admin}",
+            "Content-Type": f"multipart/form-data; boundary={boundary}",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
+
+
+def keys_on_each_side(server, weight: int) -> tuple[str, str]:
+    """Two of alice's API keys: one routed to stable, one to the canary (routing
+    is sticky per key: the canary takes the keys whose bucket is below its weight)."""
+    from app.auth.credentials import create_api_key
+    from app.extensions import db
+    from app.models import User
+    from app.serving.canary import bucket
+
+    sides: dict[bool, str] = {}
+    with server.app.app_context():
+        alice = db.session.scalar(db.select(User).filter_by(username=ALICE[0]))
+        while len(sides) < 2:
+            row, key = create_api_key(
+                alice, f"client {len(sides)}", ["predict", "feedback"]
+            )
+            db.session.flush()
+            sides.setdefault(bucket(WATCHED, f"key:{row.id}") < weight, key)
+        db.session.commit()
+    return sides[False], sides[True]
+
+
+def until(condition, seconds: float = 30, what: str = ""):
+    deadline = time.monotonic() + seconds
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+    return result
+
+
+def post_feedback(server, key: str, items: list[dict]) -> None:
+    """Feedback is accepted once the request log is written (batched, 0.2 s)."""
+
+    def accepted() -> bool:
+        try:
+            server.api(f"/api/v1/models/{WATCHED}/feedback", key, {"feedback": items})
+        except urllib.error.HTTPError as error:
+            error.close()
+            if error.code != 404:
+                raise
+            return False
+        return True
+
+    until(accepted, what="the request log")
+
+
+def drift_computed(server) -> bool:
+    """Has a worker's background refresh computed today's drift window of both
+    versions, with every row counted? (Read only: nothing here writes.)"""
+    from app.extensions import db
+    from app.models import DriftWindow, MLModel, ModelVersion
+
+    with server.app.app_context():
+        windows = db.session.execute(
+            db.select(DriftWindow.rows, DriftWindow.generation, DriftWindow.computed)
+            .join(ModelVersion, ModelVersion.id == DriftWindow.version_id)
+            .join(MLModel, MLModel.id == ModelVersion.model_id)
+            .where(MLModel.name == WATCHED, DriftWindow.kind == "day")
+        ).all()
+        db.session.remove()
+    return len(windows) == 2 and all(
+        rows == 300 and computed == generation for rows, generation, computed in windows
+    )
+
+
+def section_shot(page, name: str, first: str, last: str) -> None:
+    """A screenshot of the part of the page from ``first`` down to ``last``."""
+    scrolled = page.evaluate("window.scrollY")  # boxes are relative to the viewport
+    top = page.locator(first).bounding_box()
+    bottom = page.locator(last).bounding_box()
+    page.screenshot(
+        path=str(SHOTS / f"{name}.png"),
+        full_page=True,
+        clip={
+            "x": 0,
+            "y": scrolled + top["y"] - 8,
+            "width": page.viewport_size["width"],
+            "height": bottom["y"] + bottom["height"] - top["y"] + 16,
+        },
+    )
+
+
+def test_admin_model_page_shows_the_canary_comparison_and_drift(admin, server, iris):
+    """Issue 15 in a browser: a canary that is worse than stable, and a feature that
+    drifted on both, as the admin model page shows them."""
+    import skops.io
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = load_iris(return_X_y=True)
+    stump = DecisionTreeClassifier(max_depth=1, random_state=0).fit(X, y)
+    assert upload_with_reference(server, iris.as_skops(), X)["version"] == 1
+    assert upload_with_reference(server, skops.io.dumps(stump), X)["version"] == 2
+    server.api(
+        f"/api/v1/models/{WATCHED}/canary",
+        server.keys.admin,
+        {"version": 2, "weight": 50, "reason": "try the stump"},
+        method="PUT",
+    )
+    stable_key, canary_key = keys_on_each_side(server, 50)
+
+    shifted = X.copy()
+    column = FEATURES.index(SHIFTED)
+    shifted[:, column] += 3 * X[:, column].std()
+    accuracy = {}
+    for key, version, model in (
+        (stable_key, 1, iris.estimator),
+        (canary_key, 2, stump),
+    ):
+        items = []
+        for rows in (X, shifted):
+            body = server.api(
+                f"/api/v1/models/{WATCHED}/predict", key, {"instances": rows.tolist()}
+            )
+            assert body["version"] == version
+            items += [
+                {"request_id": body["request_id"], "row": i, "label": int(label)}
+                for i, label in enumerate(y)
+            ]
+        post_feedback(server, key, items)
+        predicted = model.predict(np.vstack([X, shifted]))
+        accuracy[version] = float(np.mean(predicted == np.concatenate([y, y])))
+    assert accuracy[1] - accuracy[2] > 0.1  # the stump is clearly worse
+    until(lambda: drift_computed(server), what="the background drift refresh")
+
+    page = admin
+    page.goto(f"/admin/models/{WATCHED}")
+    shot(page, "admin-model-monitoring")
+    verdict = page.locator("#canary-verdict")
+    sync_api.expect(verdict).to_contain_text("No, worse")
+    difference = (accuracy[2] - accuracy[1]) * 100
+    sync_api.expect(verdict).to_contain_text(f"difference {difference:+.1f} points")
+    low, high = (
+        float(v)
+        for v in re.search(
+            r"points \[([-+][\d.]+), ([-+][\d.]+)\]", verdict.inner_text()
+        ).groups()
+    )
+    assert low < difference < high < 0
+    sync_api.expect(verdict).to_contain_text(
+        "from 300 canary and 300 stable rows with feedback"
+    )
+    section_shot(page, "admin-model-canary-comparison", "#live-quality", "#quality")
+    for alias in ("stable", "canary"):
+        sync_api.expect(page.locator(f"#drift-{SHIFTED}-{alias}")).to_have_text("drift")
+        for other in set(FEATURES) - {SHIFTED}:
+            sync_api.expect(page.locator(f"#drift-{other}-{alias}")).to_have_text(
+                "stable"
+            )
+    section_shot(page, "admin-model-drift", "#drift", "#drift ~ .charts")

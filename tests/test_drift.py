@@ -215,6 +215,42 @@ def test_the_page_and_the_gauges_show_the_drifted_feature(app, cancer):
     assert "modeldock_feature_drift_pvalue{" in metrics
 
 
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_the_page_shows_the_canarys_drift_next_to_stable(app, client, keys, cancer):
+    """A canary takes all the traffic: its column shows the drift, stable's says it
+    saw no predictions."""
+    for _ in range(2):
+        response = upload(
+            client,
+            keys.admin,
+            "cancer",
+            cancer.as_skops(),
+            reference=reference_csv(cancer.X),
+        )
+        assert response.status_code == 201, response.text
+    response = client.put(
+        "/api/v1/models/cancer/canary",
+        json={"version": 2, "weight": 100},
+        headers=auth(keys.admin),
+    )
+    assert response.status_code == 200, response.text
+    send(client, keys.predict, live_rows(cancer.X))
+    with app.app_context():
+        sketch().flush()
+    sign_in(client, "root", "correct horse battery")
+    page = client.get("/admin/models/cancer").text
+    stable = page.split('id="drift-summary-stable"')[1].split("</li>")[0]
+    assert "version 1" in stable and "no predictions seen" in stable
+    canary = page.split('id="drift-summary-canary"')[1].split("</li>")[0]
+    assert "version 2" in canary and "600 rows" in canary
+    assert 'id="drift-table"' in page and "Version 1 <span" not in page
+    cell = page.split(f'id="drift-x{SHIFTED}-canary"')[1].split("</td>")[0]
+    assert "badge-drift" in cell
+    cell = page.split('id="drift-x0-canary"')[1].split("</td>")[0]
+    assert "badge-drift" not in cell and "badge-" in cell
+    assert page.count('<svg class="chart"') == 30
+
+
 @pytest.mark.config(**DRIFT_CONFIG, MODELDOCK_ROUTING_REFRESH_SECONDS=3600)
 def test_the_sketch_runs_no_sql_on_the_prediction_path(app, client, keys, cancer):
     upload(

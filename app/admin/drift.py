@@ -41,32 +41,70 @@ def drift_report(name: str):
     return json_response(body)
 
 
-def panel(name: str, kind: str, number: int | None = None) -> dict[str, Any]:
-    """The drift section of the model page: the report, the newest window's table
-    and one chart of PSI per feature over the windows."""
+SIDES = ("stable", "canary")  # the versions serving clients, side by side
+
+
+def panel(name: str, kind: str, aliases: dict[str, dict]) -> dict[str, Any]:
+    """The drift section of the model page: the report of the stable version and,
+    during a canary, of the canary; one table of each side's newest window, a row
+    per feature; and one chart per feature of PSI over the windows, a line a side."""
     if kind not in drift.KINDS:
         kind = "day"
-    body = drift.report(name, kind, number)
-    db.session.commit()
-    windows = list(reversed(body["windows"]))  # oldest first, for the charts
-    labels = [
-        w["start"].strftime("%m-%d" if kind == "day" else "%d %H:00") for w in windows
+    sides = []
+    for alias in SIDES:
+        if alias == "stable" or alias in aliases:
+            number = aliases[alias]["version"] if alias in aliases else None
+            body = drift.report(name, kind, number)
+            latest = body["windows"][0] if body["windows"] else None
+            sides.append(body | {"alias": alias, "latest": latest})
+    db.session.commit()  # statistics refreshed on demand are kept for the next read
+    shown = [side for side in sides if side["latest"]]
+    names = list(
+        dict.fromkeys(n for side in shown for n in side["reference"]["features"])
+    )
+    newest = [{f["feature"]: f for f in s["latest"]["features"]} for s in shown]
+    rows = [
+        {
+            "feature": feature,
+            "cells": [
+                {"alias": side["alias"]} | by_feature.get(feature, {})
+                for side, by_feature in zip(shown, newest, strict=True)
+            ],
+        }
+        for feature in names
+    ]
+    return {
+        "window": kind,
+        "sides": sides,
+        "shown": shown,
+        "rows": rows,
+        "charts": _charts(kind, shown, names),
+    }
+
+
+def _charts(kind: str, shown: list[dict], names: list[str]) -> list[Markup]:
+    """PSI per feature over the windows, oldest first; a gap where a side saw
+    no predictions (a canary started later)."""
+    starts = sorted({w["start"] for side in shown for w in side["windows"]})
+    labels = [s.strftime("%m-%d" if kind == "day" else "%d %H:00") for s in starts]
+    psi = [
+        {
+            (w["start"], f["feature"]): f["psi"]
+            for w in side["windows"]
+            for f in w["features"]
+        }
+        for side in shown
     ]
     chart_list: list[Markup] = []
-    names = body["reference"]["features"] if body["reference"] else []
-    for j, feature in enumerate(names):
-        values = [
-            w["features"][j]["psi"] if j < len(w["features"]) else 0.0 for w in windows
-        ]
-        if values:
-            chart_list.append(
-                charts.line_chart(
-                    labels,
-                    {"PSI": values, "drift threshold": [0.2] * len(values)},
-                    f"{feature}: PSI per {kind}",
-                )
-            )
-    return body | {
-        "latest": body["windows"][0] if body["windows"] else None,
-        "charts": chart_list,
-    }
+    for feature in names:
+        series: dict[str, list[float | None]] = {
+            f"version {side['version']} ({side['alias']})": [
+                values.get((start, feature)) for start in starts
+            ]
+            for side, values in zip(shown, psi, strict=True)
+        }
+        series["drift threshold"] = [0.2] * len(starts)
+        chart_list.append(
+            charts.line_chart(labels, series, f"{feature}: PSI per {kind}")
+        )
+    return chart_list

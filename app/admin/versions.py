@@ -73,7 +73,7 @@ def versions(name: str):
         shadow_hours=rollout_history.shadow_hours(name) if "shadow" in aliases else [],
         quality=quality.report(name, request.args.get("window", "hour")),
         feedback_form=FeedbackUploadForm(),
-        drift=drift_panel(name, request.args.get("drift", "day")),
+        drift=drift_panel(name, request.args.get("drift", "day"), aliases),
     )
 
 

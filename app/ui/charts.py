@@ -110,17 +110,21 @@ def histogram(edges: Sequence[float], counts: Sequence[int], title: str) -> Mark
 
 def line_chart(
     x_labels: Sequence[str],
-    series: dict[str, Sequence[float]],
+    series: dict[str, Sequence[float | None]],
     title: str,
     fmt: Callable[[float], str] = _fmt,
 ) -> Markup:
-    """Lines over time; the x labels are shown at the start, middle and end."""
+    """Lines over time; the x labels are shown at the start, middle and end. A
+    ``None`` leaves a gap; a point without a neighbour is drawn as a dot."""
     width, left, right, top, bottom = 640, 52, 12, 10, 40
     names = list(series)
     legend_rows = (len(names) + 2) // 3
     height = 220 + 18 * legend_rows
     plot_w, plot_h = width - left - right, 220 - top - bottom
-    peak = max([v for values in series.values() for v in values] or [0]) or 1
+    peak = (
+        max([v for values in series.values() for v in values if v is not None] or [0])
+        or 1
+    )
     n = max(1, len(x_labels) - 1)
     body = [
         f'<line x1="{left}" y1="{top + plot_h}" x2="{width - right}" '
@@ -148,20 +152,38 @@ def line_chart(
             )
     for k, name in enumerate(names):
         colour = PALETTE[k % len(PALETTE)]
-        points = " ".join(
-            f"{left + plot_w * i / n:.1f},{top + plot_h * (1 - v / peak):.1f}"
-            for i, v in enumerate(series[name])
-        )
-        body.append(
-            f'<polyline points="{points}" fill="none" stroke="{colour}" '
-            'stroke-width="2"/>'
-        )
+        for run in _runs(series[name]):
+            points = [
+                (left + plot_w * i / n, top + plot_h * (1 - v / peak)) for i, v in run
+            ]
+            if len(points) == 1:
+                ((x, y),) = points
+                body.append(
+                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>'
+                )
+                continue
+            line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+            body.append(
+                f'<polyline points="{line}" fill="none" stroke="{colour}" '
+                'stroke-width="2"/>'
+            )
         lx, ly = left + (k % 3) * 190, 226 + 18 * (k // 3)
         body.append(
             f'<rect x="{lx}" y="{ly - 10}" width="12" height="12" fill="{colour}"/>'
         )
         body.append(_text(lx + 16, ly, name, cls="legend"))
     return _svg(width, height, title, body)
+
+
+def _runs(values: Sequence[float | None]) -> list[list[tuple[int, float]]]:
+    """The stretches of (index, value) between ``None``s."""
+    runs: list[list[tuple[int, float]]] = [[]]
+    for i, value in enumerate(values):
+        if value is None:
+            runs.append([])
+        else:
+            runs[-1].append((i, value))
+    return [run for run in runs if run]
 
 
 def signed_bars(
