@@ -6,6 +6,9 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
+# pytest processes of `make test`, each running whole test files (pytest-xdist): most
+# tests wait on the subprocesses and servers they start, so more than the cores.
+TEST_PROCESSES ?= 3
 # Every pip install here takes its versions from the lock file (make lock refreshes
 # it), build dependencies included.
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
@@ -26,7 +29,7 @@ run: install
 ## a broken link fails), run every test
 test: install-test services chromium system-packages oidc-provider lint
 	$(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 ## lint: the import layers (pyproject.toml [tool.importlinter]), ruff's checks and
 ## formatting, and that every dependency is declared and used (deptry)

@@ -252,3 +252,24 @@ def pytest_terminal_summary(terminalreporter):
                 if name == "terminal_report":
                     terminalreporter.write_sep("-", report.nodeid)
                     terminalreporter.write_line(value)
+
+
+# The files that take longest, started first when `make test` spreads whole files
+# over several pytest processes (pytest-xdist, --dist loadfile), so that none of
+# them starts last and runs alone at the end.
+LONGEST_FIRST = (
+    "test_scaleout.py",
+    "test_rollout.py",
+    "test_rollout_live.py",
+    "test_drift.py",
+    "test_bad_input.py",
+    "test_safe_loading.py",
+    "test_explain.py",
+    "test_monitoring.py",
+    "test_isolation.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: place for place, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

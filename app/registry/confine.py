@@ -1,7 +1,8 @@
 """Confine the current process before it touches a model file.
 
 Used by the inference processes and by the upload validation sandbox, each
-started from a clean interpreter with an environment that holds no secrets.
+forked by the zygote (``app.registry.zygote``), a clean interpreter with an
+environment that holds no secrets.
 Layers, each applied where the machine allows it (``confine`` returns the list):
 
 - resource limits: address space (memory), no core files, no file writes

@@ -1,6 +1,7 @@
 """Validate an uploaded model file in a separate, resource-limited process.
 
-The parent runs ``python -m app.registry.sandbox`` with the file on stdin and
+The parent has its zygote fork this module's ``main`` (``app.registry.zygote``) with
+the file on stdin and
 settings in the environment (no secrets); this process confines itself like an
 inference process (``app.registry.confine``: limits, unprivileged user, Landlock)
 and limits its CPU time before reading a byte, loads the file through the
@@ -22,6 +23,7 @@ import subprocess
 import sys
 from typing import Any
 
+from app.registry import zygote
 from app.registry.errors import ModelFileError
 
 EXIT_REFUSED = 3
@@ -39,13 +41,6 @@ def validate_in_subprocess(
 ) -> dict[str, Any]:
     """Run the validator on ``data``; return its report or raise ModelFileError."""
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-        # One thread each: BLAS thread pools reserve memory the limit would count.
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "JOBLIB_MULTIPROCESSING": "0",
         "MODELDOCK_SANDBOX_FORMAT": file_format,
         "MODELDOCK_SANDBOX_TRUSTED": ",".join(trusted_modules),
         "MODELDOCK_SANDBOX_SAMPLE": json.dumps(sample_rows),
@@ -53,14 +48,7 @@ def validate_in_subprocess(
         "MODELDOCK_SANDBOX_CPU_SECONDS": str(cpu_seconds),
     }
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "app.registry.sandbox"],
-            input=data,
-            capture_output=True,
-            env=env,
-            timeout=timeout_seconds,
-            check=False,
-        )
+        stdout, status = zygote.run("sandbox", env, data, timeout_seconds)
     except subprocess.TimeoutExpired as exc:
         report, runtime = _parse_report(exc.stdout or b"")
         if report is None or not report.get("ok"):
@@ -72,11 +60,11 @@ def validate_in_subprocess(
             f"the ONNX conversion did not finish within {timeout_seconds} s"
         )
         return report
-    report, runtime = _parse_report(proc.stdout)
+    report, runtime = _parse_report(stdout)
     if report is None:
         raise ModelFileError(
             "the model could not be validated: the validation process was stopped "
-            f"(exit status {proc.returncode}); it may exceed the memory limit "
+            f"(exit status {status}); it may exceed the memory limit "
             f"({memory_mb} MB) or the CPU limit ({cpu_seconds} s)",
             code="model_validation_failed",
         )
@@ -86,7 +74,7 @@ def validate_in_subprocess(
         )
     report["runtime"] = runtime or _not_compiled(
         "the ONNX conversion was stopped (exit status "
-        f"{proc.returncode}); it may exceed the memory limit ({memory_mb} MB) or "
+        f"{status}); it may exceed the memory limit ({memory_mb} MB) or "
         f"the CPU limit ({cpu_seconds} s)"
     )
     return report

@@ -1,8 +1,9 @@
 """Models run in confined inference processes, supervised by the web worker.
 
-Each loaded version gets its own small pool of processes (``python -m
-app.serving.runtimes.worker``), started from a clean interpreter with an environment
-that holds no secrets, confined before they read the model (``confine``). Rows go in
+Each loaded version gets its own small pool of processes
+(``app.serving.runtimes.worker``), forked by the web worker's zygote
+(``app.registry.zygote``: a clean interpreter whose environment holds no secrets),
+confined before they read the model (``confine``). Rows go in
 and answers come out as raw array buffers (``wire``). Every call has a deadline:
 a process that overruns it, dies or answers nonsense is killed, only that request
 fails (504 ``prediction_timeout`` / 502 ``runtime_failed``), and a fresh process
@@ -12,10 +13,7 @@ takes over in the background. The web worker never unpickles the model.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from app.registry import zygote
 from app.registry.errors import ModelFileError
 from app.serving.runtimes import wire
 from app.serving.runtimes.base import (
@@ -42,13 +41,7 @@ LOAD_TIMEOUT_SECONDS = 60.0
 def _environment(memory_mb: int, trusted_modules: tuple[str, ...]) -> dict[str, str]:
     """The whole environment of an inference process: no secret, no service URL."""
     return {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "JOBLIB_MULTIPROCESSING": "0",
+        **zygote.base_environment(),
         "MODELDOCK_RUNTIME_MEMORY_MB": str(memory_mb),
         "MODELDOCK_RUNTIME_TRUSTED": ",".join(trusted_modules),
     }
@@ -61,7 +54,7 @@ class InferenceProcess:
         self.load_frame = load_frame
         self.environment = environment
         self.label = label
-        self.proc: subprocess.Popen | None = None
+        self.proc: zygote.Child | None = None
         self.confinement: list[str] = []
 
     @property
@@ -71,15 +64,8 @@ class InferenceProcess:
     def start(self, deadline: float) -> None:
         """Start the process and load the model; raise if it cannot."""
         self.kill()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.serving.runtimes.worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=self.environment,
-            cwd="/",
-            close_fds=True,
-        )
         try:
+            self.proc = zygote.spawn("worker", self.environment)
             wire.write(self.proc.stdin.fileno(), self.load_frame)
             header, _ = wire.read(self.proc.stdout.fileno(), deadline)
         except (wire.Deadline, wire.Closed, OSError) as exc:

@@ -1,5 +1,5 @@
-"""An inference process: ``python -m app.serving.runtimes.worker``, started by a web
-worker.
+"""An inference process: this module's ``main``, forked for a web worker by its
+zygote (``app.registry.zygote``).
 
 It confines itself before reading a byte of the model (``confine``), then answers
 frames on its stdin/stdout (``wire``): first ``load`` (the model's bytes), then any
