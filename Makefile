@@ -6,8 +6,8 @@ PY     := $(VENV)/bin/python
 HOST   ?= 127.0.0.1
 PORT   ?= 5000
 FLASK  := FLASK_APP=wsgi $(VENV)/bin/flask
-# pytest processes of `make test`, each running whole test files (pytest-xdist): most
-# tests wait on the subprocesses and servers they start, so more than the cores.
+# pytest processes of `make test`, each running whole test files (pytest-xdist); more
+# than the cores, since many tests wait on the servers and processes they start.
 TEST_PROCESSES ?= 3
 # Every pip install here takes its versions from the lock file (make lock refreshes
 # it), build dependencies included.
@@ -29,7 +29,9 @@ run: install
 ## a broken link fails), run every test
 test: install-test services chromium system-packages oidc-provider lint
 	$(PY) -m mkdocs build --strict --quiet --site-dir $(VENV)/site
-	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile --ignore tests/test_openapi.py
+	@# schemathesis reports each operation it fuzzes only in a single pytest process
+	$(PY) -m pytest tests/test_openapi.py
 
 ## lint: the import layers (pyproject.toml [tool.importlinter]), ruff's checks and
 ## formatting, and that every dependency is declared and used (deptry)
