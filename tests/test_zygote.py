@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from app.registry import zygote
-from app.serving.runtimes import wire
 
 
 def environ_of(pid: int) -> str:
@@ -98,7 +98,11 @@ def test_a_killed_zygote_takes_its_children_and_is_replaced():
         stop(again)
 
 
-def test_concurrent_spawns_each_get_their_own_child():
+def test_spawns_from_threads_that_end_leave_the_zygote_and_children_running():
+    """A web worker starts its zygote from whichever request thread needs it first;
+    neither the zygote nor its children may die when that thread ends."""
+    zygote._close()
+    zygote._zygote = None
     children: list[zygote.Child] = []
     lock = threading.Lock()
 
@@ -112,15 +116,48 @@ def test_concurrent_spawns_each_get_their_own_child():
         thread.start()
     for thread in threads:
         thread.join()
+    parent = zygote._zygote.proc.pid
     try:
         assert len({child.pid for child in children}) == 6
-        for child in children:
-            wire.write(child.stdin.fileno(), b"")  # not a frame: it gives up
-    except OSError:
-        pass
+        time.sleep(1)
+        assert [child.poll() for child in children] == [None] * 6
+        assert zygote._zygote.proc.pid == parent and zygote._zygote.alive
     finally:
         for child in children:
-            assert stop(child) in (-signal.SIGKILL, 0, 1)
+            assert stop(child) == -signal.SIGKILL
+
+
+def test_the_zygote_and_its_children_end_with_the_process_that_started_them():
+    script = (
+        "import os, sys\n"
+        "from app.registry import zygote\n"
+        "child = zygote.spawn('worker', {'MODELDOCK_RUNTIME_MEMORY_MB': '1024',"
+        " 'MODELDOCK_RUNTIME_TRUSTED': ''})\n"
+        "print(zygote._zygote.proc.pid, child.pid, flush=True)\n"
+        "os._exit(0)\n"  # as a SIGKILLed web worker: no atexit, no close
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    ).stdout
+    pids = [int(pid) for pid in output.split()]
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in pids if alive(pid)]
+
+
+def alive(pid: int) -> bool:
+    """Running (not a zombie waiting for its parent to reap it)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def test_waiting_past_a_timeout_raises_and_a_kill_is_reported():

@@ -18,7 +18,10 @@ other process can reach it (no path, no abstract name), so a confined child cann
 ask for siblings. A request passes the child's stdin and stdout (and a status
 socket) as file descriptors; the zygote forks, answers the pid, and writes the
 child's exit status on the status socket when it reaps it. Children are killed
-with the zygote (``PR_SET_PDEATHSIG``) and the zygote with its web worker.
+with the zygote (``PR_SET_PDEATHSIG``: the zygote forks from its only thread), and
+the zygote ends when its web worker is gone (the socket pair reads end of file;
+not the parent-death signal, which fires when the *thread* that started the zygote
+ends, and a web worker starts it from whichever request thread needs it first).
 
 ``spawn(kind, env)`` is what callers use: it returns a ``Child`` with the parts of
 ``subprocess.Popen`` they need (``pid``, ``stdin``, ``stdout``, ``poll``, ``wait``,
@@ -334,7 +337,6 @@ def _child(control: socket.socket, request: dict, fds: list[int], sel) -> None:
 
 def serve(control: socket.socket) -> None:
     """Fork on request until the web worker closes the socket pair."""
-    _die_with_parent()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
