@@ -63,7 +63,30 @@ def build_app(url: str, engine_options: dict, **overrides):
     app = create_app(config)
     with app.app_context():
         db.create_all()
+    BUILT.append(app)
     return app
+
+
+def close_app(app) -> None:
+    """Stop the app's inference processes and close its database connections."""
+    app.extensions["modeldock"].close()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+# Apps built so far in this process: the ones a test builds are closed after it
+# (``closes_its_apps``), so that no connection of a finished test is left for the
+# garbage collector to find in the middle of another one (a ResourceWarning there).
+BUILT: list = []
+
+
+@pytest.fixture(autouse=True)
+def closes_its_apps():
+    kept = len(BUILT)  # wider-scoped fixtures' apps, set up before this one
+    yield
+    while len(BUILT) > kept:
+        close_app(BUILT.pop())
 
 
 @contextmanager
@@ -73,10 +96,7 @@ def running_app(backend, tmp_dir, **overrides):
         try:
             yield app
         finally:
-            app.extensions["modeldock"].close()  # stops its inference processes
-            with app.app_context():
-                db.session.remove()
-                db.engine.dispose()
+            close_app(app)
 
 
 @pytest.fixture(params=BACKENDS)
