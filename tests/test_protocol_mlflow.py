@@ -401,8 +401,20 @@ def test_openapi_documents_mlflow_routes_with_mlflow_errors(served):
     document = build_document(app)
     for path in ("/invocations", "/mlflow/{name}/invocations", "/ping", "/version"):
         for operation in document["paths"][path].values():
-            refs = [r.get("$ref", "") for r in operation["responses"].values()]
-            assert refs and all("MLflow" in ref for ref in refs if ref), path
+            errors = {
+                status: response
+                for status, response in operation["responses"].items()
+                if not status.startswith("2")
+            }
+            assert errors, path
+            for status, response in errors.items():  # each one MLflow's shape
+                assert response == {"$ref": f"#/components/responses/MLflow{status}"}
+    shape = document["components"]["responses"]["MLflow400"]["content"]
+    assert shape[JSON]["schema"] == {"$ref": "#/components/schemas/MLflowError"}
+    assert document["components"]["schemas"]["MLflowError"]["required"] == [
+        "error_code",
+        "message",
+    ]
     assert error_shape("/mlflow/x/y") == error_shape("/invocations") == "mlflow"
 
 
