@@ -32,6 +32,7 @@ from app.auth.credentials import create_api_key
 from app.extensions import db
 from app.models import User
 from app.serving.runtimes import explainer
+from app.serving.runtimes.base import PredictionTimeout
 from app.serving.runtimes.isolated import IsolatedRuntime
 from app.serving.runtimes.predictor import Predictor
 from tests import hostile_state as hostile
@@ -185,6 +186,11 @@ def test_explain_runs_in_the_inference_process_under_a_deadline():
         assert_adds_up(result, model, X[:5])
         # The process still predicts after explaining (one protocol, two ops).
         labels, _ = runtime.predict(X[:5], time.monotonic() + 10)
+        assert labels.tolist() == model.predict(X[:5]).tolist()
+        # Past its deadline, an explanation is given up (the process is replaced).
+        with pytest.raises(PredictionTimeout):
+            runtime.explain(X[:5], time.monotonic())
+        labels, _ = runtime.predict(X[:5], time.monotonic() + 60)
         assert labels.tolist() == model.predict(X[:5]).tolist()
     finally:
         runtime.close()
