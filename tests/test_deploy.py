@@ -198,18 +198,11 @@ def test_prediction_ingress_retries_the_same_paths_as_the_nginx_site():
 
 def _systemd_copies(folder: Path) -> list[Path]:
     """The units with /srv/modeldock pointed at this checkout, so that verify finds
-    the programs. Celery comes with the batch-job work: until this environment has
-    it, a stand-in program takes its place."""
+    the programs: gunicorn and celery of this environment (a missing one fails)."""
     bin_dir = Path(sys.executable).parent
-    celery = bin_dir / "celery"
-    if not celery.exists():
-        celery = folder / "celery"
-        celery.write_text("#!/bin/sh\nexit 0\n")
-        celery.chmod(0o755)
     copies = []
     for unit in sorted(SYSTEMD.glob("*.service")):
-        text = unit.read_text().replace("/srv/modeldock/.venv/bin/celery", str(celery))
-        text = text.replace("/srv/modeldock/.venv/bin/", f"{bin_dir}/")
+        text = unit.read_text().replace("/srv/modeldock/.venv/bin/", f"{bin_dir}/")
         text = text.replace("/srv/modeldock", str(ROOT))
         copy = folder / unit.name
         copy.write_text(text)
