@@ -83,7 +83,7 @@ def is_uuid4(text: str) -> bool:
         return False
 
 
-def test_predict_probabilities_and_models(md):
+def test_predict_probabilities_and_models(md, demo_model):
     with Client(md.url, md.keys["predict"]) as client:
         models = client.list_models()
         assert [m.name for m in models] == ["demo", "diabetes"]
@@ -107,7 +107,8 @@ def test_predict_probabilities_and_models(md):
 
         proba = client.predict_proba("demo", [ROW])
         assert proba.classes == SPECIES
-        assert sum(proba.probabilities[0]) == pytest.approx(1.0)
+        want = demo_model.predict_proba(pd.DataFrame([ROW], columns=FEATURES))[0]
+        np.testing.assert_allclose(proba.probabilities[0], want, atol=1e-6)
         assert client.predict("diabetes", [[0.0] * 10]).classes is None
         with pytest.raises(UnexpectedResponseError) as refused:
             client.predict_proba("diabetes", [[0.0] * 10])
