@@ -143,7 +143,8 @@ def test_bad_input_gets_a_stable_code_and_field(iris_app):
     cases = [
         ({"rows": [[1, 2, 3, 4]]}, {}, 400, "invalid_body", "instances"),
         ({"instances": [[1, 2, 3]]}, {}, 400, "wrong_feature_count", "instances[0]"),
-        ({"instances": [[1, 2, 3, "x"]]}, {}, 400, None, "instances[0][3]"),
+        ({"instances": [[1, 2, 3, "x"]]}, {}, 400, "non_numeric_value",
+         "instances[0][3]"),
         (None, {"data": "x0,x1\n1,2\n", "content_type": "text/csv"}, 400,
          "missing_feature", "file"),
         (None, {"data": "x0,x1,x2,x3\n", "content_type": "text/csv"}, 400,
@@ -155,9 +156,7 @@ def test_bad_input_gets_a_stable_code_and_field(iris_app):
         with submit(client, keys.predict, body, **kwargs) as response:
             assert response.status_code == status, (body, response.text)
             error = response.json["error"]
-            assert error["field"] == field, error
-            if code:
-                assert error["code"] == code, error
+            assert (error["code"], error["field"]) == (code, field), error
     with submit(client, keys.predict, {"instances": [[1, 2, 3, 4]]}, "nope") as r:
         assert (r.status_code, r.json["error"]["code"]) == (404, "model_not_found")
     with client.post(

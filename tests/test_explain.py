@@ -28,7 +28,11 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
+from app.auth.credentials import create_api_key
+from app.extensions import db
+from app.models import User
 from app.serving.runtimes import explainer
+from app.serving.runtimes.base import PredictionTimeout
 from app.serving.runtimes.isolated import IsolatedRuntime
 from app.serving.runtimes.predictor import Predictor
 from tests import hostile_state as hostile
@@ -183,6 +187,11 @@ def test_explain_runs_in_the_inference_process_under_a_deadline():
         # The process still predicts after explaining (one protocol, two ops).
         labels, _ = runtime.predict(X[:5], time.monotonic() + 10)
         assert labels.tolist() == model.predict(X[:5]).tolist()
+        # Past its deadline, an explanation is given up (the process is replaced).
+        with pytest.raises(PredictionTimeout):
+            runtime.explain(X[:5], time.monotonic())
+        labels, _ = runtime.predict(X[:5], time.monotonic() + 60)
+        assert labels.tolist() == model.predict(X[:5]).tolist()
     finally:
         runtime.close()
 
@@ -294,9 +303,16 @@ def test_route_refuses_models_it_cannot_explain(client, keys):
     assert ok.status_code == 200
 
 
-def test_route_needs_the_predict_scope_and_valid_rows(client, keys, iris):
+def test_route_needs_the_predict_scope_and_valid_rows(app, client, keys, iris):
     assert upload(client, keys.admin, "iris", iris.as_skops()).status_code == 201
     assert client.post("/api/v1/models/iris/explain", json={}).status_code == 401
+    with app.app_context():
+        admin = db.session.get(User, keys.admin_user_id)
+        _, only_admin = create_api_key(admin, "admin only", ["admin"])
+        db.session.commit()
+    response = explain(client, only_admin, "iris", {"instances": [[1, 2, 3, 4]]})
+    assert response.status_code == 403
+    assert response.get_json()["error"]["code"] == "insufficient_scope"
     response = explain(client, keys.predict, "iris", {"instances": [[1, 2]]})
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "wrong_feature_count"

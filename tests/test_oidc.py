@@ -255,7 +255,8 @@ class TestTokens:
 
 
 def sso_sign_in(browser, stack, login: str):
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api
+
     context = browser.new_context(base_url=stack.url)
     context.set_default_timeout(15_000)
     # The provider's stock pages import a web font: nothing leaves this machine.
@@ -282,7 +283,8 @@ def sso_sign_in(browser, stack, login: str):
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api  # a test dependency: missing is a failure
+
     if not os.access(CHROMIUM, os.X_OK) and not os.environ.get("CI"):
         pytest.skip("Debian's chromium is not installed (make test installs it)")
     with sync_api.sync_playwright() as playwright:

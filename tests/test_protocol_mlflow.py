@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_diabetes, load_iris
 from sklearn.linear_model import LogisticRegression, Ridge
 
@@ -372,8 +373,20 @@ def test_ping_and_version(served):
 # --- one pipeline: request log (redacted payloads), metrics, OpenAPI
 
 
+def requests_counted(client) -> dict[tuple[str, str], float]:
+    """modeldock_requests_total by (model, status), as Prometheus would read it."""
+    text = client.get("/metrics", headers=auth("scrape-token")).text
+    return {
+        (sample.labels["model"], sample.labels["status"]): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modeldock_requests_total"
+    }
+
+
 def test_requests_are_logged_under_mlflow_with_redaction_by_column(served, frame):
     app, client, keys = served
+    before = requests_counted(client)
     rows = frame.iloc[[3]][list(reversed(NAMES))]
     assert invoke(client, keys.predict, dump_input_data(rows)).status_code == 200
     bad = invoke(client, keys.predict, {"instances": [[1, 2]]})
@@ -392,8 +405,9 @@ def test_requests_are_logged_under_mlflow_with_redaction_by_column(served, frame
     # The table is logged by column name, so the redacted column is the right one.
     (logged,) = ok.payload["dataframe_records"]
     assert logged == {**rows.iloc[0].to_dict(), "petal_width": "[redacted]"}
-    metrics = client.get("/metrics", headers=auth("scrape-token")).text
-    assert 'model="iris"' in metrics
+    after = requests_counted(client)
+    for counted in (("iris", "200"), ("iris", "400")):  # each request once
+        assert after.get(counted, 0.0) - before.get(counted, 0.0) == 1, counted
 
 
 def test_openapi_documents_mlflow_routes_with_mlflow_errors(served):
@@ -401,8 +415,20 @@ def test_openapi_documents_mlflow_routes_with_mlflow_errors(served):
     document = build_document(app)
     for path in ("/invocations", "/mlflow/{name}/invocations", "/ping", "/version"):
         for operation in document["paths"][path].values():
-            refs = [r.get("$ref", "") for r in operation["responses"].values()]
-            assert refs and all("MLflow" in ref for ref in refs if ref), path
+            errors = {
+                status: response
+                for status, response in operation["responses"].items()
+                if not status.startswith("2")
+            }
+            assert errors, path
+            for status, response in errors.items():  # each one MLflow's shape
+                assert response == {"$ref": f"#/components/responses/MLflow{status}"}
+    shape = document["components"]["responses"]["MLflow400"]["content"]
+    assert shape[JSON]["schema"] == {"$ref": "#/components/schemas/MLflowError"}
+    assert document["components"]["schemas"]["MLflowError"]["required"] == [
+        "error_code",
+        "message",
+    ]
     assert error_shape("/mlflow/x/y") == error_shape("/invocations") == "mlflow"
 
 

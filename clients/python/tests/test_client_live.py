@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from modeldock_client import (
@@ -64,6 +65,17 @@ def new_hits(server, before: int, settle: float = 0.3):
     return server.hits()[before:]
 
 
+@pytest.fixture(scope="module")
+def demo_model():
+    """The demo model the server holds, loaded here: the oracle of its answers."""
+    import skops.io
+
+    from app.cli.demo import train_demo_model
+
+    data = train_demo_model()
+    return skops.io.loads(data, trusted=skops.io.get_untrusted_types(data=data))
+
+
 def is_uuid4(text: str) -> bool:
     try:
         return uuid.UUID(text).version == 4
@@ -71,7 +83,7 @@ def is_uuid4(text: str) -> bool:
         return False
 
 
-def test_predict_probabilities_and_models(md):
+def test_predict_probabilities_and_models(md, demo_model):
     with Client(md.url, md.keys["predict"]) as client:
         models = client.list_models()
         assert [m.name for m in models] == ["demo", "diabetes"]
@@ -95,22 +107,36 @@ def test_predict_probabilities_and_models(md):
 
         proba = client.predict_proba("demo", [ROW])
         assert proba.classes == SPECIES
-        assert sum(proba.probabilities[0]) == pytest.approx(1.0)
+        want = demo_model.predict_proba(pd.DataFrame([ROW], columns=FEATURES))[0]
+        np.testing.assert_allclose(proba.probabilities[0], want, atol=1e-6)
         assert client.predict("diabetes", [[0.0] * 10]).classes is None
         with pytest.raises(UnexpectedResponseError) as refused:
             client.predict_proba("diabetes", [[0.0] * 10])
         assert refused.value.code == "no_probabilities"
 
 
-def test_explain_is_called_or_refused_clearly(md):
-    with Client(md.url, md.keys["predict"]) as client:
-        try:
-            explained = client.explain("demo", [ROW])
-        except ExplainUnavailableError as error:  # a server without the route
-            assert error.status == 404 and error.attempts == 1
-            assert "no explain route" in str(error)
-        else:
-            assert explained.model == "demo" and explained.body
+def test_explain_is_called_or_refused_clearly(md, demo_model):
+    with Client(md.url, md.keys["predict"], retries=5, backoff=0.01) as client:
+        explained = client.explain("demo", [ROW])
+        # A missing model is a missing model, not a missing route.
+        with pytest.raises(NotFoundError) as missing:
+            client.explain("nope", [ROW])
+    assert not isinstance(missing.value, ExplainUnavailableError)
+    assert (missing.value.code, missing.value.attempts) == ("model_not_found", 1)
+    assert (explained.model, explained.version, explained.attempts) == ("demo", 1, 1)
+    assert explained.body["features"] == FEATURES
+    assert explained.body["outputs"] == SPECIES
+    # Contributions add up to the model's own decision function, class by class.
+    [row] = explained.body["explanations"]
+    total = np.asarray(row["base_value"]) + np.sum(row["contributions"], axis=1)
+    want = demo_model.decision_function(pd.DataFrame([ROW], columns=FEATURES))[0]
+    np.testing.assert_allclose(total, want, atol=1e-6)
+    # A server without the route (an older release) answers 404: said once, clearly.
+    with Client(md.url + "/older", md.keys["predict"], retries=5, backoff=0.01) as old:
+        with pytest.raises(ExplainUnavailableError) as refused:
+            old.explain("demo", [ROW])
+    assert (refused.value.status, refused.value.attempts) == (404, 1)
+    assert "no explain route" in str(refused.value)
 
 
 CASES = {
