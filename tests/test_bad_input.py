@@ -259,6 +259,28 @@ def test_flask_json_writes_nan_and_infinities_as_null(app):
     assert strict_json(text) == {"a": [None, 1.5, {"b": None}], "c": [None]}
 
 
+def test_json_columns_hold_strict_json_whatever_the_values():
+    """What the request log stores (predictions, payloads): non-finite floats as
+    null, numpy arrays and scalars, number keys as text, and what orjson refuses
+    (integers beyond 64 bits, lone surrogates) still written."""
+    from app.web.finite_json import json_text
+
+    value = {
+        "y": np.array([0, 1]),
+        "p": np.array([[0.25, np.nan], [np.inf, 0.5]], dtype=np.float32),
+        "n": np.float64(-np.inf),
+        1: "one",
+    }
+    assert strict_json(json_text(value)) == {
+        "y": [0, 1],
+        "p": [[0.25, None], [None, 0.5]],
+        "n": None,
+        "1": "one",
+    }
+    assert strict_json(json_text([2**70, float("nan")])) == [2**70, None]
+    assert strict_json(json_text({"a": "\ud800"})) == {"a": "\ud800"}
+
+
 # --- CSV results keep every row, whatever the cells hold ------------------------------
 
 

@@ -12,11 +12,12 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from werkzeug.datastructures import FileStorage
 
 from app.extensions import db
-from app.models import DriftReference
+from app.models import DriftCount, DriftReference
+from app.observability.reference import BinSpec
 from app.observability.request_log import writer
 from app.observability.sketch import sketch
 from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
@@ -304,6 +305,39 @@ def test_the_sketch_runs_no_sql_on_the_prediction_path(app, client, keys, cancer
     assert statements == []
     with app.app_context():
         assert sketch().flush() > 0
+
+
+@pytest.mark.config(**DRIFT_CONFIG)
+def test_the_sketch_counts_every_row_once_however_requests_come(
+    app, client, keys, cancer
+):
+    """Rows are binned a thousand at a time: small requests and a big one across
+    that boundary, and the rows still waiting at the flush, each count once, in
+    the bin that binning them all at once gives."""
+    upload(
+        client,
+        keys.admin,
+        "cancer",
+        cancer.as_skops(),
+        reference=reference_csv(cancer.X),
+    )
+    rows = live_rows(cancer.X, 2600)
+    send(client, keys.predict, rows[:1200], batch=7)
+    send(client, keys.predict, rows[1200:2300], batch=1100)
+    send(client, keys.predict, rows[2300:], batch=7)  # waiting at the flush
+    with app.app_context():
+        sketch().flush()
+        spec = BinSpec.build(1, db.session.get(DriftReference, 1).features)
+        stored = db.session.execute(
+            select(DriftCount.feature, DriftCount.bin, func.sum(DriftCount.count))
+            .where(DriftCount.version_id == 1)
+            .group_by(DriftCount.feature, DriftCount.bin)
+        ).all()
+    counted = np.zeros(len(spec.names) * spec.slots, dtype=np.int64)
+    for feature, slot, count in stored:
+        counted[feature * spec.slots + slot] = count
+    assert counted[: spec.slots].sum() == 2600
+    assert counted.tolist() == spec.count(rows).tolist()
 
 
 @pytest.mark.config(**DRIFT_CONFIG)

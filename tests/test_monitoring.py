@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from sqlalchemy import func, select
 from app.auth.credentials import create_api_key
 from app.extensions import db
 from app.models import Feedback, RequestLog, User
+from app.models._time import utcnow
 from app.monitoring import intervals, quality
 from app.observability.request_log import writer
 from tests.conftest import Trained, auth, sign_in, upload
@@ -171,6 +173,25 @@ def _classifier_session(app, client, keys, feedback_key, iris):
     flush(app)
     assert send(client, feedback_key, {"feedback": items}).status_code == 200
     return truth
+
+
+def test_a_reused_request_id_is_judged_by_its_latest_prediction(
+    app, client, keys, iris, feedback_key
+):
+    assert upload(client, keys.admin, "iris", iris.as_skops()).status_code == 201
+    setosa, virginica = iris.X[0], iris.X[-1]
+    first = predict(client, keys.predict, [setosa], "reused")["predictions"][0]
+    flush(app)
+    latest = predict(client, keys.predict, [virginica], "reused")["predictions"][0]
+    flush(app)
+    assert first != latest
+    body = {"request_id": "reused", "row": 0, "label": latest}
+    assert send(client, feedback_key, body).status_code == 200
+    with app.app_context():
+        (outcome,) = quality.outcomes(utcnow() - timedelta(hours=1))
+        total = quality.report("iris", "hour")["versions"][0]["total"]
+    assert (outcome.predicted, outcome.truth) == (latest, latest)
+    assert total["n"] == 1 and total["accuracy"]["value"] == 1.0
 
 
 def test_live_figures_equal_scikit_learn(app, client, keys, iris, feedback_key):

@@ -57,10 +57,15 @@ def _row_item(key: str):
 
 
 def outcomes(since: datetime, model_name: str | None = None) -> list[Outcome]:
-    """Rows predicted since ``since`` that have feedback (of one model or all)."""
+    """Rows predicted since ``since`` that have feedback (of one model or all).
+
+    Ordered by feedback, so that the database walks the feedback and finds each
+    one's log by request id: ordered by the log, SQLite read every request log of
+    the window instead (60 ms at 200,000 rows, on every refresh of the gauges)."""
     statement = (
         select(
             Feedback.id,
+            RequestLog.id,
             RequestLog.model_name,
             RequestLog.version,
             RequestLog.created_at,
@@ -81,16 +86,18 @@ def outcomes(since: datetime, model_name: str | None = None) -> list[Outcome]:
             RequestLog.status_code == 200,
             RequestLog.predictions.is_not(None),
         )
-        .order_by(RequestLog.id)
+        .order_by(Feedback.id)
     )
     if model_name is not None:
         statement = statement.where(Feedback.model_name == model_name)
-    latest: dict[int, Outcome] = {}  # a reused request id: its latest prediction
-    for fid, model, version, at, y, p, label, value in db.session.execute(statement):
-        if y is not None:
+    latest: dict[int, tuple[int, Outcome]] = {}  # a reused request id: its latest
+    for fid, log_id, model, version, at, y, p, label, value in db.session.execute(
+        statement
+    ):
+        if y is not None and (fid not in latest or latest[fid][0] < log_id):
             truth = value if label is None else label
-            latest[fid] = Outcome(model, version, at, y, truth, p)
-    return list(latest.values())
+            latest[fid] = (log_id, Outcome(model, version, at, y, truth, p))
+    return [outcome for _, outcome in sorted(latest.values(), key=lambda e: e[0])]
 
 
 def classification(rows: list[Outcome], classes: list) -> dict[str, Any]:

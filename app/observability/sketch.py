@@ -1,13 +1,15 @@
 """The live sketch: per-worker counts of input values per reference bin and hour,
 added on the prediction path and merged into the database by a background thread.
 
-Adding a request costs one ``np.bincount`` over the bins of its values (see
-``BinSpec.cells``) and a dictionary update under a lock; no SQL runs on the
-request path. A flush upserts the counts (``count = count + new``), so workers
-never overwrite each other, and bumps the generation of the hour and day windows it
-touched, so the statistics of those windows are recomputed
-(``app.monitoring.drift.refresh``). A worker killed with ``kill -9`` loses the
-counts since its last flush, like its request logs.
+Adding a request keeps a reference to its rows under a lock; every ``BIN_ROWS``
+rows (and at each flush) the rows kept are binned at once, one ``np.bincount``
+over their cells (see ``BinSpec.cells``): numpy's fixed cost per call is then paid
+per thousand rows, not per request. No SQL runs on the request path. A flush
+upserts the counts (``count = count + new``), so workers never overwrite each
+other, and bumps the generation of the hour and day windows it touched, so the
+statistics of those windows are recomputed (``app.monitoring.drift.refresh``). A
+worker killed with ``kill -9`` loses the rows and counts since its last flush, like
+its request logs.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from app.observability.reference import BinSpec
 
 log = logging.getLogger(__name__)
 HOUR = 3600
+# Rows kept per version and hour before they are binned. Binning one row costs
+# about 8 µs (a dozen numpy calls), a thousand at once about 0.2 µs a row; a
+# thousand rows of 30 features hold 240 kB.
+BIN_ROWS = 1000
 
 
 def upsert(model, rows: list[dict], keys: list[str], add: list[str], **also):
@@ -60,22 +66,39 @@ class Sketch(BackgroundFlush):
         self.app = app
         self.enabled = source == "sketch"
         self.counts: dict[tuple[int, int], tuple[BinSpec, np.ndarray]] = {}
+        # Rows not binned yet: (version id, hour) → [spec, arrays, how many rows].
+        self.pending: dict[tuple[int, int], list] = {}
         self._lock = threading.Lock()
         self.after_flush = lambda: None  # the background refresh of statistics
 
     def observe(self, spec: BinSpec, rows: np.ndarray, now: float | None = None):
-        """Add ``rows`` (validated, ordered like the model's features)."""
+        """Add ``rows`` (validated, ordered like the model's features; kept until
+        binned, so the caller must not change them afterwards)."""
         if not self.enabled:
             return
-        cells = spec.count(rows)
         key = (spec.version_id, int(time.time() if now is None else now) // HOUR)
+        with self._lock:
+            entry = self.pending.get(key)
+            if entry is None:
+                entry = self.pending[key] = [spec, [], 0]
+            entry[1].append(rows)
+            entry[2] += len(rows)
+            full = entry[2] >= BIN_ROWS
+            if full:
+                del self.pending[key]
+        if full:
+            self._bin(key, entry[0], entry[1])
+        self.started()
+
+    def _bin(self, key: tuple[int, int], spec: BinSpec, batches: list) -> None:
+        """Add the counts of ``batches`` (row arrays) to ``key``'s vector."""
+        cells = spec.count(batches[0] if len(batches) == 1 else np.concatenate(batches))
         with self._lock:
             entry = self.counts.get(key)
             if entry is None:
                 self.counts[key] = (spec, cells)
             else:
                 entry[1][:] += cells
-        self.started()
 
     def tick(self) -> None:
         self.flush()
@@ -90,6 +113,10 @@ class Sketch(BackgroundFlush):
 
         On failure the counts are put back and added to what came in meanwhile.
         """
+        with self._lock:
+            pending, self.pending = self.pending, {}
+        for key, (spec, batches, _) in pending.items():
+            self._bin(key, spec, batches)
         with self._lock:
             taken, self.counts = self.counts, {}
         if not taken:
