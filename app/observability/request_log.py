@@ -249,8 +249,9 @@ def predictions_text(predictions: Any) -> Any:
     themselves: the writer's form. Through ``tolist`` every row of probabilities
     was a Python list, and a second's worth of them (70,000 lists at 700 requests
     of 100 rows) set off the cyclic garbage collector in the middle of requests:
-    +300 µs of worker CPU per such request and 300 ms stalls (py-spy)."""
-    if predictions is None or isinstance(predictions, dict):
+    +300 µs of worker CPU per such request and 300 ms stalls (py-spy). Text
+    already (a row put back while the database was away) stays as it is."""
+    if predictions is None or isinstance(predictions, dict | str):
         return predictions
     labels, probabilities = predictions
     compact = {"y": np.asarray(labels)}
