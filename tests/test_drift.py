@@ -281,7 +281,7 @@ def test_the_model_page_reads_30_features_by_30_days_in_a_few_queries(
     app, client, keys, cancer
 ):
     """Statistics are stored per window: the page's queries do not grow with the
-    number of features or days (timing: benchmarks/drift.py)."""
+    number of features or days (timing: benchmarks/monitoring.py)."""
     from datetime import timedelta
 
     from app.models import DriftStat, DriftWindow
