@@ -396,3 +396,26 @@ def test_binning_matches_searchsorted_for_small_and_big_batches():
         rows[0] = [np.inf, 7.0, -np.inf, np.nan]  # 7: a category never seen
         assert spec.cells(rows).tolist() == expected(rows).tolist(), n
         assert spec.count(rows).sum() == rows.size
+
+
+def test_chi_square_equals_scipys_contingency_test():
+    """The p-value stored per feature and window, against scipy's own test on the
+    same 2 × bins table (empty bins dropped, no continuity correction)."""
+    from scipy.stats import chi2_contingency
+
+    from app.monitoring import stats
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        bins = int(rng.integers(2, 14))
+        reference = rng.integers(0, 100, bins).astype(float)
+        live = rng.integers(0, 60, bins)
+        reference[rng.integers(0, bins)] = live[rng.integers(0, bins)] = 0
+        table = np.vstack([reference, live])
+        table = table[:, table.sum(axis=0) > 0]
+        if table.shape[1] < 2 or live.sum() == 0:
+            continue
+        expected = chi2_contingency(table, correction=False).pvalue
+        assert stats.chi_square(reference, live) == pytest.approx(expected, rel=1e-12)
+    assert stats.chi_square(np.array([5.0, 5.0]), np.array([0, 0])) is None
+    assert stats.chi_square(np.array([5.0, 0.0]), np.array([3, 0])) == 1.0
