@@ -47,7 +47,8 @@ docs: install-test
 	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8001
 
 ## bench: issue 18's targets as pass/fail (benchmarks/targets.py), the serving benchmark
-## then the CPU cost of each part of the request path and the cost of isolation per call
+## then the CPU cost of each part of the request path, the cost of isolation per call
+## and what monitoring costs (issue 15: ≤ 5 % of req/s, benchmarks/monitoring.py)
 bench: install-test services
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	@command -v wrk >/dev/null || apt-get install -y --no-install-recommends wrk
@@ -55,6 +56,7 @@ bench: install-test services
 	$(PY) benchmarks/request_path.py
 	$(PY) benchmarks/isolation.py
 	$(PY) benchmarks/targets.py
+	$(PY) benchmarks/monitoring.py
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)

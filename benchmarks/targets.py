@@ -304,6 +304,7 @@ class Cell:
     cpu_ms: float
     shares: list[int]
     load: float
+    requests: int = 0  # answered (2xx, no socket error)
 
     @property
     def worst_share(self) -> float | None:
@@ -373,6 +374,7 @@ class Bench:
             1000 * cpu / max(answered, 1),
             shares,
             load,
+            answered,
         )
         self.cells.append(cell)
         worst = cell.worst_share

@@ -17,7 +17,7 @@ from werkzeug.datastructures import FileStorage
 
 from app.extensions import db
 from app.models import DriftCount, DriftReference
-from app.observability.reference import BinSpec
+from app.observability.reference import BinSpec, describe_rows
 from app.observability.request_log import writer
 from app.observability.sketch import sketch
 from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
@@ -345,7 +345,7 @@ def test_the_model_page_reads_30_features_by_30_days_in_a_few_queries(
     app, client, keys, cancer
 ):
     """Statistics are stored per window: the page's queries do not grow with the
-    number of features or days (timing: benchmarks/drift.py)."""
+    number of features or days (timing: benchmarks/monitoring.py)."""
     from datetime import timedelta
 
     from app.models import DriftStat, DriftWindow
@@ -408,3 +408,78 @@ def test_the_model_page_reads_30_features_by_30_days_in_a_few_queries(
     few = page_statements(2)
     many = page_statements(30)
     assert many == few and many <= 25
+
+
+def test_binning_matches_searchsorted_for_small_and_big_batches():
+    """The cells of every value, whatever the batch size: numeric features with
+    fewer distinct edges than others, a categorical one with an unseen category,
+    NaN and ±infinity."""
+    rng = np.random.default_rng(3)
+    reference = np.column_stack(
+        [
+            rng.normal(size=500),
+            rng.integers(0, 3, 500).astype(float),  # categorical: 0, 1, 2
+            np.repeat(
+                [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.5], 42
+            )[:500],  # 12 values, not whole numbers: numeric with few distinct edges
+            rng.exponential(size=500),
+        ]
+    )
+    features = describe_rows(reference, ["a", "b", "c", "d"])
+    spec = BinSpec.build(1, features)
+    assert [f["kind"] for f in features] == [
+        "numeric",
+        "categorical",
+        "numeric",
+        "numeric",
+    ]
+    assert len({len(f["counts"]) for f in features}) > 1  # features of unequal width
+
+    def expected(rows):
+        cells = np.empty(rows.shape, dtype=np.intp)
+        for j, feature in enumerate(features):
+            column = rows[:, j]
+            if feature["kind"] == "categorical":
+                known = np.asarray(feature["categories"])
+                slot = np.searchsorted(known, column)
+                found = (slot < len(known)) & (
+                    known[np.minimum(slot, len(known) - 1)] == column
+                )
+                slot = np.where(found, slot, spec.slots - 1)
+            else:
+                slot = np.searchsorted(feature["edges"], column, side="right")
+                slot = np.where(
+                    np.isfinite(column) | (column == -np.inf), slot, spec.slots - 1
+                )
+            cells[:, j] = slot + j * spec.slots
+        return cells
+
+    for n in (1, 5, 2000):
+        rows = reference[rng.integers(0, 500, n)].copy()
+        rows[rng.random(rows.shape) < 0.05] = np.nan
+        rows[0] = [np.inf, 7.0, -np.inf, np.nan]  # 7: a category never seen
+        assert spec.cells(rows).tolist() == expected(rows).tolist(), n
+        assert spec.count(rows).sum() == rows.size
+
+
+def test_chi_square_equals_scipys_contingency_test():
+    """The p-value stored per feature and window, against scipy's own test on the
+    same 2 × bins table (empty bins dropped, no continuity correction)."""
+    from scipy.stats import chi2_contingency
+
+    from app.monitoring import stats
+
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        bins = int(rng.integers(2, 14))
+        reference = rng.integers(0, 100, bins).astype(float)
+        live = rng.integers(0, 60, bins)
+        reference[rng.integers(0, bins)] = live[rng.integers(0, bins)] = 0
+        table = np.vstack([reference, live])
+        table = table[:, table.sum(axis=0) > 0]
+        if table.shape[1] < 2 or live.sum() == 0:
+            continue
+        expected = chi2_contingency(table, correction=False).pvalue
+        assert stats.chi_square(reference, live) == pytest.approx(expected, rel=1e-12)
+    assert stats.chi_square(np.array([5.0, 5.0]), np.array([0, 0])) is None
+    assert stats.chi_square(np.array([5.0, 0.0]), np.array([3, 0])) == 1.0

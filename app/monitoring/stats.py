@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 EPSILON = 1e-4  # the share given to an empty bin, so that PSI stays finite
 PSI_WATCH = 0.1  # below: no meaningful change
@@ -20,12 +20,19 @@ def psi(reference: np.ndarray, live: np.ndarray) -> float:
 
 
 def chi_square(reference: np.ndarray, live: np.ndarray) -> float | None:
-    """p-value of a chi-square test that both counts come from one distribution."""
-    table = np.vstack([reference, live])
+    """p-value of a chi-square test that both counts come from one distribution.
+
+    Pearson's statistic on the 2 × bins table, as ``scipy.stats.chi2_contingency``
+    without correction computes it, in a few numpy operations: scipy's function
+    took 150 µs a feature, and every worker recomputes 30 features × 2 windows of
+    each version after its sketch flushes."""
+    table = np.vstack([reference, live]).astype(float)
     table = table[:, table.sum(axis=0) > 0]
     if table.shape[1] < 2 or live.sum() == 0:
         return None if live.sum() == 0 else 1.0
-    return float(stats.chi2_contingency(table, correction=False).pvalue)
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
+    statistic = ((table - expected) ** 2 / expected).sum()
+    return float(special.chdtrc(table.shape[1] - 1, statistic))
 
 
 def ks(reference: np.ndarray, live: np.ndarray) -> float | None:
