@@ -279,14 +279,18 @@ def pytest_terminal_summary(terminalreporter):
 # them starts last and runs alone at the end.
 LONGEST_FIRST = (
     "test_scaleout.py",
-    "test_rollout.py",
     "test_rollout_live.py",
+    "test_faults.py",
+    "test_celery_jobs.py",
+    "test_production_stack.py",
+    "test_prometheus.py",
+    "test_docs_session.py",
+    "test_client_live.py",
+    "test_rollout.py",
     "test_drift.py",
-    "test_bad_input.py",
-    "test_safe_loading.py",
+    "test_isolation.py",
     "test_explain.py",
     "test_monitoring.py",
-    "test_isolation.py",
 )
 
 
