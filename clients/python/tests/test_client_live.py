@@ -116,7 +116,11 @@ def test_predict_probabilities_and_models(md, demo_model):
 
 
 def test_explain_is_called_or_refused_clearly(md, demo_model):
-    with Client(md.url, md.keys["predict"], retries=5, backoff=0.01) as client:
+    # The first explanation starts the worker's inference process (its zygote's
+    # imports first): seconds on a loaded machine, past the client's default 10 s.
+    with Client(
+        md.url, md.keys["predict"], retries=5, backoff=0.01, timeout=90
+    ) as client:
         explained = client.explain("demo", [ROW])
         # A missing model is a missing model, not a missing route.
         with pytest.raises(NotFoundError) as missing:
