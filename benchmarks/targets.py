@@ -133,11 +133,14 @@ class Target:
         """Requests per worker since the log was last emptied (gunicorn's JSON log)."""
         if self.access_log is None:
             return []
-        counts = collections.Counter(
-            json.loads(line).get("pid")
-            for line in self.access_log.read_text().splitlines()
-            if line.startswith("{")
-        )
+        counts: collections.Counter = collections.Counter()
+        for line in self.access_log.read_text().splitlines():
+            if not line.startswith("{"):
+                continue
+            try:  # the last line may still be being written
+                counts[json.loads(line).get("pid")] += 1
+            except ValueError:
+                continue
         return (sorted(counts.values(), reverse=True) + [0] * self.workers)[
             : max(self.workers, len(counts))
         ]
