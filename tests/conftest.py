@@ -252,6 +252,16 @@ def sign_in(client, username: str, password: str) -> str:
     return csrf_token(client, "/account")
 
 
+def clear_of_the_hour(margin: float = 90.0) -> None:
+    """Wait for the next hour if it starts within ``margin`` seconds, so that the
+    traffic a test sends next falls in one hour (and one day) window."""
+    import time
+
+    left = 3600 - time.time() % 3600
+    if left < margin:
+        time.sleep(left + 1)
+
+
 def concrete_rule(rule: str) -> str:
     """Fill a URL rule's variables with plausible values (ints 1, strings 'demo')."""
     import re

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright import sync_api
 
-from tests.conftest import build_app, database, make_keys
-
-sync_api = pytest.importorskip("playwright.sync_api")
+from tests.conftest import build_app, clear_of_the_hour, database, make_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -682,6 +681,7 @@ def section_shot(page, name: str, first: str, last: str) -> None:
 def test_admin_model_page_shows_the_canary_comparison_and_drift(admin, server, iris):
     """Issue 15 in a browser: a canary that is worse than stable, and a feature that
     drifted on both, as the admin model page shows them."""
+    clear_of_the_hour()  # one day window for all of its traffic
     import skops.io
     from sklearn.datasets import load_iris
     from sklearn.tree import DecisionTreeClassifier

@@ -20,7 +20,15 @@ from app.models import DriftCount, DriftReference
 from app.observability.reference import BinSpec, describe_rows
 from app.observability.request_log import writer
 from app.observability.sketch import sketch
-from tests.conftest import Trained, auth, make_keys, running_app, sign_in, upload
+from tests.conftest import (
+    Trained,
+    auth,
+    clear_of_the_hour,
+    make_keys,
+    running_app,
+    sign_in,
+    upload,
+)
 
 SHIFTED = 3  # the feature moved by +3 standard deviations
 DRIFT_CONFIG = {"MODELDOCK_DRIFT_FLUSH_SECONDS": 0.0, "MODELDOCK_LOG_PAYLOADS": True}
@@ -60,6 +68,7 @@ def send(client, key: str, rows: np.ndarray, batch: int = 20) -> None:
 
 def drifted_app(app, cancer):
     """Upload with a reference, send shifted traffic, write sketch and logs."""
+    clear_of_the_hour()
     keys = make_keys(app)
     client = app.test_client()
     response = upload(
@@ -246,6 +255,7 @@ def test_the_page_and_the_gauges_show_the_drifted_feature(app, cancer):
 
 @pytest.mark.config(**DRIFT_CONFIG)
 def test_the_page_shows_the_canarys_drift_next_to_stable(app, client, keys, cancer):
+    clear_of_the_hour()
     """A canary takes all the traffic: its column shows the drift, stable's says it
     saw no predictions."""
     for _ in range(2):
