@@ -352,8 +352,19 @@ def send_chunked(port: int, path: str, body: bytes, headers: dict):
 
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
-        conn.request("POST", path, body=chunks, headers=headers, encode_chunked=True)
+        conn.putrequest("POST", path)
+        for name, value in {**headers, "Transfer-Encoding": "chunked"}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        try:
+            for i in range(0, len(body), 65536):
+                chunk = body[i : i + 65536]
+                conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            # The server answered before the body ended (a 413 once past the cap)
+            # and closed: its answer is waiting to be read, as curl would read it.
+            pass
         response = conn.getresponse()
         return response.status, json.loads(response.read())
     finally:
