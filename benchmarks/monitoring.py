@@ -2,7 +2,8 @@
 of the same model served with monitoring on and off, the drift sketch alone, and the
 admin model page with 30 features × 30 days of drift statistics.
 
-    .venv/bin/python benchmarks/monitoring.py     # run by `make bench`, about 3 min
+    .venv/bin/python benchmarks/monitoring.py     # run by `make bench`, 3 to 4 min
+    .venv/bin/python benchmarks/monitoring.py --control   # both sides off
 
 1. The sketch alone: ``Sketch.observe`` per request of 1 and 100 rows of 30
    features, in µs, the binning of every thousand rows included.
@@ -22,16 +23,21 @@ admin model page with 30 features × 30 days of drift statistics.
      and no feedback (the live-quality gauges have no switch: without feedback
      they find nothing to compute).
 
-   Both are scraped on ``/metrics`` every --scrape-seconds while under load (the
-   quality and drift gauges are computed at scrape time). wrk keeps 8 connections
-   open (1-row and 100-row bodies); each round measures on and off next to each
-   other, the order alternating (on/off, off/on, ...) so that the machine's noise
-   and the work one server leaves behind hit both alike. req/s is the median over
-   rounds; the on/off ratio the median of each round's pair. CPU/req is the
-   server's process-tree CPU (master, workers) ÷ requests answered, per cell and
-   over the whole run (the sketch's flushes and drift refreshes between cells
+   Both are scraped on ``/metrics`` once per --scrape-seconds of their load (the
+   quality and drift gauges are computed at scrape time). Each start is followed
+   by --warmup seconds of load and scrapes, so that every periodic job (sketch
+   flush, drift refresh, gauges) has run once before measuring. wrk keeps 8
+   connections open (1-row and 100-row bodies); each round measures on and off
+   next to each other, the order alternating (on/off, off/on, ...) so that the
+   machine's noise and the work one server leaves behind hit both alike; halfway
+   both servers are restarted, the other one first (a process's own layout and
+   start order moved CPU per request by up to 5 % between two identical servers).
+   req/s is the median over rounds; the on/off ratio the median of each round's
+   pair. CPU/req is the server's process-tree CPU (master, workers) ÷ requests
+   answered, per cell and over the whole run (background work between cells
    included). The last line is the verdict against issue 15's ≤ 5 % of req/s,
-   taken on the worse body.
+   taken on the worse body. ``--control`` serves monitoring off on both sides:
+   what the machine's noise alone makes of the comparison.
 3. The model page: SQL statements and milliseconds of ``GET /admin/models/<name>``
    with 30 features × 30 days (and 48 hours) of stored statistics.
 """
@@ -304,10 +310,19 @@ def on_off(args) -> float:
             if block == 0 and not args.control:
                 stored = send_feedback(servers["on"], key, X, y, args.feedback)
                 print(f"  feedback rows stored (on): {stored}")
-            for target in servers.values():  # warm-up, outside the measured CPU
-                for _, body in bodies.values():
-                    bench.wrk.run(target.url, body, auth, 8, 1, keepalive=True)
-                    bench.warmed.add((target.name, target.url, body))
+            # Warm-up, outside the measured CPU, until each server has done once
+            # what it then does every so often: flushed its sketch (every
+            # MODELDOCK_DRIFT_FLUSH_SECONDS, 10) and recomputed drift, answered a
+            # scrape with its gauges; first times compile SQL and fill caches.
+            warm_until = time.monotonic() + args.warmup
+            while time.monotonic() < warm_until:
+                for target in servers.values():
+                    for _, body in bodies.values():
+                        bench.wrk.run(
+                            target.url, body, auth, 8, 1, warmup=0, keepalive=True
+                        )
+                        bench.warmed.add((target.name, target.url, body))
+                    scrape(target)
             before = {mode: target.cpu() for mode, target in servers.items()}
             rounds = range(block * args.rounds // 2, (block + 1) * args.rounds // 2)
             for round_ in rounds:
@@ -493,7 +508,7 @@ def page() -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=2, help="per cell")
-    parser.add_argument("--rounds", type=int, default=10, help="on/off pairs per body")
+    parser.add_argument("--rounds", type=int, default=16, help="on/off pairs per body")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument(
         "--scrape-seconds",
@@ -503,6 +518,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--feedback", type=int, default=1000, help="rows of feedback (on)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=12.0,
+        help="seconds of load before measuring, after each start (> the sketch's "
+        "10 s flush interval)",
     )
     parser.add_argument(
         "--control",
