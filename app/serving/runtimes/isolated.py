@@ -202,6 +202,7 @@ class IsolatedRuntime(Runtime):
             InferenceProcess(load, environment, label) for _ in range(max(1, processes))
         ]
         self._idle: queue.LifoQueue[InferenceProcess] = queue.LifoQueue()
+        self._closed = False
         self._all[0].start(
             time.monotonic() + LOAD_TIMEOUT_SECONDS
         )  # fail here, not later
@@ -252,6 +253,8 @@ class IsolatedRuntime(Runtime):
             log.exception(
                 "could not restart the inference process for %s", process.label
             )
+        if self._closed:  # closed while this one started: nobody else will stop it
+            process.kill()
         self._idle.put(process)
 
     def describe(self) -> dict[str, Any]:
@@ -263,5 +266,6 @@ class IsolatedRuntime(Runtime):
         }
 
     def close(self) -> None:
+        self._closed = True
         for process in self._all:
             process.kill()
