@@ -66,19 +66,22 @@ def send(client, key: str, rows: np.ndarray, batch: int = 20) -> None:
         assert response.status_code == 200, response.text
 
 
+def upload_with_reference(client, keys, cancer):
+    """Upload the cancer model with its training rows as the reference sample."""
+    reference = reference_csv(cancer.X)
+    response = upload(
+        client, keys.admin, "cancer", cancer.as_skops(), reference=reference
+    )
+    assert response.status_code == 201, response.text
+    return response
+
+
 def drifted_app(app, cancer):
     """Upload with a reference, send shifted traffic, write sketch and logs."""
     clear_of_the_hour()
     keys = make_keys(app)
     client = app.test_client()
-    response = upload(
-        client,
-        keys.admin,
-        "cancer",
-        cancer.as_skops(),
-        reference=reference_csv(cancer.X),
-    )
-    assert response.status_code == 201, response.text
+    upload_with_reference(client, keys, cancer)
     send(client, keys.predict, live_rows(cancer.X))
     sketch_of = app.extensions["modeldock.drift_sketch"]
     with app.app_context():
@@ -114,14 +117,7 @@ def textbook(reference: np.ndarray, live: np.ndarray) -> dict[str, dict]:
 
 @pytest.mark.config(**DRIFT_CONFIG)
 def test_upload_with_a_reference_csv_records_bins(app, client, keys, cancer):
-    response = upload(
-        client,
-        keys.admin,
-        "cancer",
-        cancer.as_skops(),
-        reference=reference_csv(cancer.X),
-    )
-    assert response.status_code == 201, response.text
+    upload_with_reference(client, keys, cancer)
     with app.app_context():
         reference = db.session.get(DriftReference, 1)
         assert reference.rows == len(cancer.X) and reference.source == "csv"
@@ -255,18 +251,11 @@ def test_the_page_and_the_gauges_show_the_drifted_feature(app, cancer):
 
 @pytest.mark.config(**DRIFT_CONFIG)
 def test_the_page_shows_the_canarys_drift_next_to_stable(app, client, keys, cancer):
-    clear_of_the_hour()
     """A canary takes all the traffic: its column shows the drift, stable's says it
     saw no predictions."""
+    clear_of_the_hour()
     for _ in range(2):
-        response = upload(
-            client,
-            keys.admin,
-            "cancer",
-            cancer.as_skops(),
-            reference=reference_csv(cancer.X),
-        )
-        assert response.status_code == 201, response.text
+        upload_with_reference(client, keys, cancer)
     response = client.put(
         "/api/v1/models/cancer/canary",
         json={"version": 2, "weight": 100},
@@ -292,13 +281,7 @@ def test_the_page_shows_the_canarys_drift_next_to_stable(app, client, keys, canc
 
 @pytest.mark.config(**DRIFT_CONFIG, MODELDOCK_ROUTING_REFRESH_SECONDS=3600)
 def test_the_sketch_runs_no_sql_on_the_prediction_path(app, client, keys, cancer):
-    upload(
-        client,
-        keys.admin,
-        "cancer",
-        cancer.as_skops(),
-        reference=reference_csv(cancer.X),
-    )
+    upload_with_reference(client, keys, cancer)
     send(client, keys.predict, cancer.X[:20])  # warm up
     statements: list[str] = []
 
@@ -324,13 +307,7 @@ def test_the_sketch_counts_every_row_once_however_requests_come(
     """Rows are binned a thousand at a time: small requests and a big one across
     that boundary, and the rows still waiting at the flush, each count once, in
     the bin that binning them all at once gives."""
-    upload(
-        client,
-        keys.admin,
-        "cancer",
-        cancer.as_skops(),
-        reference=reference_csv(cancer.X),
-    )
+    upload_with_reference(client, keys, cancer)
     rows = live_rows(cancer.X, 2600)
     send(client, keys.predict, rows[:1200], batch=7)
     send(client, keys.predict, rows[1200:2300], batch=1100)
@@ -362,13 +339,7 @@ def test_the_model_page_reads_30_features_by_30_days_in_a_few_queries(
     from app.models._time import utcnow
     from app.observability.sketch import day_of
 
-    upload(
-        client,
-        keys.admin,
-        "cancer",
-        cancer.as_skops(),
-        reference=reference_csv(cancer.X),
-    )
+    upload_with_reference(client, keys, cancer)
     sign_in(client, "root", "correct horse battery")
 
     def page_statements(days: int) -> int:
